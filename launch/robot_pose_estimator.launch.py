@@ -1,0 +1,73 @@
+"""Start robot_pose_estimator_node and a robot_state_publisher that shows the estimated arm.
+
+    ros2 launch robot_pose_estimator robot_pose_estimator.launch.py \
+        image_topic:=/camera/color/image_raw camera_info_topic:=/camera/color/camera_info
+
+Both nodes run in ``namespace`` (default ``estimated``), so the estimated ``joint_states``
+never mix with a real robot's ``/joint_states``. robot_state_publisher turns them into TF
+frames ``<frame_prefix><link>``, hanging below the estimator's camera -> ``<frame_prefix><base>``
+transform: in RViz (fixed frame = the camera frame) the estimated arm lies over the image.
+"""
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = 'robot_pose_estimator'
+
+
+def _nodes(context):
+    """Resolve the arguments (paths relative to the params file) and build both nodes."""
+    from robot_pose_estimator.config import load_parameters, resolve_path
+    from robot_pose_estimator.ros.launch_support import flatten_parameters, robot_description
+
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    params_file = Path(arg('params_file'))
+    parameters = flatten_parameters(load_parameters(params_file))
+    if arg('model_path'):
+        parameters['model_path'] = arg('model_path')
+    for key in ('model_path', 'urdf_path'):
+        if key in parameters:
+            parameters[key] = str(resolve_path(parameters[key], params_file.parent))
+    parameters['tf_child_prefix'] = arg('frame_prefix')
+    namespace = arg('namespace')
+
+    nodes = [Node(
+        package=PACKAGE, executable='robot_pose_estimator_node', name='robot_pose_estimator',
+        namespace=namespace, output='screen', parameters=[parameters],
+        remappings=[('image', arg('image_topic')), ('camera_info', arg('camera_info_topic'))],
+        ros_arguments=['--log-level', arg('log_level')])]
+    if IfCondition(LaunchConfiguration('use_robot_state_publisher')).evaluate(context):
+        urdf = parameters.get('urdf_path') or str(Path(get_package_share_directory(PACKAGE)) / 'urdf' / 'panda.urdf')
+        nodes.append(Node(
+            package='robot_state_publisher', executable='robot_state_publisher',
+            name='estimated_robot_state_publisher', namespace=namespace, output='screen',
+            # It subscribes to joint_states in the estimator's namespace: the estimated angles.
+            parameters=[{'robot_description': robot_description(urdf), 'frame_prefix': arg('frame_prefix')}]))
+    return nodes
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = Path(get_package_share_directory(PACKAGE))
+    arguments = [
+        ('image_topic', '/camera/image_raw', 'sensor_msgs/Image topic (its /compressed sibling when '
+                                             'the params set input_compressed)'),
+        ('camera_info_topic', '/camera/camera_info', 'sensor_msgs/CameraInfo topic'),
+        ('namespace', 'estimated', 'namespace of the estimator and its robot_state_publisher'),
+        ('params_file', str(share / 'config' / 'panda.yaml'), 'the robot params file'),
+        ('model_path', '', 'override the params file model_path (ONNX or TensorRT engine)'),
+        ('use_robot_state_publisher', 'true', "publish the estimated arm's link frames"),
+        ('frame_prefix', 'estimated/', 'prefix of the estimated robot frames (TF child and '
+                                       'robot_state_publisher frame_prefix)'),
+        ('log_level', 'info', "the estimator node's log level"),
+    ]
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=description)
+         for name, default, description in arguments]
+        + [OpaqueFunction(function=_nodes)])

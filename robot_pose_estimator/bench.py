@@ -1,0 +1,128 @@
+"""``robot-pose-estimator bench``: latency benchmarks that print JSON lines (never test assertions).
+
+--geometry  the core pipeline after the network (decode -> filter -> NCCS -> FK -> EPnP -> refine)
+            on ideal Panda heatmaps with 1 px noise and a 5 deg angle prior, per stage and end to end.
+--node      the ROS node's own per-frame overhead (conversion + publishing) at 640x480.
+--model     the network alone on the configured backend.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from robot_pose_estimator.config import default_config_path, load_config
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--geometry', action='store_true', help='benchmark the geometric core')
+    parser.add_argument('--node', action='store_true', help='benchmark the ROS node overhead')
+    parser.add_argument('--model', action='store_true', help='benchmark the network on its backend')
+    parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: Panda)')
+    parser.add_argument('--frames', type=int, default=300, help='frames per measurement (default: 300)')
+    parser.add_argument('--seed', type=int, default=0)
+
+
+def _summary(samples_ms: list[float]) -> dict[str, float]:
+    values = np.asarray(samples_ms)
+    return {'median_ms': round(float(np.median(values)), 4), 'p95_ms': round(float(np.percentile(values, 95)), 4)}
+
+
+def _time_ms(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def geometry_benchmark(config_path: Path | None = None, frames: int = 300, seed: int = 0) -> dict:
+    """Median / p95 ms of each geometric stage and of the pipeline after inference, per mode."""
+    from robot_pose_estimator.core import pose_solver
+    from robot_pose_estimator.core.estimator import Estimator, PipelineSettings
+    from robot_pose_estimator.core.heatmaps import decode_heatmaps
+    from robot_pose_estimator.core.robot_model import RobotModel
+    from robot_pose_estimator.testing import HEIGHT, WIDTH, IdealHeatmapBackend, random_scene
+
+    robot = RobotModel.from_config(load_config(config_path or default_config_path()))
+    rng = np.random.default_rng(seed)
+    backend = IdealHeatmapBackend(robot)
+    image = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
+    scenes = [random_scene(robot, rng) for _ in range(frames)]
+    priors = [robot.clip(s.q + np.radians(rng.normal(0.0, 5.0, robot.num_joints))) for s in scenes]
+    noises = [rng.normal(0.0, 1.0, (robot.num_keypoints, 2)) for _ in scenes]
+
+    stages: dict[str, list[float]] = {name: [] for name in
+                                      ('decode', 'nccs', 'fk', 'epnp', 'refine_pose', 'refine_pose_and_angles')}
+    for scene, prior, noise in zip(scenes, priors, noises):
+        backend.show(scene, prior, noise)
+        heatmaps = backend.infer(None).heatmaps
+        stages['decode'].append(_time_ms(lambda: decode_heatmaps(heatmaps)))
+        pixels = scene.pixels + noise
+        used = scene.in_image.copy()
+        nccs = np.full_like(pixels, np.nan)
+        stages['nccs'].append(_time_ms(lambda: scene.camera.to_nccs(pixels[used])))
+        nccs[used] = scene.camera.to_nccs(pixels[used])
+        stages['fk'].append(_time_ms(lambda: robot.keypoints(prior)))
+        points = robot.keypoints(prior)
+        stages['epnp'].append(_time_ms(lambda: pose_solver.solve_epnp(points[used], nccs[used])))
+        for refine_joints, name in ((False, 'refine_pose'), (True, 'refine_pose_and_angles')):
+            stages[name].append(_time_ms(lambda: pose_solver.refine(
+                robot, scene.T_camera_base, prior, nccs, used, pixel_scale=scene.camera.pixel_scale,
+                q_prior=prior, refine_joints=refine_joints)))
+
+    pipelines = {}
+    for mode in ('single_frame', 'online'):
+        for refine in (False, True):
+            estimator = Estimator(backend, robot, PipelineSettings(mode=mode, coarse_to_fine=False,
+                                                                   refine_joint_angles=refine))
+            totals, successes = [], 0
+            for index, (scene, prior, noise) in enumerate(zip(scenes, priors, noises)):
+                # Online mode replays a slow sequence: the same view again, 1/30 s later.
+                stamp = index / 30.0 if mode == 'online' else float(index)
+                for _ in range(2 if mode == 'online' else 1):
+                    backend.show(scene, prior, noise)
+                    estimate = estimator.estimate(image, scene.camera, stamp)
+                    stamp += 1.0 / 30.0
+                successes += estimate.success
+                if mode == 'online' and estimate.mode != 'online':
+                    continue
+                timings = estimate.timings_ms
+                totals.append(sum(v for k, v in timings.items() if k not in ('preprocess', 'inference')))
+            name = f'{mode}{"_with_angles" if refine else "_pose_only"}'
+            pipelines[name] = {**_summary(totals), 'frames': len(totals), 'success_rate': successes / frames}
+    return {'benchmark': 'geometry', 'robot': robot.name, 'keypoints': robot.num_keypoints,
+            'frames': frames, 'stages': {k: _summary(v) for k, v in stages.items()},
+            'pipeline_after_inference': pipelines}
+
+
+def model_benchmark(config_path: Path | None = None, frames: int = 100) -> dict:
+    """Median / p95 ms of one network pass (preprocess excluded) on the configured backend."""
+    from robot_pose_estimator.inference.factory import create_backend
+
+    config = load_config(config_path or default_config_path())
+    backend = create_backend(config.model_path, config.backend, threads=config.onnx_threads)
+    metadata = backend.metadata
+    tensor = np.random.default_rng(0).normal(size=(1, 3, metadata.input_height, metadata.input_width))
+    tensor = tensor.astype(np.float32)
+    for _ in range(5):
+        backend.infer(tensor)
+    samples = [_time_ms(lambda: backend.infer(tensor)) for _ in range(frames)]
+    return {'benchmark': 'model', 'model': config.model_path, 'backend': backend.name,
+            'input': [metadata.input_height, metadata.input_width], **_summary(samples)}
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    chosen = [name for name in ('geometry', 'node', 'model') if getattr(args, name)] or ['geometry']
+    for name in chosen:
+        if name == 'geometry':
+            result = geometry_benchmark(args.config, args.frames, args.seed)
+        elif name == 'model':
+            result = model_benchmark(args.config, min(args.frames, 200))
+        else:
+            from robot_pose_estimator.ros.bench import run_node_overhead_benchmark
+            result = run_node_overhead_benchmark(frames=args.frames)
+        print(json.dumps(result), flush=True)
+    return 0

@@ -1,0 +1,84 @@
+"""The ``robot-pose-estimator`` command: one entry point, one subcommand per job.
+
+Subcommands import their modules lazily, so the core commands work without the training extra
+(torch, pybullet) and a missing optional dependency is reported as such, not as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """Where a subcommand's argument builder and runner live."""
+
+    name: str
+    help: str
+    module: str
+    add_arguments: str
+    run: str
+    extra: str | None = None   # the pip extra that provides its dependencies, for the error message
+
+
+SUBCOMMANDS = (
+    Subcommand('doctor', 'check that ROS 2, tf2_msgs, the model and the URDF load',
+               'robot_pose_estimator.doctor', 'add_doctor_arguments', 'run_doctor'),
+    Subcommand('bench', 'print latency benchmarks as JSON (geometry, node overhead, model)',
+               'robot_pose_estimator.bench', 'add_bench_arguments', 'run_bench'),
+    Subcommand('render', 'render a synthetic training set from a URDF (multiprocess)',
+               'robot_pose_estimator.training.render', 'add_render_arguments', 'run_render', 'train'),
+    Subcommand('train', 'train the keypoint + joint-angle network on rendered data',
+               'robot_pose_estimator.training.train', 'add_train_arguments', 'run_train', 'train'),
+    Subcommand('export', 'export a checkpoint to ONNX with metadata and write the model card',
+               'robot_pose_estimator.training.export', 'add_export_arguments', 'run_export', 'train'),
+    Subcommand('build-engine', 'build a TensorRT engine for this GPU from an ONNX model',
+               'robot_pose_estimator.training.engine', 'add_build_engine_arguments', 'run_build_engine'),
+    Subcommand('make-bag', 'render an evaluation rosbag2 with ground truth',
+               'robot_pose_estimator.evaluation.make_bag', 'add_make_bag_arguments', 'run_make_bag', 'train'),
+    Subcommand('evaluate', 'replay a rosbag2 through the estimator and score it against ground truth',
+               'robot_pose_estimator.evaluation.evaluate', 'add_evaluate_arguments', 'run_evaluate'),
+    Subcommand('play', "publish a bag's image and camera_info topics to ROS (like ros2 bag play)",
+               'robot_pose_estimator.evaluation.play', 'add_play_arguments', 'run_play'),
+    Subcommand('demo', 'replay the bundled bag through the live node and report accuracy and FPS',
+               'robot_pose_estimator.evaluation.demo', 'add_demo_arguments', 'run_demo'),
+    Subcommand('benchmark-suite', 'render bags and write the robustness benchmark table',
+               'robot_pose_estimator.evaluation.suite', 'add_suite_arguments', 'run_suite', 'train'),
+)
+
+
+def _load(sub: Subcommand, attribute: str) -> Callable:
+    try:
+        module = importlib.import_module(sub.module)
+    except ModuleNotFoundError as error:
+        if error.name and error.name.startswith('robot_pose_estimator'):
+            raise
+        hint = f" Install it with: pip install -e '.[{sub.extra}]'" if sub.extra else ''
+        raise SystemExit(f"robot-pose-estimator {sub.name}: missing dependency '{error.name}'.{hint}") from error
+    return getattr(module, attribute)
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The full parser; only the chosen subcommand's module is imported."""
+    parser = argparse.ArgumentParser(prog='robot-pose-estimator', description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    chosen = next((a for a in argv if not a.startswith('-')), None)
+    for sub in SUBCOMMANDS:
+        sub_parser = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
+        if sub.name == chosen:
+            _load(sub, sub.add_arguments)(sub_parser)
+            sub_parser.set_defaults(handler=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    return int(_load(args.handler, args.handler.run)(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

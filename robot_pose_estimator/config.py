@@ -1,0 +1,148 @@
+"""Load the per-robot params YAML (a ROS 2 ``--params-file``) into plain dataclasses.
+
+The ROS node, the CLI commands and the tests all read the same file, so there is one source of
+truth for keypoints, joints and estimator settings. No ROS import here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robot_pose_estimator.core.robot_model import KeypointSpec
+
+PACKAGE_NAME = 'robot_pose_estimator'
+DEFAULT_NODE_NAME = 'robot_pose_estimator'
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """What the estimator must know about a robot beyond its URDF."""
+
+    keypoints: tuple[KeypointSpec, ...]
+    joint_names: tuple[str, ...]
+    metric_keypoints: tuple[str, ...]
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        return [k.name for k in self.keypoints]
+
+
+@dataclass
+class EstimatorConfig:
+    """Estimator settings; the field names equal the ROS parameter names."""
+
+    model_path: str = 'models/panda.onnx'
+    backend: str = 'auto'
+    urdf_path: str = 'urdf/panda.urdf'
+    mode: str = 'online'
+    confidence_threshold: float = 0.5
+    min_keypoints: int = 6
+    confidence_floor: float = 0.1
+    refine_joint_angles: bool = True
+    coarse_to_fine: bool = True
+    onnx_threads: int = 2
+    robot: RobotConfig | None = field(default=None)
+
+    VALID_MODES = ('single_frame', 'online')
+    VALID_BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
+
+    def validate(self) -> None:
+        """Raise ValueError with the offending name and value, before anything is loaded."""
+        if self.mode not in self.VALID_MODES:
+            raise ValueError(f'mode must be one of {self.VALID_MODES}, got {self.mode!r}')
+        if self.backend not in self.VALID_BACKENDS:
+            raise ValueError(f'backend must be one of {self.VALID_BACKENDS}, got {self.backend!r}')
+        if not 0.0 < self.confidence_threshold <= 1.0:
+            raise ValueError(f'confidence_threshold must be in (0, 1], got {self.confidence_threshold}')
+        if not 0.0 < self.confidence_floor <= self.confidence_threshold:
+            raise ValueError('confidence_floor must be in (0, confidence_threshold], '
+                             f'got {self.confidence_floor}')
+        if self.min_keypoints < 4:
+            raise ValueError(f'min_keypoints must be >= 4 (PnP needs 4), got {self.min_keypoints}')
+
+
+def resolve_path(path: str | Path, relative_to: Path | None = None) -> Path:
+    """Resolve a config path: absolute, relative to the config file, the repo, or the share dir."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        return candidate
+    roots = [Path.cwd()]
+    if relative_to is not None:
+        roots += [relative_to, relative_to.parent]
+    roots.append(REPO_ROOT)
+    share = _share_directory()
+    if share is not None:
+        roots.append(share)
+    for root in roots:
+        if (root / candidate).exists():
+            return (root / candidate).resolve()
+    return (REPO_ROOT / candidate).resolve()
+
+
+def _share_directory() -> Path | None:
+    """The installed share/robot_pose_estimator directory, when the package is installed by colcon/pip."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory(PACKAGE_NAME))
+    except Exception:  # not installed through ament: the repository root serves instead
+        return None
+
+
+def default_config_path() -> Path:
+    """The bundled Panda config."""
+    return resolve_path('config/panda.yaml')
+
+
+def load_parameters(path: str | Path, node_name: str = DEFAULT_NODE_NAME) -> dict[str, Any]:
+    """The ros__parameters mapping of a params file (for node_name, '/**', or the only node)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'config file not found: {path}')
+    document = yaml.safe_load(path.read_text()) or {}
+    for key in (node_name, '/' + node_name, '/**'):
+        if key in document and 'ros__parameters' in document[key]:
+            return dict(document[key]['ros__parameters'])
+    sections = [v for v in document.values() if isinstance(v, dict) and 'ros__parameters' in v]
+    if len(sections) == 1:
+        return dict(sections[0]['ros__parameters'])
+    raise ValueError(f'{path}: no ros__parameters section for node {node_name!r}')
+
+
+def robot_config_from_parameters(robot: dict[str, Any], source: str = 'config') -> RobotConfig:
+    """Build and validate the keypoint definition from the flattened parameter lists."""
+    names = list(robot.get('keypoint_names', []))
+    links = list(robot.get('keypoint_links', []))
+    offsets = list(robot.get('keypoint_offsets', [0.0] * 3 * len(names)))
+    if not names:
+        raise ValueError(f'{source}: robot.keypoint_names is empty')
+    if len(links) != len(names) or len(offsets) != 3 * len(names):
+        raise ValueError(
+            f'{source}: {len(names)} keypoint_names need as many keypoint_links ({len(links)}) '
+            f'and 3x as many keypoint_offsets ({len(offsets)})')
+    keypoints = tuple(
+        KeypointSpec(name, link, (float(offsets[3 * i]), float(offsets[3 * i + 1]), float(offsets[3 * i + 2])))
+        for i, (name, link) in enumerate(zip(names, links)))
+    metric = tuple(robot.get('metric_keypoints', names))
+    unknown = sorted(set(metric) - set(names))
+    if unknown:
+        raise ValueError(f'{source}: metric_keypoints {unknown} are not among keypoint_names')
+    return RobotConfig(keypoints=keypoints, joint_names=tuple(robot.get('joint_names', [])),
+                       metric_keypoints=metric)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorConfig:
+    """Load EstimatorConfig from a params file; keyword overrides win over the file."""
+    path = Path(path) if path is not None else default_config_path()
+    parameters = load_parameters(path)
+    parameters.update(overrides)
+    known = {f.name for f in fields(EstimatorConfig)}
+    config = EstimatorConfig(**{k: v for k, v in parameters.items() if k in known and k != 'robot'})
+    config.robot = robot_config_from_parameters(parameters.get('robot', {}), source=str(path))
+    config.model_path = str(resolve_path(config.model_path, path.parent))
+    config.urdf_path = str(resolve_path(config.urdf_path, path.parent))
+    config.validate()
+    return config

@@ -1,0 +1,245 @@
+"""The per-frame pipeline: image + camera -> joint angles and T_camera_base.
+
+The ROS node and offline evaluation both call ``Estimator.estimate`` unchanged, so their numbers
+come from the same code. Stages (DESIGN.md section 1): crop -> network -> decode peaks ->
+confidence filter -> NCCS -> EPnP on FK of the network's angles (or the tracker's previous
+solution) -> Levenberg-Marquardt over pose and angles.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from robot_pose_estimator.core import pose_solver
+from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.heatmaps import (CropTransform, box_from_points, crop_transform,
+                                                decode_heatmaps, filter_by_confidence, heatmap_to_input,
+                                                letterbox_transform)
+from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
+from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution, Tracker, TrackerConfig
+from robot_pose_estimator.core.transforms import transform_points
+from robot_pose_estimator.core.types import ONLINE, SINGLE_FRAME, Estimate
+
+if TYPE_CHECKING:
+    from robot_pose_estimator.config import EstimatorConfig
+    from robot_pose_estimator.inference.base import Backend
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The estimator's knobs; ``from_config`` fills them from the robot's params file."""
+
+    mode: str = ONLINE
+    confidence_threshold: float = 0.5
+    min_keypoints: int = 6
+    confidence_floor: float = 0.1
+    refine_joint_angles: bool = True
+    coarse_to_fine: bool = True          # single-frame: letterboxed full frame, then a crop around the robot
+    crop_margin: float = 0.15
+    ransac: bool = True
+    solver: pose_solver.SolverOptions = pose_solver.SolverOptions()
+    outlier_gate_px: float = 40.0        # online mode: drop keypoints this far from the previous solution
+    tracker: TrackerConfig = TrackerConfig()
+
+
+class _StageClock:
+    """Accumulates per-stage wall time in milliseconds for one frame."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + 1e3 * (time.perf_counter() - start)
+
+
+@dataclass
+class _Detections:
+    """One network pass, mapped back to original pixels."""
+
+    keypoints_px: np.ndarray
+    confidences: np.ndarray
+    joint_angles: np.ndarray
+
+
+class Estimator:
+    """Turns (image, camera) into an ``Estimate``; holds the online tracker between frames."""
+
+    def __init__(self, backend: Backend, robot: RobotModel, settings: PipelineSettings | None = None):
+        self.backend = backend
+        self.robot = robot
+        self.settings = settings or PipelineSettings()
+        metadata = backend.metadata
+        if list(metadata.joint_names) != robot.joint_names:
+            raise ValueError(f'model predicts joints {list(metadata.joint_names)} but the robot model has '
+                             f'{robot.joint_names}')
+        if list(metadata.keypoint_names) != robot.keypoint_names:
+            raise ValueError(f'model predicts keypoints {list(metadata.keypoint_names)} but the robot model has '
+                             f'{robot.keypoint_names}')
+        if self.settings.mode not in (SINGLE_FRAME, ONLINE):
+            raise ValueError(f"mode must be '{SINGLE_FRAME}' or '{ONLINE}', got {self.settings.mode!r}")
+        self.tracker = Tracker(replace(self.settings.tracker, min_keypoints=self.settings.min_keypoints))
+
+    @classmethod
+    def from_config(cls, config: EstimatorConfig, backend: Backend | None = None,
+                    **overrides) -> Estimator:
+        """Load the model named by the config and the robot its metadata describes.
+
+        The model's metadata is the authority on keypoints and joints (it was trained on them);
+        the URDF must contain every link they name.
+        """
+        from robot_pose_estimator.inference.factory import create_backend
+
+        if backend is None:
+            backend = create_backend(config.model_path, config.backend, threads=config.onnx_threads)
+        metadata = backend.metadata
+        keypoints = [KeypointSpec(name, link, tuple(offset)) for name, link, offset
+                     in zip(metadata.keypoint_names, metadata.keypoint_links, metadata.keypoint_offsets)]
+        robot = RobotModel.from_urdf(config.urdf_path, keypoints, list(metadata.joint_names))
+        settings = PipelineSettings(
+            mode=config.mode, confidence_threshold=config.confidence_threshold,
+            min_keypoints=config.min_keypoints, confidence_floor=config.confidence_floor,
+            refine_joint_angles=config.refine_joint_angles, coarse_to_fine=config.coarse_to_fine)
+        return cls(backend, robot, replace(settings, **overrides))
+
+    def reset(self) -> None:
+        """Forget the previous frame (e.g. when a bag loops)."""
+        self.tracker.reset()
+
+    def estimate(self, image_rgb: np.ndarray, camera: CameraModel, stamp: float) -> Estimate:
+        """Estimate joint angles and T_camera_base for one RGB image; failures are returned, not raised."""
+        clock = _StageClock()
+        settings = self.settings
+        online = settings.mode == ONLINE
+        prior = self.tracker.prior_for(stamp) if online else None
+        height, width = image_rgb.shape[:2]
+        problem = _input_problem(image_rgb, camera)
+        if problem is not None:
+            return self._finish(stamp, self._failure(problem, SINGLE_FRAME, clock), clock)
+
+        mode = ONLINE if prior is not None else SINGLE_FRAME
+        box = self.tracker.crop_box((width, height)) if prior is not None else None
+        if box is None:
+            detections = self._detect(image_rgb, letterbox_transform((width, height), self._input_wh), clock)
+            if settings.coarse_to_fine:
+                coarse = filter_by_confidence(detections.confidences, settings.confidence_threshold,
+                                              settings.min_keypoints, settings.confidence_floor)
+                box = box_from_points(detections.keypoints_px[coarse.mask], (width, height)) if coarse.ok else None
+        if box is not None:
+            transform = crop_transform(box, self._input_wh, margin=settings.crop_margin)
+            detections = self._detect(image_rgb, transform, clock)
+
+        with clock.stage('filter'):
+            kept = filter_by_confidence(detections.confidences, settings.confidence_threshold,
+                                        settings.min_keypoints, settings.confidence_floor)
+            used = kept.mask.copy()
+            if prior is not None:
+                gated = used & (np.linalg.norm(detections.keypoints_px - prior.keypoints_px, axis=1)
+                                <= settings.outlier_gate_px)
+                if np.count_nonzero(gated) >= settings.min_keypoints:
+                    used = gated
+        if not kept.ok:
+            estimate = self._failure(kept.reason or 'too few confident keypoints', mode, clock, detections, used)
+            estimate.confidence_threshold = kept.threshold_used
+            return self._finish(stamp, estimate, clock)
+
+        with clock.stage('nccs'):
+            nccs = np.full_like(detections.keypoints_px, np.nan)
+            nccs[used] = camera.to_nccs(detections.keypoints_px[used])
+        with clock.stage('solve'):
+            q_network = self.robot.clip(detections.joint_angles.astype(float))
+            solution = self._solve(q_network, nccs, used, camera, prior)
+        if not solution.ok:
+            reason = f'pose solver: {solution.status}' + (f' ({solution.message})' if solution.message else '')
+            estimate = self._failure(reason, mode, clock, detections, used)
+            estimate.joint_positions = q_network
+            estimate.confidence_threshold = kept.threshold_used
+            return self._finish(stamp, estimate, clock)
+
+        inliers = used & solution.inliers
+        estimate = Estimate(
+            success=True, joint_names=list(self.robot.joint_names), joint_positions=solution.joint_positions,
+            T_camera_base=solution.T_camera_base, keypoint_names=list(self.robot.keypoint_names),
+            keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=inliers, mode=mode,
+            reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
+            confidence_threshold=kept.threshold_used)
+        return self._finish(stamp, estimate, clock, camera)
+
+    @property
+    def _input_wh(self) -> tuple[int, int]:
+        return self.backend.metadata.input_wh
+
+    def _detect(self, image_rgb: np.ndarray, transform: CropTransform, clock: _StageClock) -> _Detections:
+        """One network pass on the crop ``transform`` describes, peaks mapped back to original pixels."""
+        from robot_pose_estimator.inference.preprocessing import preprocess
+
+        metadata = self.backend.metadata
+        with clock.stage('preprocess'):
+            tensor = preprocess(image_rgb, transform, metadata)
+        with clock.stage('inference'):
+            output = self.backend.infer(tensor)
+        with clock.stage('decode'):
+            peaks, confidences = decode_heatmaps(output.heatmaps)
+            input_points = heatmap_to_input(peaks, output.heatmaps.shape[1:],
+                                            (metadata.input_height, metadata.input_width))
+            keypoints_px = transform.to_original(input_points)
+        return _Detections(keypoints_px, confidences, np.asarray(output.joint_angles, dtype=float))
+
+    def _solve(self, q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
+               prior: TrackedSolution | None) -> pose_solver.PoseSolution:
+        """Refine from the previous frame when tracking; otherwise EPnP on FK of the network's angles.
+
+        A tracked start that does not converge falls back to the single-frame solve at once.
+        """
+        settings = self.settings
+        refine_joints = settings.refine_joint_angles and np.count_nonzero(used) >= settings.min_keypoints
+        common = dict(pixel_scale=camera.pixel_scale, refine_joints=refine_joints, options=settings.solver)
+        if prior is not None:
+            solution = pose_solver.solve(self.robot, q_network, nccs, used, T_init=prior.T_camera_base,
+                                         q_init=prior.joint_positions, **common)
+            if solution.ok:
+                return solution
+        return pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
+
+    def _failure(self, reason: str, mode: str, clock: _StageClock, detections: _Detections | None = None,
+                 used: np.ndarray | None = None) -> Estimate:
+        count = self.robot.num_keypoints
+        return Estimate(
+            success=False, joint_names=list(self.robot.joint_names),
+            joint_positions=np.full(self.robot.num_joints, np.nan), T_camera_base=None,
+            keypoint_names=list(self.robot.keypoint_names),
+            keypoints_px=detections.keypoints_px if detections else np.full((count, 2), np.nan),
+            confidences=detections.confidences if detections else np.zeros(count),
+            used=used if used is not None else np.zeros(count, dtype=bool), mode=mode, failure_reason=reason)
+
+    def _finish(self, stamp: float, estimate: Estimate, clock: _StageClock,
+                camera: CameraModel | None = None) -> Estimate:
+        """Tell the tracker how the frame went and attach the stage timings."""
+        solution = None
+        if estimate.success and camera is not None:
+            points_camera = transform_points(estimate.T_camera_base, self.robot.keypoints(estimate.joint_positions))
+            solution = TrackedSolution(stamp, estimate.T_camera_base, estimate.joint_positions,
+                                       camera.project(points_camera))
+        if self.settings.mode == ONLINE:
+            self.tracker.update(stamp, FrameOutcome(estimate.success, estimate.reprojection_error_px,
+                                                    estimate.keypoints_kept, solution))
+        estimate.timings_ms = clock.ms
+        return estimate
+
+
+def _input_problem(image_rgb: np.ndarray, camera: CameraModel) -> str | None:
+    """Why this image/camera pair cannot be processed, or None."""
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+        return f'image must be (H, W, 3) uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}'
+    height, width = image_rgb.shape[:2]
+    if camera.width and camera.height and (camera.width, camera.height) != (width, height):
+        return f'camera is {camera.width}x{camera.height} but the image is {width}x{height}'
+    return None

@@ -1,0 +1,263 @@
+"""URDF kinematics compiled into arrays: batched forward kinematics, keypoints and their Jacobian.
+
+The URDF is parsed once with yourdfpy; after that every query is a handful of vectorised numpy
+operations over the links on the path to the keypoints, because the solver calls FK and the
+Jacobian on every iteration of every frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from robot_pose_estimator.config import EstimatorConfig
+
+REVOLUTE_TYPES = ('revolute', 'continuous')
+MOVABLE_TYPES = REVOLUTE_TYPES + ('prismatic',)
+
+
+@dataclass(frozen=True)
+class KeypointSpec:
+    """A keypoint rigidly attached to a link: the link origin plus an offset in the link frame (m)."""
+
+    name: str
+    link: str
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class _CompiledJoint:
+    """One URDF joint with its motion reduced to 'which variable, how much'."""
+
+    name: str
+    parent: str
+    child: str
+    origin: np.ndarray       # (4, 4) parent_T_joint at zero motion
+    axis: np.ndarray         # (3,) unit axis in the joint frame
+    kind: str                # 'fixed', 'revolute' or 'prismatic'
+    variable: int            # index into q, or -1 when the joint does not move with q
+    multiplier: float        # mimic multiplier (1 for a directly driven joint)
+    offset: float            # mimic offset, or the held position of an undriven joint
+
+
+class RobotModel:
+    """Forward kinematics of the joints the network predicts, and the keypoints attached to links."""
+
+    def __init__(self, name: str, base_frame: str, joints: list[_CompiledJoint],
+                 joint_names: list[str], lower: np.ndarray, upper: np.ndarray,
+                 keypoints: Sequence[KeypointSpec]):
+        self.name = name
+        self.base_frame = base_frame
+        self.joint_names = list(joint_names)
+        self.lower = lower
+        self.upper = upper
+        self.keypoint_specs = tuple(keypoints)
+        self.keypoint_names = [k.name for k in keypoints]
+        self._joints = joints  # topological order: a joint's parent link is placed before it
+        self.link_names = [base_frame] + [j.child for j in joints]
+        link_index = {name: i for i, name in enumerate(self.link_names)}
+        self._parent_index = np.array([link_index[j.parent] for j in joints])
+        self._keypoint_link = np.array([link_index[k.link] for k in keypoints])
+        self._keypoint_offset = np.array([k.offset for k in keypoints], dtype=float)
+        # ancestry[k, i]: joint i lies on the path from the base to keypoint k's link.
+        ancestry = np.zeros((len(keypoints), len(joints)), dtype=bool)
+        for k, link in enumerate(self._keypoint_link):
+            while link > 0:
+                ancestry[k, link - 1] = True
+                link = self._parent_index[link - 1]
+        # drive[i, v]: d(motion of joint i)/d(q_v), the mimic multiplier or 1.
+        drive = np.zeros((len(joints), len(joint_names)))
+        for i, joint in enumerate(joints):
+            if joint.variable >= 0:
+                drive[i, joint.variable] = joint.multiplier
+        self._jacobian_weights = ancestry[:, :, None] * drive[None, :, :]  # (K, joints, J)
+        self._jacobian_joints = np.flatnonzero(drive.any(axis=1))
+        self._is_revolute = np.array([j.kind == 'revolute' for j in joints])
+        # Per-joint arrays for the batched motion in _link_frames.
+        self._origins = np.stack([j.origin for j in joints]) if joints else np.zeros((0, 4, 4))
+        self._joint_variable = np.array([max(j.variable, 0) for j in joints], dtype=int)
+        self._joint_multiplier = np.array([j.multiplier if j.variable >= 0 else 0.0 for j in joints])
+        self._joint_offset = np.array([j.offset for j in joints])
+        axes = np.array([j.axis for j in joints]).reshape(-1, 3)
+        self._axes = axes
+        self._skew = np.zeros((len(joints), 3, 3))
+        self._skew[:, 0, 1], self._skew[:, 0, 2] = -axes[:, 2], axes[:, 1]
+        self._skew[:, 1, 0], self._skew[:, 1, 2] = axes[:, 2], -axes[:, 0]
+        self._skew[:, 2, 0], self._skew[:, 2, 1] = -axes[:, 1], axes[:, 0]
+        self._skew_squared = self._skew @ self._skew
+        self._prismatic_axis = axes * np.array([j.kind == 'prismatic' for j in joints])[:, None]
+
+    @classmethod
+    def from_urdf(cls, urdf_path: str | Path, keypoints: Sequence[KeypointSpec],
+                  joint_names: Sequence[str] | None = None) -> RobotModel:
+        """Parse the URDF and compile the chains that carry the keypoints.
+
+        joint_names are the joints the network predicts (default: every movable, non-mimic joint
+        in URDF order). Other movable joints are held at zero clipped into their limits; mimic
+        joints follow their leader.
+        """
+        import yourdfpy
+
+        path = Path(urdf_path)
+        if not path.is_file():
+            raise FileNotFoundError(f'URDF not found: {path}')
+        urdf = yourdfpy.URDF.load(str(path), build_scene_graph=False, load_meshes=False,
+                                  build_collision_scene_graph=False, load_collision_meshes=False)
+        joint_map = urdf.joint_map
+        children = {j.child for j in joint_map.values()}
+        roots = [link for link in urdf.link_map if link not in children]
+        if len(roots) != 1:
+            raise ValueError(f'{path}: expected one root link, found {roots}')
+        if joint_names is None or len(joint_names) == 0:
+            joint_names = [n for n, j in joint_map.items() if j.type in MOVABLE_TYPES and j.mimic is None]
+        joint_names = list(joint_names)
+        for name in joint_names:
+            joint = joint_map.get(name)
+            if joint is None:
+                raise ValueError(f'{path}: joint {name!r} is not in the URDF (it has {sorted(joint_map)})')
+            if joint.type not in MOVABLE_TYPES or joint.mimic is not None:
+                raise ValueError(f'{path}: joint {name!r} is {joint.type}'
+                                 f'{" (mimic)" if joint.mimic is not None else ""} and cannot be a variable')
+        for keypoint in keypoints:
+            if keypoint.link not in urdf.link_map:
+                raise ValueError(f'{path}: keypoint {keypoint.name!r} is attached to link {keypoint.link!r}, '
+                                 f'which the URDF does not have')
+
+        def limits(joint) -> tuple[float, float]:
+            if joint.type == 'continuous' or joint.limit is None:
+                return -np.inf, np.inf
+            return float(joint.limit.lower or 0.0), float(joint.limit.upper or 0.0)
+
+        variable_index = {name: i for i, name in enumerate(joint_names)}
+        compiled: list[_CompiledJoint] = []
+        placed = {roots[0]}
+        pending = list(joint_map.values())
+        while pending:
+            ready = [j for j in pending if j.parent in placed]
+            if not ready:
+                raise ValueError(f'{path}: joints {[j.name for j in pending]} are not connected to {roots[0]}')
+            for joint in ready:
+                pending.remove(joint)
+                placed.add(joint.child)
+                kind = 'revolute' if joint.type in REVOLUTE_TYPES else joint.type
+                if kind not in ('fixed', 'revolute', 'prismatic'):
+                    raise ValueError(f'{path}: joint {joint.name!r} has unsupported type {joint.type!r}')
+                axis = np.asarray(joint.axis if joint.axis is not None else (1.0, 0.0, 0.0), dtype=float)
+                if kind != 'fixed':
+                    axis = axis / np.linalg.norm(axis)
+                variable, multiplier, offset = -1, 1.0, 0.0
+                if joint.mimic is not None:
+                    leader = joint.mimic.joint
+                    variable = variable_index.get(leader, -1)
+                    multiplier = float(joint.mimic.multiplier if joint.mimic.multiplier is not None else 1.0)
+                    offset = float(joint.mimic.offset or 0.0)
+                    if variable < 0:  # the leader is held: so is the follower
+                        lo, hi = limits(joint_map[leader])
+                        offset += multiplier * float(np.clip(0.0, lo, hi))
+                        multiplier = 0.0
+                elif kind != 'fixed':
+                    variable = variable_index.get(joint.name, -1)
+                    if variable < 0:
+                        offset = float(np.clip(0.0, *limits(joint)))
+                origin = np.asarray(joint.origin if joint.origin is not None else np.eye(4), dtype=float)
+                compiled.append(_CompiledJoint(joint.name, joint.parent, joint.child, origin, axis,
+                                               kind, variable, multiplier, offset))
+        bounds = np.array([limits(joint_map[n]) for n in joint_names], dtype=float).reshape(-1, 2)
+        return cls(urdf.robot.name, roots[0], compiled, joint_names, bounds[:, 0], bounds[:, 1], keypoints)
+
+    @classmethod
+    def from_config(cls, config: EstimatorConfig) -> RobotModel:
+        """The robot of an EstimatorConfig: its URDF, keypoints and predicted joints."""
+        if config.robot is None:
+            raise ValueError('config has no robot section (keypoints and joint names)')
+        return cls.from_urdf(config.urdf_path, config.robot.keypoints, config.robot.joint_names)
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+    def clip(self, q: np.ndarray) -> np.ndarray:
+        """Joint angles clipped into the URDF limits."""
+        return np.clip(q, self.lower, self.upper)
+
+    def sample(self, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
+        """Joint angles uniform within the limits ((J,) or (n, J)); unbounded joints in [-pi, pi]."""
+        lower = np.where(np.isfinite(self.lower), self.lower, -np.pi)
+        upper = np.where(np.isfinite(self.upper), self.upper, np.pi)
+        size = (self.num_joints,) if n is None else (n, self.num_joints)
+        return rng.uniform(lower, upper, size=size)
+
+    def _link_frames(self, q: np.ndarray) -> np.ndarray:
+        """base_T_link for every link: q (B, J) -> (B, links, 4, 4).
+
+        All joint motions are built in one batched Rodrigues step; only the chain products
+        remain a loop, one small matmul per joint.
+        """
+        batch = q.shape[0]
+        position = self._joint_offset + self._joint_multiplier * q[:, self._joint_variable]  # (B, n)
+        angle = position * self._is_revolute
+        s = np.sin(angle)[..., None, None]
+        c = np.cos(angle)[..., None, None]
+        motion = np.zeros((batch, len(self._joints), 4, 4))
+        motion[..., :3, :3] = np.eye(3) + s * self._skew + (1.0 - c) * self._skew_squared
+        motion[..., :3, 3] = self._prismatic_axis * position[..., None]
+        motion[..., 3, 3] = 1.0
+        local = self._origins @ motion
+        frames = np.empty((batch, len(self.link_names), 4, 4))
+        frames[:, 0] = np.eye(4)
+        for i, parent in enumerate(self._parent_index):
+            frames[:, i + 1] = frames[:, parent] @ local[:, i]
+        return frames
+
+    def _as_batch(self, q: np.ndarray) -> tuple[np.ndarray, bool]:
+        q = np.asarray(q, dtype=float)
+        if q.shape[-1] != self.num_joints or q.ndim not in (1, 2):
+            raise ValueError(f'expected joint angles of shape ({self.num_joints},) or (B, {self.num_joints}), '
+                             f'got {q.shape}')
+        return q.reshape(-1, self.num_joints), q.ndim == 1
+
+    def link_transforms(self, q: np.ndarray) -> dict[str, np.ndarray]:
+        """base_T_link (4x4) for every link at joint angles q (J,)."""
+        batch, _ = self._as_batch(q)
+        frames = self._link_frames(batch[:1])[0]
+        return {name: frames[i] for i, name in enumerate(self.link_names)}
+
+    def keypoints(self, q: np.ndarray) -> np.ndarray:
+        """Keypoints in the base frame: q (J,) -> (K, 3); q (B, J) -> (B, K, 3)."""
+        batch, single = self._as_batch(q)
+        frames = self._link_frames(batch)[:, self._keypoint_link]  # (B, K, 4, 4)
+        points = np.einsum('bkij,kj->bki', frames[..., :3, :3], self._keypoint_offset) + frames[..., :3, 3]
+        return points[0] if single else points
+
+    def keypoints_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (K, 3) and d keypoint / d q (K, 3, J) in the base frame at q (J,).
+
+        Column j sums, over the joints that q_j drives (itself and its mimics) on the keypoint's
+        chain, axis x (p - origin) for revolute and axis for prismatic joints, times the multiplier.
+        """
+        batch, _ = self._as_batch(q)
+        frames = self._link_frames(batch[:1])[0]
+        link_frames = frames[self._keypoint_link]
+        points = np.einsum('kij,kj->ki', link_frames[:, :3, :3], self._keypoint_offset) + link_frames[:, :3, 3]
+        if self._jacobian_joints.size == 0:
+            return points, np.zeros((self.num_keypoints, 3, self.num_joints))
+        driven = self._jacobian_joints
+        # A moving joint's frame is its parent frame composed with its origin; the axis lives there.
+        joint_frames = frames[self._parent_index[driven]] @ self._origins[driven]
+        axes = np.einsum('nij,nj->ni', joint_frames[:, :3, :3], self._axes[driven])
+        origins = joint_frames[:, :3, 3]
+        lever = points[:, None, :] - origins[None, :, :]                       # (K, n, 3)
+        revolute = self._is_revolute[driven]
+        ax, ay, az = axes.T
+        lx, ly, lz = lever[..., 0], lever[..., 1], lever[..., 2]
+        columns = np.where(revolute[None, None, :],
+                           np.stack([ay * lz - az * ly, az * lx - ax * lz, ax * ly - ay * lx], axis=1),
+                           axes.T[None, :, :])                                  # (K, 3, n)
+        return points, columns @ self._jacobian_weights[:, driven, :]

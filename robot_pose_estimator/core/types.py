@@ -1,0 +1,37 @@
+"""Result types shared by the estimator, the ROS adapter and offline evaluation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SINGLE_FRAME = 'single_frame'
+ONLINE = 'online'
+
+
+@dataclass
+class Estimate:
+    """One frame's result. ``success`` False means no pose: read ``failure_reason``.
+
+    Frames follow REP 103/105: ``T_camera_base`` maps points in the robot base frame into the
+    camera optical frame (z forward, x right, y down), metres.
+    """
+
+    success: bool
+    joint_names: list[str]
+    joint_positions: np.ndarray                 # (J,) rad; the network's angles when refinement failed
+    T_camera_base: np.ndarray | None            # (4, 4) or None on failure
+    keypoint_names: list[str]
+    keypoints_px: np.ndarray                    # (K, 2) decoded peaks in original image pixels
+    confidences: np.ndarray                     # (K,) heatmap peak values
+    used: np.ndarray                            # (K,) bool, kept by the confidence filter (and inliers)
+    mode: str = SINGLE_FRAME                    # which path produced it: single_frame or online
+    reprojection_error_px: float = float('nan')  # RMS over used keypoints, in pixels
+    joint_std: np.ndarray | None = None         # (J,) rad, 1-sigma from the fit's Hessian
+    confidence_threshold: float = float('nan')  # the threshold the filter ended up using
+    failure_reason: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def keypoints_kept(self) -> int:
+        return int(np.count_nonzero(self.used))

@@ -1,0 +1,64 @@
+"""``robot-pose-estimator doctor``: say, check by check, whether this machine can run the node."""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Callable
+
+from robot_pose_estimator.config import default_config_path, load_config
+
+
+def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
+
+
+def _check_imports(*modules: str) -> Callable[[], str]:
+    def check() -> str:
+        for module in modules:
+            importlib.import_module(module)
+        return ', '.join(modules)
+    return check
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Run every check, print one line each, exit non-zero if a required one failed."""
+    config_path = args.config or default_config_path()
+    state: dict = {}
+
+    def load() -> str:
+        state['config'] = load_config(config_path)
+        return str(config_path)
+
+    def urdf() -> str:
+        from robot_pose_estimator.core.robot_model import RobotModel
+        robot = RobotModel.from_config(state['config'])
+        return f'{robot.name}: {robot.num_joints} joints, {robot.num_keypoints} keypoints, base {robot.base_frame}'
+
+    def model() -> str:
+        from robot_pose_estimator.inference.factory import create_backend
+        config = state['config']
+        if not Path(config.model_path).is_file():
+            raise FileNotFoundError(f'{config.model_path} does not exist yet (train one: see README)')
+        backend = create_backend(config.model_path, config.backend, threads=config.onnx_threads)
+        return f'{config.model_path} on {backend.name}'
+
+    checks: list[tuple[str, Callable[[], str], bool]] = [
+        ('ROS 2 client library', _check_imports('rclpy'), True),
+        ('ROS 2 messages', _check_imports('sensor_msgs.msg', 'geometry_msgs.msg', 'std_msgs.msg',
+                                          'diagnostic_msgs.msg', 'tf2_msgs.msg'), True),
+        ('config', load, True),
+        ('URDF and keypoints', urdf, True),
+        ('model', model, False),
+    ]
+    failed = False
+    for name, check, required in checks:
+        try:
+            print(f'[ ok ] {name}: {check()}')
+        except Exception as error:  # every failure is reported, and the next check still runs
+            label = 'FAIL' if required else 'warn'
+            failed |= required
+            print(f'[{label}] {name}: {type(error).__name__}: {error}')
+            if name == 'config':
+                break
+    return 1 if failed else 0

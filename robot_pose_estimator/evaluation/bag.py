@@ -1,0 +1,420 @@
+"""Read and write rosbag2 bags (MCAP or sqlite3) with ``rosbags``: no ROS installation needed.
+
+A bag for evaluation holds an image topic (``sensor_msgs/Image`` or ``CompressedImage``), its
+``CameraInfo`` and, optionally, ground truth on ``/ground_truth/joint_states`` (JointState) and
+``/ground_truth/tf`` (TFMessage with camera optical frame -> robot base). :class:`BagReader`
+yields one :class:`BagFrame` per image, with the camera model and the ground truth matched to
+the image by header stamp. :class:`BagWriter` writes such bags (``make-bag``, tests).
+"""
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import cv2
+import numpy as np
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.transforms import (
+    invert_transform, make_transform, matrix_from_quaternion, quaternion_from_matrix)
+
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+JOINT_STATE = 'sensor_msgs/msg/JointState'
+TF_MESSAGE = 'tf2_msgs/msg/TFMessage'
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+
+DEFAULT_IMAGE_TOPIC = '/camera/image_raw/compressed'
+DEFAULT_CAMERA_INFO_TOPIC = '/camera/camera_info'
+DEFAULT_GT_JOINT_STATES_TOPIC = '/ground_truth/joint_states'
+DEFAULT_GT_TF_TOPIC = '/ground_truth/tf'
+DEFAULT_CAMERA_FRAME = 'camera_color_optical_frame'
+
+#: Raw image encoding -> (channels, bytes per channel, cv2 conversion to RGB or None).
+_ENCODINGS: dict[str, tuple[int, int, int | None]] = {
+    'rgb8': (3, 1, None), 'bgr8': (3, 1, cv2.COLOR_BGR2RGB),
+    'rgba8': (4, 1, cv2.COLOR_RGBA2RGB), 'bgra8': (4, 1, cv2.COLOR_BGRA2RGB),
+    'mono8': (1, 1, cv2.COLOR_GRAY2RGB), '8UC1': (1, 1, cv2.COLOR_GRAY2RGB),
+    '8UC3': (3, 1, cv2.COLOR_BGR2RGB),  # OpenCV's layout, as cv_bridge writes it
+    'rgb16': (3, 2, None), 'bgr16': (3, 2, cv2.COLOR_BGR2RGB),
+    'mono16': (1, 2, cv2.COLOR_GRAY2RGB), '16UC1': (1, 2, cv2.COLOR_GRAY2RGB),
+}
+
+
+class BagError(ValueError):
+    """A bag that lacks what evaluation needs; the message names the topic or field."""
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds (exact, unlike float seconds)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_time(ns: int) -> Any:
+    """Integer nanoseconds -> builtin_interfaces/Time."""
+    return TYPESTORE.types['builtin_interfaces/msg/Time'](sec=int(ns // 1_000_000_000),
+                                                            nanosec=int(ns % 1_000_000_000))
+
+
+def header(stamp_ns: int, frame_id: str) -> Any:
+    return TYPESTORE.types['std_msgs/msg/Header'](stamp=ns_to_time(stamp_ns), frame_id=frame_id)
+
+
+# --- message <-> numpy --------------------------------------------------------------------------
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> RGB uint8 (H, W, 3). 16-bit images keep their high byte."""
+    if msg.encoding not in _ENCODINGS:
+        raise BagError(f'unsupported image encoding {msg.encoding!r}; supported: {", ".join(_ENCODINGS)}')
+    channels, depth, code = _ENCODINGS[msg.encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * depth
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if step < row_bytes or data.size != step * height:
+        raise BagError(f'image {width}x{height} {msg.encoding}: step {step} and {data.size} data bytes '
+                       f'do not fit (need step >= {row_bytes} and data = step * height)')
+    rows = data.reshape(height, step)[:, :row_bytes]
+    if depth == 2:
+        rows = (rows.view('>u2' if msg.is_bigendian else '<u2') >> 8).astype(np.uint8)
+    pixels = rows.reshape(height, width, channels)
+    return np.ascontiguousarray(pixels) if code is None else cv2.cvtColor(pixels, code)
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> RGB uint8 (H, W, 3)."""
+    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise BagError(f'cannot decode compressed image (format {msg.format!r}, {len(msg.data)} bytes)')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_compressed(rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: int = 90) -> Any:
+    """RGB uint8 -> sensor_msgs/CompressedImage (JPEG)."""
+    ok, buffer = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                              [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise BagError('JPEG encoding failed')
+    return TYPESTORE.types[COMPRESSED_IMAGE](header=header(stamp_ns, frame_id), format='jpeg',
+                                             data=buffer.ravel())
+
+
+def rgb_to_image(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = 'rgb8') -> Any:
+    """RGB uint8 -> sensor_msgs/Image in rgb8, bgr8 or mono8."""
+    converted = {'rgb8': lambda a: a, 'bgr8': lambda a: cv2.cvtColor(a, cv2.COLOR_RGB2BGR),
+                 'mono8': lambda a: cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)}[encoding](rgb)
+    height, width = rgb.shape[:2]
+    return TYPESTORE.types[IMAGE](header=header(stamp_ns, frame_id), height=height, width=width,
+                                  encoding=encoding, is_bigendian=0,
+                                  step=converted.size // height, data=np.ascontiguousarray(converted).ravel())
+
+
+def camera_info_to_model(msg: Any) -> CameraModel:
+    """sensor_msgs/CameraInfo -> CameraModel (raw, distorted images: K and D)."""
+    return CameraModel(np.asarray(msg.k, dtype=np.float64), np.asarray(msg.d, dtype=np.float64),
+                       msg.distortion_model, width=int(msg.width), height=int(msg.height))
+
+
+def camera_info_msg(camera: CameraModel, stamp_ns: int, frame_id: str) -> Any:
+    """CameraModel -> sensor_msgs/CameraInfo with R = I and P = [K | 0]."""
+    types = TYPESTORE.types
+    P = np.zeros((3, 4))
+    P[:, :3] = camera.K
+    return types[CAMERA_INFO](
+        header=header(stamp_ns, frame_id), height=camera.height, width=camera.width,
+        distortion_model=camera.distortion_model, d=np.asarray(camera.D, dtype=np.float64),
+        k=camera.K.ravel().copy(), r=np.eye(3).ravel(), p=P.ravel(), binning_x=0, binning_y=0,
+        roi=types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
+                                                      do_rectify=False))
+
+
+def joint_state_msg(names: Sequence[str], positions: np.ndarray, stamp_ns: int) -> Any:
+    return TYPESTORE.types[JOINT_STATE](
+        header=header(stamp_ns, ''), name=list(names),
+        position=np.asarray(positions, dtype=np.float64), velocity=np.zeros(0), effort=np.zeros(0))
+
+
+def tf_msg(T_parent_child: np.ndarray, parent: str, child: str, stamp_ns: int) -> Any:
+    """A TFMessage with one transform parent -> child (T maps child points into parent)."""
+    types = TYPESTORE.types
+    x, y, z = (float(v) for v in T_parent_child[:3, 3])
+    qx, qy, qz, qw = (float(v) for v in quaternion_from_matrix(T_parent_child[:3, :3]))
+    transform = types['geometry_msgs/msg/TransformStamped'](
+        header=header(stamp_ns, parent), child_frame_id=child,
+        transform=types['geometry_msgs/msg/Transform'](
+            translation=types['geometry_msgs/msg/Vector3'](x=x, y=y, z=z),
+            rotation=types['geometry_msgs/msg/Quaternion'](x=qx, y=qy, z=qz, w=qw)))
+    return types[TF_MESSAGE](transforms=[transform])
+
+
+def transform_to_matrix(transform: Any) -> np.ndarray:
+    """geometry_msgs/Transform -> 4x4."""
+    t, q = transform.translation, transform.rotation
+    return make_transform(matrix_from_quaternion(np.array([q.x, q.y, q.z, q.w])), [t.x, t.y, t.z])
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+class BagWriter:
+    """Write messages (rosbags objects of the Jazzy typestore) to a new bag directory.
+
+    Connections are created on first use of a topic. Storage is MCAP unless ``storage='sqlite3'``.
+    """
+
+    def __init__(self, path: str | Path, storage: str = 'mcap') -> None:
+        plugins = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+        if storage not in plugins:
+            raise ValueError(f'storage must be one of {sorted(plugins)}, got {storage!r}')
+        self.path = Path(path)
+        self._writer = Writer(self.path, version=9, storage_plugin=plugins[storage])
+        self._connections: dict[str, Any] = {}
+
+    def __enter__(self) -> BagWriter:
+        self._writer.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._writer.close()
+
+    def write(self, topic: str, message: Any, timestamp_ns: int) -> None:
+        """Serialise and write ``message`` with the bag (receive) time ``timestamp_ns``."""
+        msgtype = message.__msgtype__
+        connection = self._connections.get(topic)
+        if connection is None:
+            connection = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+            self._connections[topic] = connection
+        elif connection.msgtype != msgtype:
+            raise BagError(f'topic {topic} has type {connection.msgtype}, cannot write {msgtype}')
+        self._writer.write(connection, int(timestamp_ns), TYPESTORE.serialize_cdr(message, msgtype))
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic names; ``None`` for image and camera_info means: the bag's only topic of that type."""
+
+    image: str | None = None
+    camera_info: str | None = None
+    joint_states: str = DEFAULT_GT_JOINT_STATES_TOPIC
+    tf: str = DEFAULT_GT_TF_TOPIC
+
+
+DEFAULT_TOPICS = BagTopics()
+
+
+@dataclass
+class BagFrame:
+    """One image of a bag with what belongs to it. Ground truth is None when the bag has none."""
+
+    index: int
+    stamp_ns: int                       # the image's header stamp
+    log_time_ns: int                    # when the bag recorded it (drives playback rate)
+    frame_id: str
+    image: np.ndarray                   # RGB uint8 (H, W, 3)
+    camera: CameraModel
+    joint_positions_gt: np.ndarray | None = None   # (J,) in the reader's joint order
+    T_camera_base_gt: np.ndarray | None = None     # (4, 4)
+
+    @property
+    def stamp(self) -> float:
+        return self.stamp_ns * 1e-9
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.joint_positions_gt is not None and self.T_camera_base_gt is not None
+
+
+class _StampIndex:
+    """Messages sorted by header stamp, looked up by the nearest stamp within a tolerance."""
+
+    def __init__(self, stamps_ns: list[int], items: list[Any]) -> None:
+        order = np.argsort(np.asarray(stamps_ns, dtype=np.int64), kind='stable')
+        self.stamps = np.asarray(stamps_ns, dtype=np.int64)[order]
+        self.items = [items[i] for i in order]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def nearest(self, stamp_ns: int, tolerance_ns: int | None) -> Any | None:
+        if not self.items:
+            return None
+        i = int(np.searchsorted(self.stamps, stamp_ns))
+        candidates = [j for j in (i - 1, i) if 0 <= j < len(self.items)]
+        best = min(candidates, key=lambda j: abs(int(self.stamps[j]) - stamp_ns))
+        if tolerance_ns is not None and abs(int(self.stamps[best]) - stamp_ns) > tolerance_ns:
+            return None
+        return self.items[best]
+
+
+class BagReader:
+    """Frames of a rosbag2 (a bag directory, or a single .mcap / .db3 file) for evaluation.
+
+    ``base_frame`` is the robot's root link (the TF child); ``joint_names`` orders the ground-truth
+    joint positions. Ground truth is matched to an image by header stamp within
+    ``stamp_tolerance_s``; CameraInfo by the nearest stamp (calibrations rarely change).
+    """
+
+    def __init__(self, path: str | Path, topics: BagTopics = DEFAULT_TOPICS, base_frame: str | None = None,
+                 joint_names: Sequence[str] | None = None, stamp_tolerance_s: float = 1e-3) -> None:
+        self.path = Path(path)
+        self.topics = topics
+        self.base_frame = base_frame
+        self.joint_names = list(joint_names) if joint_names is not None else None
+        self.tolerance_ns = int(round(stamp_tolerance_s * 1e9))
+        self._reader = Reader(self.path)
+        self._reader.open()
+        try:
+            types = {c.topic: c.msgtype for c in self._reader.connections}
+            self.image_topic = self._pick_topic(types, topics.image, IMAGE_TYPES, 'image')
+            self.camera_info_topic = self._pick_topic(types, topics.camera_info, (CAMERA_INFO,), 'camera_info')
+            self.image_type = types[self.image_topic]
+            self.ground_truth_topics_present = (types.get(topics.joint_states) == JOINT_STATE
+                                                and types.get(topics.tf) == TF_MESSAGE)
+            self._load_small_topics()
+        except Exception:
+            self._reader.close()
+            raise
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __len__(self) -> int:
+        return sum(c.msgcount for c in self._reader.connections if c.topic == self.image_topic)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return len(self._joint_states) > 0 and len(self._transforms) > 0
+
+    @property
+    def duration_s(self) -> float:
+        return self._reader.duration * 1e-9
+
+    @staticmethod
+    def _pick_topic(types: dict[str, str], wanted: str | None, msgtypes: tuple[str, ...], what: str) -> str:
+        if wanted is not None:
+            if wanted not in types:
+                raise BagError(f'{what} topic {wanted!r} is not in the bag; it has: {sorted(types)}')
+            if types[wanted] not in msgtypes:
+                raise BagError(f'{what} topic {wanted!r} has type {types[wanted]}, expected {" or ".join(msgtypes)}')
+            return wanted
+        found = sorted(t for t, m in types.items() if m in msgtypes)
+        if len(found) != 1:
+            raise BagError(f'cannot choose the {what} topic: the bag has {found or "none"} of type '
+                           f'{" or ".join(msgtypes)}; name one explicitly')
+        return found[0]
+
+    def _load_small_topics(self) -> None:
+        """Read camera infos and ground truth into stamp indexes (one pass; images stay on disk)."""
+        wanted = {self.camera_info_topic}
+        if self.ground_truth_topics_present:
+            wanted |= {self.topics.joint_states, self.topics.tf}
+        connections = [c for c in self._reader.connections if c.topic in wanted]
+        infos: tuple[list[int], list[Any]] = ([], [])
+        joints: tuple[list[int], list[Any]] = ([], [])
+        transforms: tuple[list[int], list[Any]] = ([], [])
+        for connection, _, raw in self._reader.messages(connections=connections):
+            msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+            if connection.topic == self.camera_info_topic:
+                infos[0].append(stamp_to_ns(msg.header.stamp))
+                infos[1].append(msg)
+            elif connection.topic == self.topics.joint_states:
+                joints[0].append(stamp_to_ns(msg.header.stamp))
+                joints[1].append(msg)
+            else:
+                for transform in msg.transforms:
+                    transforms[0].append(stamp_to_ns(transform.header.stamp))
+                    transforms[1].append(transform)
+        if not infos[0]:
+            raise BagError(f'no CameraInfo messages on {self.camera_info_topic}')
+        self._camera_infos = _StampIndex(*infos)
+        self._joint_states = _StampIndex(*joints)
+        self._transforms = _StampIndex(*transforms)
+        self._camera_cache: dict[int, CameraModel] = {}
+
+    def camera_at(self, stamp_ns: int) -> CameraModel:
+        """The camera model of the CameraInfo nearest in stamp."""
+        msg = self._camera_infos.nearest(stamp_ns, None)
+        key = id(msg)
+        if key not in self._camera_cache:
+            self._camera_cache[key] = camera_info_to_model(msg)
+        return self._camera_cache[key]
+
+    def joint_positions_at(self, stamp_ns: int) -> np.ndarray | None:
+        """Ground-truth joint positions at a stamp, in ``joint_names`` order; None when not recorded."""
+        msg = self._joint_states.nearest(stamp_ns, self.tolerance_ns)
+        if msg is None:
+            return None
+        names = list(msg.name)
+        positions = np.asarray(msg.position, dtype=np.float64)
+        if self.joint_names is None:
+            return positions
+        missing = [n for n in self.joint_names if n not in names]
+        if missing:
+            raise BagError(f'{self.topics.joint_states} lacks joints {missing}; it has {names}')
+        return positions[[names.index(n) for n in self.joint_names]]
+
+    def transform_at(self, stamp_ns: int, camera_frame: str) -> np.ndarray | None:
+        """Ground-truth T_camera_base at a stamp; a base -> camera transform is inverted."""
+        stamps = self._transforms.stamps
+        lo = np.searchsorted(stamps, stamp_ns - self.tolerance_ns, side='left')
+        hi = np.searchsorted(stamps, stamp_ns + self.tolerance_ns, side='right')
+        candidates = sorted(range(lo, hi), key=lambda j: abs(int(stamps[j]) - stamp_ns))
+        for j in candidates:
+            transform = self._transforms.items[j]
+            parent, child = transform.header.frame_id.lstrip('/'), transform.child_frame_id.lstrip('/')
+            if self._is_base(child) and (not camera_frame or parent == camera_frame):
+                return transform_to_matrix(transform.transform)
+            if self._is_base(parent) and (not camera_frame or child == camera_frame):
+                return invert_transform(transform_to_matrix(transform.transform))
+        return None
+
+    def _is_base(self, frame: str) -> bool:
+        return frame == self.base_frame if self.base_frame else True
+
+    def frames(self, indices: Collection[int] | None = None) -> Iterator[BagFrame]:
+        """Decode the images one by one, in recorded order, with camera and ground truth.
+
+        ``indices`` (positions in the image topic) limits decoding to those frames.
+        """
+        connections = [c for c in self._reader.connections if c.topic == self.image_topic]
+        decode = compressed_to_rgb if self.image_type == COMPRESSED_IMAGE else image_to_rgb
+        wanted = None if indices is None else set(indices)
+        for index, (connection, log_time, raw) in enumerate(self._reader.messages(connections=connections)):
+            if wanted is not None and index not in wanted:
+                continue
+            msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+            frame_id = msg.header.frame_id.lstrip('/')
+            frame = BagFrame(index=index, stamp_ns=stamp_ns, log_time_ns=int(log_time), frame_id=frame_id,
+                             image=decode(msg), camera=self.camera_at(stamp_ns))
+            if self.has_ground_truth:
+                frame.joint_positions_gt = self.joint_positions_at(stamp_ns)
+                frame.T_camera_base_gt = self.transform_at(stamp_ns, frame_id)
+            yield frame
+
+    def serialized_messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, bytes]]:
+        """(topic, msgtype, log time ns, CDR bytes) for the given topics, in recorded order.
+
+        The bytes are what ROS itself publishes, so ``play`` can hand them to rclpy unchanged.
+        """
+        connections = [c for c in self._reader.connections if c.topic in set(topics)]
+        for connection, log_time, raw in self._reader.messages(connections=connections):
+            yield connection.topic, connection.msgtype, int(log_time), bytes(raw)

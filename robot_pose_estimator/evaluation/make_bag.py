@@ -1,0 +1,271 @@
+"""``robot-pose-estimator make-bag``: render an evaluation rosbag2 with ground truth.
+
+The arm follows smooth joint trajectories (sums of slow sinusoids inside the joint limits),
+seen at ``fps`` by a static or slowly orbiting camera with the chosen FOV and lens distortion.
+Frames are rendered by ``training.render.Renderer`` (the training renderer, so the look is the
+one the network knows) over a fixed procedural background, with occluders covering exactly the
+requested fraction of the robot's pixels. Topics (DESIGN.md section 5):
+
+- ``/camera/image_raw/compressed`` (sensor_msgs/CompressedImage, JPEG) and ``/camera/camera_info``,
+  frame ``camera_color_optical_frame``;
+- ``/ground_truth/joint_states`` and ``/ground_truth/tf`` (camera optical frame -> URDF root),
+  stamped like the image.
+
+Lens distortion: TinyRenderer draws pinhole images only, so a distorted frame is rendered as a
+larger pinhole image with the same K and warped with ``cv2.remap``: every output pixel looks up
+``K * undistort(pixel)``, the exact inverse of ``CameraModel.project``. A keypoint at 3D point X
+thus appears at ``CameraModel(K, D).project(X)``, as the CameraInfo says.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from robot_pose_estimator.config import default_config_path, load_config
+from robot_pose_estimator.core.camera import PLUMB_BOB, CameraModel
+from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.evaluation import bag as bagio
+from robot_pose_estimator.evaluation.metrics import in_image
+
+#: A moderate barrel distortion (k1 k2 p1 p2 k3), typical of wide-angle USB and depth cameras.
+DEFAULT_DISTORTION = (-0.28, 0.07, 0.0005, -0.0003, 0.0)
+CAMERA_MOTIONS = ('static', 'slow')
+START_NS = 1_700_000_000 * 1_000_000_000   # a fixed start stamp: the same arguments give the same bag
+PARAMETERS_FILE = 'make_bag.json'           # beside metadata.yaml, so suites can reuse a bag
+
+
+@dataclass(frozen=True)
+class BagSpec:
+    """Everything that determines a rendered bag (written to ``make_bag.json``)."""
+
+    frames: int = 300
+    fps: float = 30.0
+    fov_deg: float = 70.0
+    distortion: bool = False
+    occlusion: float = 0.0
+    truncation: bool = False
+    camera_motion: str = 'static'
+    seed: int = 0
+    image_size: tuple[int, int] = (640, 480)
+    jpeg_quality: int = 90
+
+    def validate(self) -> None:
+        if self.frames < 1:
+            raise ValueError(f'frames must be >= 1, got {self.frames}')
+        if self.fps <= 0:
+            raise ValueError(f'fps must be > 0, got {self.fps}')
+        if not 10.0 <= self.fov_deg <= 150.0:
+            raise ValueError(f'fov_deg must be in [10, 150], got {self.fov_deg}')
+        if not 0.0 <= self.occlusion < 1.0:
+            raise ValueError(f'occlusion must be in [0, 1), got {self.occlusion}')
+        if self.camera_motion not in CAMERA_MOTIONS:
+            raise ValueError(f'camera_motion must be one of {CAMERA_MOTIONS}, got {self.camera_motion!r}')
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f'jpeg_quality must be in [1, 100], got {self.jpeg_quality}')
+
+
+def joint_trajectory(robot: RobotModel, frames: int, fps: float, rng: np.random.Generator,
+                     amplitude: float = 0.35, frequencies_hz: tuple[float, float] = (0.03, 0.15),
+                     components: int = 3) -> np.ndarray:
+    """Smooth joint angles (frames, J): per joint a centre plus a sum of slow sinusoids.
+
+    ``amplitude`` is the half-swing as a fraction of the joint's range; each joint stays 5 % of
+    its range inside the limits. Frequencies up to 0.15 Hz keep the speeds of a real arm.
+    """
+    lower = np.where(np.isfinite(robot.lower), robot.lower, -np.pi)
+    upper = np.where(np.isfinite(robot.upper), robot.upper, np.pi)
+    span = upper - lower
+    swing = amplitude * span / 2.0
+    margin = 0.05 * span
+    centre = rng.uniform(lower + margin + swing, upper - margin - swing)
+    t = np.arange(frames) / fps
+    weights = rng.uniform(0.5, 1.0, size=(robot.num_joints, components))
+    frequencies = rng.uniform(*frequencies_hz, size=(robot.num_joints, components))
+    phases = rng.uniform(0.0, 2.0 * np.pi, size=(robot.num_joints, components))
+    waves = np.sin(2.0 * np.pi * frequencies[None] * t[:, None, None] + phases[None])     # (T, J, C)
+    signal = (waves * weights[None]).sum(axis=-1) / weights.sum(axis=-1)                 # in [-1, 1]
+    return robot.clip(centre + swing * signal)
+
+
+def camera_trajectory(robot: RobotModel, q: np.ndarray, camera: CameraModel, rng: np.random.Generator,
+                      motion: str, truncation: bool, fps: float, truncated_fraction: float = 0.9) -> np.ndarray:
+    """T_camera_base per frame (frames, 4, 4): a camera that frames the whole trajectory.
+
+    The camera looks at the centre of the keypoints' bounding box from a random azimuth and
+    10-35 deg elevation, at the distance where the box's bounding sphere fits the pinhole FOV.
+    ``truncation`` aims halfway to the arm's far end (the keypoint farthest from the base) and
+    moves in until at least ``truncated_fraction`` of the frames have a keypoint outside the
+    image. ``slow`` orbits +-15 deg in azimuth and +-5 % in distance over the bag.
+    """
+    from robot_pose_estimator.training.render import look_at
+
+    points = robot.keypoints(q)                                           # (frames, K, 3)
+    lo, hi = points.reshape(-1, 3).min(axis=0), points.reshape(-1, 3).max(axis=0)
+    centre = 0.5 * (lo + hi)
+    radius = max(0.5 * float(np.linalg.norm(hi - lo)), 0.2)
+    half_fov = min(math.atan(0.5 * camera.width / camera.fx), math.atan(0.5 * camera.height / camera.fy))
+    distance = 1.05 * radius / math.sin(half_fov)
+    azimuth = rng.uniform(0.0, 2.0 * np.pi)
+    elevation = np.radians(rng.uniform(10.0, 35.0))
+    frames = len(q)
+    phase = 2.0 * np.pi * np.arange(frames) / fps / max(frames / fps, 10.0)
+    swing = np.sin(phase) if motion == 'slow' else np.zeros(frames)
+
+    def orbit(target: np.ndarray, distance: float) -> np.ndarray:
+        poses = []
+        for s in swing:
+            a, d = azimuth + np.radians(15.0) * s, distance * (1.0 + 0.05 * s)
+            direction = np.array([np.cos(elevation) * np.cos(a), np.cos(elevation) * np.sin(a), np.sin(elevation)])
+            poses.append(look_at(target + d * direction, target))
+        return np.stack(poses)
+
+    if not truncation:
+        return orbit(centre, distance)
+    far_end = points[:, np.argmax(np.linalg.norm(points, axis=-1).mean(axis=0))].mean(axis=0)
+    target = 0.5 * (centre + far_end)
+    for scale in np.linspace(0.9, 0.25, 27):
+        poses = orbit(target, scale * distance)
+        cam = np.einsum('nij,nkj->nki', poses[:, :3, :3], points) + poses[:, None, :3, 3]
+        pixels = camera.project(cam.reshape(-1, 3)).reshape(frames, -1, 2)
+        outside = ~in_image(pixels, cam[..., 2], camera.width, camera.height)
+        if outside.any(axis=1).mean() >= truncated_fraction:
+            break
+    return poses
+
+
+def distortion_maps(camera: CameraModel) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Remap tables from a padded pinhole render to the distorted image, and the padding (x, y).
+
+    Output pixel (u, v) samples the pinhole image at ``K * undistort(u, v)`` shifted by the pad.
+    """
+    width, height = camera.width, camera.height
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    nccs = camera.to_nccs(np.stack([u.ravel(), v.ravel()], axis=1))
+    source = nccs @ camera.K[:2, :2].T + camera.K[:2, 2]
+    map_x, map_y = source[:, 0].reshape(height, width), source[:, 1].reshape(height, width)
+    pad_x = int(math.ceil(max(-map_x.min(), map_x.max() - (width - 1), 0.0))) + 2
+    pad_y = int(math.ceil(max(-map_y.min(), map_y.max() - (height - 1), 0.0))) + 2
+    return (map_x + pad_x).astype(np.float32), (map_y + pad_y).astype(np.float32), (pad_x, pad_y)
+
+
+def _randomization(occlusion: float):
+    """Evaluation look: URDF colours, one procedural background, exact occlusion, mild sensor noise."""
+    from robot_pose_estimator.training.randomization import Randomization
+
+    return Randomization(link_color_prob=0.0, link_texture_prob=0.0, light=True, background=True,
+                         max_distractors=4, distractor_front_prob=0.0, occlusion_prob=0.0, max_occlusion=0.0,
+                         occlusion_fraction=occlusion if occlusion > 0 else None, color_jitter=0.05,
+                         noise_prob=1.0, max_noise_std=0.01, blur_prob=0.0, jpeg_prob=0.0)
+
+
+def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int = 300, fps: float = 30.0,
+             fov_deg: float = 70.0, distortion: bool = False, occlusion: float = 0.0, truncation: bool = False,
+             camera_motion: str = 'static', seed: int = 0, image_size: tuple[int, int] = (640, 480),
+             jpeg_quality: int = 90, storage: str = 'mcap', progress: bool = True) -> Path:
+    """Render a bag to ``out`` (a new directory) and return its path. Deterministic in ``seed``.
+
+    ``occlusion`` is the fraction of the robot's pixels covered by occluders in every frame;
+    ``image_size`` is (width, height).
+    """
+    from robot_pose_estimator.training.render import Renderer
+
+    spec = BagSpec(frames, fps, fov_deg, distortion, occlusion, truncation, camera_motion, seed,
+                   (int(image_size[0]), int(image_size[1])), jpeg_quality)
+    spec.validate()
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f'{out} exists; make-bag writes a new bag directory')
+    config_path = Path(config_path) if config_path is not None else default_config_path()
+    config = load_config(config_path)
+    robot = RobotModel.from_config(config)
+    width, height = spec.image_size
+    camera = CameraModel.from_fov(width, height, fov_deg, D=DEFAULT_DISTORTION if distortion else None,
+                                  distortion_model=PLUMB_BOB)
+    rng = np.random.default_rng(seed)
+    q = joint_trajectory(robot, frames, fps, rng)
+    poses = camera_trajectory(robot, q, camera, rng, camera_motion, truncation, fps)
+    scene_seed = int(rng.integers(2**63))  # one background, light and noise pattern for the whole bag
+
+    maps = distortion_maps(camera) if distortion else None
+    pad_x, pad_y = maps[2] if maps is not None else (0, 0)
+    K_render = camera.K.copy()
+    K_render[0, 2] += pad_x
+    K_render[1, 2] += pad_y
+    randomization = _randomization(occlusion)
+    frame_id = bagio.DEFAULT_CAMERA_FRAME
+    with Renderer(config.urdf_path, robot, width + 2 * pad_x, height + 2 * pad_y) as renderer, \
+            bagio.BagWriter(out, storage=storage) as writer:
+        for i in tqdm(range(frames), unit='frame', desc='make-bag', disable=not progress):
+            stamp = START_NS + round(i * 1e9 / fps)
+            image = renderer.render(q[i], poses[i], K_render, randomization, np.random.default_rng(scene_seed)).image
+            if maps is not None:
+                image = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            writer.write(bagio.DEFAULT_IMAGE_TOPIC, bagio.rgb_to_compressed(image, stamp, frame_id, jpeg_quality),
+                         stamp)
+            writer.write(bagio.DEFAULT_CAMERA_INFO_TOPIC, bagio.camera_info_msg(camera, stamp, frame_id), stamp)
+            writer.write(bagio.DEFAULT_GT_JOINT_STATES_TOPIC, bagio.joint_state_msg(robot.joint_names, q[i], stamp),
+                         stamp)
+            writer.write(bagio.DEFAULT_GT_TF_TOPIC, bagio.tf_msg(poses[i], frame_id, robot.base_frame, stamp), stamp)
+    parameters = {**asdict(spec), 'config': str(config_path.resolve()), 'robot': robot.name,
+                  'distortion_coefficients': list(camera.D), 'command': _command(out, config_path, spec)}
+    (out / PARAMETERS_FILE).write_text(json.dumps(parameters, indent=2) + '\n')
+    return out
+
+
+def read_bag_spec(bag: str | Path) -> dict | None:
+    """The make-bag parameters stored beside a bag, or None for other bags."""
+    path = Path(bag) / PARAMETERS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _command(out: Path, config_path: Path, spec: BagSpec) -> str:
+    """The command line that re-creates the bag."""
+    flags = [f'--out {shlex.quote(str(out))}', f'--config {shlex.quote(str(config_path))}',
+             f'--frames {spec.frames}', f'--fps {spec.fps:g}', f'--fov {spec.fov_deg:g}',
+             f'--occlusion {spec.occlusion:g}', f'--camera-motion {spec.camera_motion}', f'--seed {spec.seed}',
+             f'--width {spec.image_size[0]}', f'--height {spec.image_size[1]}', f'--jpeg-quality {spec.jpeg_quality}']
+    flags += ['--distortion'] * spec.distortion + ['--truncation'] * spec.truncation
+    return 'robot-pose-estimator make-bag ' + ' '.join(flags)
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def add_make_bag_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', required=True, type=Path, help='new bag directory to write')
+    parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
+    parser.add_argument('--frames', type=int, default=300, help='number of frames')
+    parser.add_argument('--fps', type=float, default=30.0, help='frame rate of the stamps')
+    parser.add_argument('--fov', type=float, default=70.0, help='horizontal field of view, degrees')
+    parser.add_argument('--distortion', action='store_true',
+                        help=f'plumb_bob lens distortion D = {list(DEFAULT_DISTORTION)}')
+    parser.add_argument('--occlusion', type=float, default=0.0,
+                        help="fraction of the robot's pixels covered by occluders in every frame (0-1)")
+    parser.add_argument('--truncation', action='store_true', help='camera close enough that the arm leaves the frame')
+    parser.add_argument('--camera-motion', choices=CAMERA_MOTIONS, default='static')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--jpeg-quality', type=int, default=90)
+    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+
+
+def run_make_bag(args: argparse.Namespace) -> int:
+    try:
+        path = make_bag(args.out, args.config, frames=args.frames, fps=args.fps, fov_deg=args.fov,
+                        distortion=args.distortion, occlusion=args.occlusion, truncation=args.truncation,
+                        camera_motion=args.camera_motion, seed=args.seed, image_size=(args.width, args.height),
+                        jpeg_quality=args.jpeg_quality, storage=args.storage)
+    except (ValueError, FileExistsError) as error:
+        print(f'make-bag: {error}', file=sys.stderr)
+        return 2
+    print(f'wrote {path} ({args.frames} frames)')
+    return 0

@@ -1,0 +1,204 @@
+"""The backend protocol and the model metadata contract shared by export and inference.
+
+Contract (the training/export side writes exactly this):
+
+* input ``image``: float32 ``[N, 3, H, W]`` (N may be dynamic), RGB, ``(pixel / 255 - mean) / std``;
+* output ``heatmaps``: float32 ``[N, K, h, w]`` in [0, 1] (sigmoid applied; the peak is the
+  confidence), with h dividing H and w dividing W;
+* output ``joint_angles``: float32 ``[N, J]`` in radians;
+* ONNX ``metadata_props`` (all values strings, lists JSON-encoded): see ``METADATA_KEYS``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+FORMAT_VERSION = '1'
+INPUT_NAME = 'image'
+HEATMAPS_NAME = 'heatmaps'
+JOINT_ANGLES_NAME = 'joint_angles'
+METADATA_KEYS = (
+    'rpe_format_version', 'robot_name', 'keypoint_names', 'keypoint_links', 'keypoint_offsets',
+    'joint_names', 'input_height', 'input_width', 'input_color', 'normalization_mean',
+    'normalization_std',
+)
+
+
+class ModelLoadError(ValueError):
+    """A model file that is missing, unreadable or breaks the metadata/IO contract."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f'{path}: {problem}')
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the network was trained on: keypoints, joints, input size and normalisation."""
+
+    robot_name: str
+    keypoint_names: tuple[str, ...]
+    keypoint_links: tuple[str, ...]
+    keypoint_offsets: tuple[tuple[float, float, float], ...]
+    joint_names: tuple[str, ...]
+    input_height: int
+    input_width: int
+    normalization_mean: tuple[float, float, float]
+    normalization_std: tuple[float, float, float]
+    input_color: str = 'RGB'
+    format_version: str = FORMAT_VERSION
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        """(width, height), the order the crop functions take."""
+        return self.input_width, self.input_height
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str | Path) -> ModelMetadata:
+        """Parse and validate ONNX ``metadata_props``; ModelLoadError names ``source`` and the key."""
+        missing = [key for key in METADATA_KEYS if key not in props]
+        if missing:
+            raise ModelLoadError(source, f'model metadata lacks {missing} (metadata_props keys: '
+                                         f'{sorted(props)})')
+
+        def load(key: str) -> Any:
+            try:
+                return json.loads(props[key])
+            except (TypeError, json.JSONDecodeError) as error:
+                raise ModelLoadError(source, f'metadata {key!r} is not valid JSON: {error}') from None
+
+        def strings(key: str) -> tuple[str, ...]:
+            value = load(key)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ModelLoadError(source, f'metadata {key!r} must be a JSON list of strings')
+            return tuple(value)
+
+        def floats(key: str, shape: tuple[int, ...]) -> np.ndarray:
+            try:
+                array = np.asarray(load(key), dtype=np.float64)
+            except (TypeError, ValueError):
+                array = np.empty(0)
+            if array.shape != shape or not np.isfinite(array).all():
+                raise ModelLoadError(source, f'metadata {key!r} must be {shape} finite numbers')
+            return array
+
+        def positive_int(key: str) -> int:
+            try:
+                value = int(props[key])
+            except (TypeError, ValueError):
+                value = 0
+            if value <= 0:
+                raise ModelLoadError(source, f'metadata {key!r} must be a positive integer, '
+                                             f'got {props[key]!r}')
+            return value
+
+        version = props['rpe_format_version']
+        if version != FORMAT_VERSION:
+            raise ModelLoadError(source, f'unsupported rpe_format_version {version!r} '
+                                         f'(this version reads {FORMAT_VERSION!r})')
+        if props['input_color'] != 'RGB':
+            raise ModelLoadError(source, f"input_color must be 'RGB', got {props['input_color']!r}")
+        names = strings('keypoint_names')
+        links = strings('keypoint_links')
+        if not names or len(links) != len(names):
+            raise ModelLoadError(source, f'{len(names)} keypoint_names need as many keypoint_links, '
+                                         f'got {len(links)}')
+        offsets = floats('keypoint_offsets', (len(names), 3))
+        std = floats('normalization_std', (3,))
+        if (std <= 0).any():
+            raise ModelLoadError(source, f'normalization_std must be > 0, got {std.tolist()}')
+        return cls(
+            robot_name=str(props['robot_name']),
+            keypoint_names=names,
+            keypoint_links=links,
+            keypoint_offsets=tuple(tuple(float(v) for v in row) for row in offsets),
+            joint_names=strings('joint_names'),
+            input_height=positive_int('input_height'),
+            input_width=positive_int('input_width'),
+            normalization_mean=tuple(float(v) for v in floats('normalization_mean', (3,))),
+            normalization_std=tuple(float(v) for v in std),
+            input_color=props['input_color'],
+            format_version=version,
+        )
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` strings that ``from_props`` reads back (for export)."""
+        return {
+            'rpe_format_version': self.format_version,
+            'robot_name': self.robot_name,
+            'keypoint_names': json.dumps(list(self.keypoint_names)),
+            'keypoint_links': json.dumps(list(self.keypoint_links)),
+            'keypoint_offsets': json.dumps([list(o) for o in self.keypoint_offsets]),
+            'joint_names': json.dumps(list(self.joint_names)),
+            'input_height': str(self.input_height),
+            'input_width': str(self.input_width),
+            'input_color': self.input_color,
+            'normalization_mean': json.dumps(list(self.normalization_mean)),
+            'normalization_std': json.dumps(list(self.normalization_std)),
+        }
+
+    def check_io_shapes(self, source: str | Path, input_shape: Sequence[Any],
+                        heatmaps_shape: Sequence[Any], angles_shape: Sequence[Any]) -> None:
+        """Check a model's declared tensor shapes against this metadata (batch may be symbolic).
+
+        Non-batch dimensions must be static; the input must be [N, 3, H, W], heatmaps
+        [N, K, h, w] with h | H and w | W, joint angles [N, J].
+        """
+        def static(shape: Sequence[Any], name: str, rank: int) -> list[int]:
+            dims = list(shape)
+            if len(dims) != rank:
+                raise ModelLoadError(source, f'{name!r} must have rank {rank}, got shape {dims}')
+            if not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims[1:]):
+                raise ModelLoadError(source, f'{name!r} must have static dimensions after the '
+                                             f'batch, got shape {dims}')
+            return [int(d) for d in dims[1:]]
+
+        channels, height, width = static(input_shape, INPUT_NAME, 4)
+        if (channels, height, width) != (3, self.input_height, self.input_width):
+            raise ModelLoadError(source, f'input {INPUT_NAME!r} is [N, {channels}, {height}, {width}] '
+                                         f'but metadata says [N, 3, {self.input_height}, {self.input_width}]')
+        k, h, w = static(heatmaps_shape, HEATMAPS_NAME, 4)
+        if k != len(self.keypoint_names):
+            raise ModelLoadError(source, f'{HEATMAPS_NAME!r} has {k} channels but metadata names '
+                                         f'{len(self.keypoint_names)} keypoints')
+        if self.input_height % h or self.input_width % w:
+            raise ModelLoadError(source, f'heatmap size {h}x{w} does not divide the input size '
+                                         f'{self.input_height}x{self.input_width}')
+        (j,) = static(angles_shape, JOINT_ANGLES_NAME, 2)
+        if j != len(self.joint_names):
+            raise ModelLoadError(source, f'{JOINT_ANGLES_NAME!r} has {j} values but metadata names '
+                                         f'{len(self.joint_names)} joints')
+
+
+@dataclass(frozen=True)
+class InferenceOutput:
+    """One image's network output, batch dimension removed."""
+
+    heatmaps: np.ndarray        # (K, h, w) float32 in [0, 1]
+    joint_angles: np.ndarray    # (J,) float32, rad
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the estimator needs from an inference engine."""
+
+    name: str
+    metadata: ModelMetadata
+
+    def infer(self, input_tensor: np.ndarray) -> InferenceOutput:
+        """Run the network on a (1, 3, H, W) float32 tensor from ``preprocess``."""
+        ...
+
+
+def check_input_tensor(input_tensor: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
+    """The tensor as contiguous float32 (1, 3, H, W), or ValueError saying what is wrong."""
+    expected = (1, 3, metadata.input_height, metadata.input_width)
+    if input_tensor.shape != expected:
+        raise ValueError(f'input tensor must have shape {expected}, got {input_tensor.shape}')
+    return np.ascontiguousarray(input_tensor, dtype=np.float32)

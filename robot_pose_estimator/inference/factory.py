@@ -1,0 +1,63 @@
+"""Pick and construct the inference backend for a model path and a ``backend`` setting."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from robot_pose_estimator.inference.base import Backend, ModelLoadError
+from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
+from robot_pose_estimator.inference.tensorrt_backend import (
+    ENGINE_SUFFIXES, TensorRTBackend, TensorRTUnavailable, current_gpu_name, engine_path_for,
+    import_tensorrt)
+
+LOGGER = logging.getLogger(__name__)
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
+
+__all__ = ['BACKENDS', 'create_backend', 'engine_path_for', 'find_cached_engine']
+
+
+def find_cached_engine(onnx_path: str | Path) -> tuple[Path | None, str]:
+    """The engine cached for this GPU and TensorRT version next to the ONNX file, or why not."""
+    try:
+        trt = import_tensorrt()
+    except TensorRTUnavailable as error:
+        return None, str(error)
+    gpu = current_gpu_name()
+    if gpu is None:
+        return None, 'no usable CUDA GPU (or neither cuda-python nor pycuda installed)'
+    engine = engine_path_for(onnx_path, gpu, trt.__version__)
+    if not engine.is_file():
+        return None, (f'no engine {engine.name} for {gpu} / TensorRT {trt.__version__}; build it with '
+                      f'`robot-pose-estimator build-engine {onnx_path}`')
+    return engine, ''
+
+
+def create_backend(model_path: str | Path, backend: str = 'auto', threads: int = 2) -> Backend:
+    """A ready backend for ``model_path`` (an .onnx file, or an .engine/.plan for TensorRT).
+
+    ``auto`` uses TensorRT when a cached engine for this GPU and TensorRT version sits next to
+    the ONNX file and TensorRT and a GPU are usable, else ONNX Runtime (which itself uses the
+    CUDA/TensorRT execution providers when its build has them). ``tensorrt`` fails with the
+    reason instead of falling back. ``threads`` sets ONNX Runtime's intra-op threads.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    path = Path(model_path)
+    if path.suffix in ENGINE_SUFFIXES:
+        if backend == 'onnxruntime':
+            raise ValueError(f'{path}: a TensorRT engine needs backend tensorrt or auto')
+        return TensorRTBackend(path)
+    if backend == 'onnxruntime':
+        return OnnxRuntimeBackend(path, threads=threads)
+    engine, reason = find_cached_engine(path)
+    if engine is not None:
+        try:
+            return TensorRTBackend(engine)
+        except (TensorRTUnavailable, ModelLoadError) as error:
+            if backend == 'tensorrt':
+                raise
+            reason = str(error)
+    if backend == 'tensorrt':
+        raise TensorRTUnavailable(f'{path}: cannot use TensorRT: {reason}')
+    LOGGER.info('using ONNX Runtime for %s (TensorRT not used: %s)', path, reason)
+    return OnnxRuntimeBackend(path, threads=threads)

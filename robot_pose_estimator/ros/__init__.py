@@ -1,0 +1,1 @@
+"""The ROS 2 layer: message conversions, the node, diagnostics. The only place that imports rclpy."""

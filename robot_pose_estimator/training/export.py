@@ -1,0 +1,243 @@
+"""Checkpoint -> ONNX model with the metadata contract, checked against ONNX Runtime, plus the
+model card ``models/<robot>.json``.
+
+The ONNX file is self-describing (``inference.base.ModelMetadata``): keypoint names, links and
+offsets, joint names, input size and normalisation travel in ``metadata_props``, so the
+estimator needs nothing else to use it. The model card records where the model came from: the
+training data, the exact commands, the training time and hardware, and measured accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from robot_pose_estimator.inference.base import (HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME,
+                                                 ModelMetadata)
+from robot_pose_estimator.training.model import ExportModel, count_parameters
+from robot_pose_estimator.training.train import build_model, hardware_description, load_checkpoint
+
+MAX_MODEL_MB = 30.0
+TOLERANCE = 1e-4
+
+
+def metadata_from_checkpoint(checkpoint: dict[str, Any]) -> ModelMetadata:
+    """The ``metadata_props`` contract, filled from what ``train`` stored in the checkpoint."""
+    robot = checkpoint['robot']
+    height, width = checkpoint['input_size']
+    return ModelMetadata(
+        robot_name=robot['robot_name'],
+        keypoint_names=tuple(robot['keypoint_names']),
+        keypoint_links=tuple(robot['keypoint_links']),
+        keypoint_offsets=tuple(tuple(float(v) for v in o) for o in robot['keypoint_offsets']),
+        joint_names=tuple(robot['joint_names']),
+        input_height=int(height),
+        input_width=int(width),
+        normalization_mean=tuple(float(v) for v in checkpoint['normalization_mean']),
+        normalization_std=tuple(float(v) for v in checkpoint['normalization_std']),
+    )
+
+
+def export_onnx(checkpoint: str | Path, out_path: str | Path, dynamic_batch: bool = False,
+                opset: int = 17, check: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Write the ONNX model of ``checkpoint`` to ``out_path``; return what the model card needs.
+
+    With ``check`` the model is run by ONNX Runtime and by torch on random inputs (batch 1, and
+    batch 2 when ``dynamic_batch``); the max abs differences are printed and returned (joint
+    angles compared modulo 2 pi), and a difference above 1e-4 raises.
+    """
+    if opset < 17:
+        raise ValueError(f'opset must be >= 17 (LayerNorm-free but the contract says so), got {opset}')
+    state = load_checkpoint(checkpoint)
+    net = build_model(state)
+    wrapper = ExportModel(net).eval()
+    metadata = metadata_from_checkpoint(state)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, 3, metadata.input_height, metadata.input_width)
+    dynamic_axes = None
+    if dynamic_batch:
+        dynamic_axes = {INPUT_NAME: {0: 'batch'}, HEATMAPS_NAME: {0: 'batch'}, JOINT_ANGLES_NAME: {0: 'batch'}}
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript; this small static graph exports identically with either.
+        warnings.simplefilter('ignore', DeprecationWarning)
+        # The keypoint grid is a constant of the input size, which is what tracing records.
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(wrapper, (example,), str(out), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[HEATMAPS_NAME, JOINT_ANGLES_NAME],
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    model = onnx.load(str(out))
+    del model.metadata_props[:]
+    for key, value in metadata.to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = 'robot_pose_estimator'
+    model.doc_string = (f'{metadata.robot_name} keypoint heatmaps (sigmoid) and joint angles (rad); '
+                        f'trained {state["step"]} steps')
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    size_mb = out.stat().st_size / 2**20
+    if size_mb > MAX_MODEL_MB:
+        raise ValueError(f'{out} is {size_mb:.1f} MB, over the {MAX_MODEL_MB:.0f} MB limit; use a smaller --width')
+    info: dict[str, Any] = {
+        'path': str(out), 'size_mb': round(size_mb, 3), 'sha256': _sha256(out), 'opset': opset,
+        'dynamic_batch': dynamic_batch, 'parameters': count_parameters(net),
+        'heatmap_size': [metadata.input_height // state['heatmap_stride'],
+                         metadata.input_width // state['heatmap_stride']],
+        'metadata': metadata.to_props(),
+    }
+    if check:
+        info['max_abs_diff'] = compare_with_onnxruntime(wrapper, out, metadata, dynamic_batch, seed)
+        print(f"ONNX Runtime vs torch max abs diff: heatmaps {info['max_abs_diff']['heatmaps']:.2e}, "
+              f"joint_angles {info['max_abs_diff']['joint_angles']:.2e}")
+        worst = max(info['max_abs_diff'].values())
+        if not worst <= TOLERANCE:
+            raise RuntimeError(f'{out}: ONNX Runtime differs from torch by {worst:.3g} (> {TOLERANCE})')
+    return info
+
+
+def compare_with_onnxruntime(wrapper: ExportModel, path: Path, metadata: ModelMetadata,
+                             dynamic_batch: bool, seed: int = 0) -> dict[str, float]:
+    """Max abs difference per output between ONNX Runtime and torch on random normalised images."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    rng = np.random.default_rng(seed)
+    worst = {HEATMAPS_NAME: 0.0, JOINT_ANGLES_NAME: 0.0}
+    for batch in ((1, 2) if dynamic_batch else (1,)):
+        image = rng.standard_normal((batch, 3, metadata.input_height, metadata.input_width)).astype(np.float32)
+        heatmaps, angles = session.run([HEATMAPS_NAME, JOINT_ANGLES_NAME], {INPUT_NAME: image})
+        with torch.no_grad():
+            ref_heatmaps, ref_angles = (t.numpy() for t in wrapper(torch.from_numpy(image)))
+        angle_diff = np.abs((angles - ref_angles + np.pi) % (2 * np.pi) - np.pi)
+        worst[HEATMAPS_NAME] = max(worst[HEATMAPS_NAME], float(np.abs(heatmaps - ref_heatmaps).max()))
+        worst[JOINT_ANGLES_NAME] = max(worst[JOINT_ANGLES_NAME], float(angle_diff.max()))
+    return worst
+
+
+def measure_latency(path: str | Path, threads: int = 2, runs: int = 30) -> dict[str, float]:
+    """ONNX Runtime CPU latency of one batch-1 inference (ms): what the node will see per frame."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+    image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(5):
+        session.run(None, {INPUT_NAME: image})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {INPUT_NAME: image})
+        times.append((time.perf_counter() - start) * 1e3)
+    return {'threads': threads, 'median_ms': float(np.median(times)), 'p95_ms': float(np.percentile(times, 95))}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: dict[str, Any],
+                     command: str, accuracy: dict[str, Any] | None = None,
+                     latency: dict[str, float] | None = None) -> dict[str, Any]:
+    """Write ``models/<robot>.json`` and return it.
+
+    ``accuracy`` is merged over the ``accuracy`` of an existing card (so numbers that evaluation
+    added survive a re-export) and over the training run's last validation metrics.
+    """
+    path = Path(path)
+    robot = checkpoint['robot']
+    previous: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = {}
+    validation = {k: v for k, v in checkpoint.get('validation', {}).items() if not k.startswith('_')}
+    merged_accuracy = {**previous.get('accuracy', {}),
+                       'training_validation': {**validation, 'units': 'keypoints in network-input px, '
+                                               'angles in degrees (wrapped), held-out renders'},
+                       **(accuracy or {})}
+    settings = checkpoint['settings']
+    card = {
+        'model': Path(export_info['path']).name,
+        'sha256': export_info['sha256'],
+        'size_mb': export_info['size_mb'],
+        'robot_name': robot['robot_name'],
+        'robot_config': robot.get('config_path'),
+        'urdf': robot.get('urdf_path'),
+        'keypoints': {'names': robot['keypoint_names'], 'links': robot['keypoint_links'],
+                      'offsets': robot['keypoint_offsets']},
+        'joint_names': robot['joint_names'],
+        'input': {'height': checkpoint['input_size'][0], 'width': checkpoint['input_size'][1],
+                  'color': 'RGB', 'normalization_mean': checkpoint['normalization_mean'],
+                  'normalization_std': checkpoint['normalization_std'],
+                  'normalization': '(pixel / 255 - mean) / std'},
+        'outputs': {'heatmaps': {'size': export_info['heatmap_size'], 'stride': checkpoint['heatmap_stride'],
+                                 'sigma_heatmap_px': settings['sigma'], 'activation': 'sigmoid'},
+                    'joint_angles': 'radians, URDF joint order of joint_names'},
+        'architecture': {**checkpoint['model_config'], 'parameters': export_info['parameters'],
+                         'description': 'ResNet-18 layout encoder (width x1, x2, x4, x8), FPN decoder to '
+                                        'stride 4, keypoint-conditioned (sin, cos) joint-angle head'},
+        'onnx': {'opset': export_info['opset'], 'dynamic_batch': export_info['dynamic_batch'],
+                 'onnxruntime_vs_torch_max_abs_diff': export_info.get('max_abs_diff')},
+        'training': {
+            'data': checkpoint.get('datasets', []),
+            'data_dirs': checkpoint.get('data_dirs', []),
+            'settings': settings,
+            'steps': checkpoint['step'],
+            'images_seen': checkpoint['images_seen'],
+            'training_minutes': round(checkpoint['elapsed_s'] / 60.0, 2),
+            'hardware': checkpoint.get('hardware', {}),
+            'command': checkpoint.get('command'),
+            'commands': checkpoint.get('commands', []),
+        },
+        'export': {'command': command, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'), 'hardware': hardware_description(torch.device('cpu'))},
+        'latency_onnxruntime_cpu': latency or previous.get('latency_onnxruntime_cpu'),
+        'accuracy': merged_accuracy,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card, indent=2) + '\n')
+    return card
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``robot-pose-estimator export``."""
+    parser.add_argument('--checkpoint', required=True, help='checkpoint.pt from `train`')
+    parser.add_argument('--output', help='ONNX path (default: models/<robot>.onnx)')
+    parser.add_argument('--card', help='model card path (default: the ONNX path with .json)')
+    parser.add_argument('--dynamic-batch', action='store_true', help='symbolic batch dimension')
+    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--accuracy', help='JSON file of measured accuracy to put in the model card')
+    parser.add_argument('--no-check', action='store_true', help='skip the ONNX Runtime vs torch check')
+    parser.add_argument('--no-latency', action='store_true', help='skip the ONNX Runtime latency measurement')
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export, check and write the model card from parsed arguments."""
+    state = load_checkpoint(args.checkpoint)
+    output = Path(args.output or Path('models') / f"{state['robot']['robot_name']}.onnx")
+    info = export_onnx(args.checkpoint, output, dynamic_batch=args.dynamic_batch, opset=args.opset,
+                       check=not args.no_check)
+    latency = None if args.no_latency else measure_latency(output)
+    accuracy = json.loads(Path(args.accuracy).read_text()) if args.accuracy else None
+    card_path = Path(args.card) if args.card else output.with_suffix('.json')
+    write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy, latency)
+    print(f"wrote {output} ({info['size_mb']:.1f} MB"
+          + (f", ONNX Runtime {latency['median_ms']:.1f} ms on {latency['threads']} threads" if latency else '')
+          + f') and {card_path}')
+    return 0

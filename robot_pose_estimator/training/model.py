@@ -1,0 +1,249 @@
+"""The keypoint network: a half-width ResNet-18 encoder, an FPN-style decoder to 1/4 resolution
+and a keypoint-conditioned joint-angle head.
+
+Why the angle head reads the keypoints: a global-pool regression head did not learn the angles
+on synthetic Panda data (issue 4), because with a random camera azimuth joint 1 only shows in the
+image *relative* to the base keypoints. Here the head sees, per keypoint, its 2D position
+(normalised for translation and scale of the robot in the crop), its confidence and the decoder
+features pooled under its heatmap, plus a global feature vector. Angles are predicted as
+(sin, cos) of the offset from each joint's range centre, so ``atan2`` returns values within
+``centre +- pi``, which covers any joint range up to one full turn.
+
+Plain torch only (no torchvision): the package must train and export on a CPU-only install.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+ANGLE_HEADS = ('keypoint', 'global')
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network from a checkpoint."""
+
+    num_keypoints: int
+    num_joints: int
+    width: int = 32                  # stem/stage-1 channels; 32 = half a ResNet-18
+    decoder_channels: int = 64
+    angle_head: str = 'keypoint'     # 'keypoint' (positions + pooled features) or 'global'
+    keypoint_feature_channels: int = 32
+    angle_hidden: int = 512
+    joint_center: list[float] = field(default_factory=list)  # (J,) rad, the range centres
+
+    def __post_init__(self) -> None:
+        if self.angle_head not in ANGLE_HEADS:
+            raise ValueError(f'angle_head must be one of {ANGLE_HEADS}, got {self.angle_head!r}')
+        if self.num_keypoints < 1 or self.num_joints < 0 or self.width < 4:
+            raise ValueError(f'invalid model size: {self}')
+        if not self.joint_center:
+            self.joint_center = [0.0] * self.num_joints
+        if len(self.joint_center) != self.num_joints:
+            raise ValueError(f'joint_center has {len(self.joint_center)} values for '
+                             f'{self.num_joints} joints')
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        return cls(**values)
+
+
+def _conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class BasicBlock(nn.Module):
+    """The ResNet-18 residual block."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class Encoder(nn.Module):
+    """ResNet-18 layout at a chosen width: features at strides 4, 8, 16 and 32."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.stem = nn.Sequential(_conv_bn_relu(3, width, 7, 2), nn.MaxPool2d(3, 2, 1))
+        channels = [width, 2 * width, 4 * width, 8 * width]
+        self.stages = nn.ModuleList()
+        cin = width
+        for i, cout in enumerate(channels):
+            stride = 1 if i == 0 else 2
+            self.stages.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout)))
+            cin = cout
+        self.channels = channels
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class Decoder(nn.Module):
+    """Top-down path with lateral connections, ending at stride 4 (nearest upsampling: cheap and
+    exported as a plain ONNX Resize that ONNX Runtime and TensorRT both run)."""
+
+    def __init__(self, encoder_channels: list[int], channels: int):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in encoder_channels)
+        self.smooth = nn.ModuleList(_conv_bn_relu(channels, channels) for _ in encoder_channels[:-1])
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        x = self.lateral[-1](features[-1])
+        for i in range(len(features) - 2, -1, -1):
+            x = F.interpolate(x, scale_factor=2.0, mode='nearest') + self.lateral[i](features[i])
+            x = self.smooth[i](x)
+        return x
+
+
+def _unit_grid(h: int, w: int) -> Tensor:
+    """Pixel centres of an h x w map in [-1, 1], row-major, as (x, y). Built in numpy float32 so
+    the exporter embeds a float32 constant (its linspace is float64 and drags the head along)."""
+    ys, xs = np.meshgrid(np.linspace(-1.0, 1.0, h), np.linspace(-1.0, 1.0, w), indexing='ij')
+    return torch.from_numpy(np.stack([xs.ravel(), ys.ravel()], axis=-1).astype(np.float32))
+
+
+class KeypointAngleHead(nn.Module):
+    """Joint angles from keypoint positions, confidences and heatmap-pooled features.
+
+    The heatmaps are detached: the angle loss shapes the features it pools, never the heatmaps,
+    whose only job is to be accurate keypoint detectors.
+    """
+
+    def __init__(self, num_keypoints: int, num_joints: int, feature_channels: int,
+                 global_channels: int, keypoint_channels: int, hidden: int):
+        super().__init__()
+        self.project = nn.Linear(feature_channels, keypoint_channels)
+        inputs = num_keypoints * (3 + keypoint_channels) + global_channels
+        self.mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, 2 * num_joints))
+
+    def forward(self, logits: Tensor, features: Tensor, global_features: Tensor) -> Tensor:
+        b, k, h, w = logits.shape
+        flat = logits.detach().flatten(2)                                 # (B, K, hw)
+        attention = torch.softmax(flat, dim=-1)
+        confidence = torch.sigmoid(flat.amax(dim=-1))                     # (B, K)
+        grid = _unit_grid(h, w).to(device=logits.device, dtype=logits.dtype)  # (hw, 2) as (x, y)
+        points = attention @ grid                                         # (B, K, 2)
+        # Translation and scale of the robot in the crop carry no angle information: remove them,
+        # weighting by confidence so that keypoints outside the crop do not drag the frame.
+        weight = confidence / confidence.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        centre = (weight.unsqueeze(-1) * points).sum(dim=1, keepdim=True)
+        spread = (weight * (points - centre).square().sum(dim=-1)).sum(dim=1).sqrt()
+        points = (points - centre) / spread.clamp_min(1e-3)[:, None, None]
+        pooled = attention @ features.flatten(2).transpose(1, 2)         # (B, K, C)
+        pooled = F.relu(self.project(pooled))
+        per_keypoint = torch.cat([points, confidence.unsqueeze(-1), pooled], dim=-1)
+        return self.mlp(torch.cat([per_keypoint.flatten(1), global_features], dim=1))
+
+
+class GlobalAngleHead(nn.Module):
+    """Baseline: angles regressed from globally pooled encoder features (issue 4's head)."""
+
+    def __init__(self, num_joints: int, global_channels: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(global_channels, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, 2 * num_joints))
+
+    def forward(self, logits: Tensor, features: Tensor, global_features: Tensor) -> Tensor:
+        return self.mlp(global_features)
+
+
+class PoseNet(nn.Module):
+    """Image -> heatmap logits (B, K, H/4, W/4) and raw angle (sin, cos) pairs (B, J, 2).
+
+    The raw outputs are what the losses want; ``ExportModel`` turns them into the ONNX contract.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.width)
+        self.decoder = Decoder(self.encoder.channels, config.decoder_channels)
+        self.heatmap_head = nn.Sequential(_conv_bn_relu(config.decoder_channels, config.decoder_channels),
+                                          nn.Conv2d(config.decoder_channels, config.num_keypoints, 1))
+        # Start with low heatmaps everywhere (sigmoid(-4) ~ 0.02), as detection heads do, so the
+        # first steps are not spent unlearning a uniform 0.5.
+        nn.init.constant_(self.heatmap_head[-1].bias, -4.0)
+        global_channels = self.encoder.channels[-1]
+        if config.angle_head == 'keypoint':
+            self.angle_head: nn.Module = KeypointAngleHead(
+                config.num_keypoints, config.num_joints, config.decoder_channels, global_channels,
+                config.keypoint_feature_channels, config.angle_hidden)
+        else:
+            self.angle_head = GlobalAngleHead(config.num_joints, global_channels, config.angle_hidden)
+        # Start at the range centres with |(sin, cos)| = 1: a sane prior, and atan2 is well
+        # conditioned from the first step (small raw outputs would amplify rounding errors).
+        last = self.angle_head.mlp[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([0.0, 1.0]).repeat(config.num_joints))
+        self.register_buffer('joint_center', torch.tensor(config.joint_center, dtype=torch.float32))
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.encoder(image)
+        decoded = self.decoder(features)
+        logits = self.heatmap_head(decoded)
+        global_features = features[-1].mean(dim=(2, 3))
+        angles = self.angle_head(logits, decoded, global_features)
+        return logits, angles.view(-1, self.config.num_joints, 2)
+
+    def joint_angles(self, sincos: Tensor) -> Tensor:
+        """Raw (B, J, 2) (sin, cos) offsets from the range centres -> angles (B, J) in rad."""
+        return self.joint_center + atan2(sincos[..., 0], sincos[..., 1])
+
+
+class ExportModel(nn.Module):
+    """The ONNX contract: image -> (``heatmaps`` after sigmoid, ``joint_angles`` in rad)."""
+
+    def __init__(self, net: PoseNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        logits, sincos = self.net(image)
+        return torch.sigmoid(logits), self.net.joint_angles(sincos)
+
+
+def atan2(y: Tensor, x: Tensor) -> Tensor:
+    """``torch.atan2`` from float32 ``Atan``: ONNX has no Atan2 operator and torch's exporter
+    emits one in float64, which ONNX Runtime's CPU ``Atan`` does not implement."""
+    swap = y.abs() > x.abs()
+    numerator = torch.where(swap, x, y)
+    denominator = torch.where(swap, y, x)
+    ratio = torch.atan(numerator / torch.where(denominator == 0, torch.ones_like(denominator), denominator))
+    half_pi = torch.full_like(ratio, math.pi / 2)
+    swapped = torch.where(y >= 0, half_pi, -half_pi) - ratio
+    left = ratio + torch.where(y >= 0, 2 * half_pi, -2 * half_pi)
+    return torch.where(swap, swapped, torch.where(x < 0, left, ratio))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

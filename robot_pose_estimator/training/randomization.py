@@ -1,0 +1,238 @@
+"""Domain randomisation for synthetic renders: its settings and the numpy image operations.
+
+Everything that does not need the 3D scene happens here in image space (backgrounds,
+distractors, occluders, link textures, sensor effects), composited with the renderer's
+per-link segmentation mask. That keeps it independent of the URDF, cheap next to the
+rasteriser, and exactly reproducible from one ``np.random.Generator``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """Probabilities and ranges of every randomised aspect of a render.
+
+    ``occlusion_fraction`` set to a number switches occluders to exact mode: every image gets
+    occluders covering that fraction of the robot's pixels (for benchmarks); otherwise, with
+    probability ``occlusion_prob``, a fraction uniform in [0, ``max_occlusion``] is covered.
+    """
+
+    link_color_prob: float = 0.6        # per link: random colour instead of the URDF's
+    link_texture_prob: float = 0.25     # per link: procedural pattern modulating its shading
+    light: bool = True                  # random light direction, colour and Phong coefficients
+    background: bool = True             # procedural background (else plain black)
+    max_distractors: int = 6            # random shapes, behind or in front of the robot
+    distractor_front_prob: float = 0.3
+    occlusion_prob: float = 0.4
+    max_occlusion: float = 0.4          # fraction of the robot's pixels
+    occlusion_fraction: float | None = None
+    color_jitter: float = 0.2           # per-channel gain, contrast and gamma jitter amplitude
+    noise_prob: float = 0.5
+    max_noise_std: float = 0.04         # Gaussian pixel noise, fraction of full scale
+    blur_prob: float = 0.3
+    max_blur_sigma: float = 1.5         # px
+    jpeg_prob: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+    @classmethod
+    def none(cls) -> Randomization:
+        """Clean renders: URDF colours, fixed light, black background, no effects."""
+        return cls(link_color_prob=0.0, link_texture_prob=0.0, light=False, background=False,
+                   max_distractors=0, occlusion_prob=0.0, max_occlusion=0.0, color_jitter=0.0,
+                   noise_prob=0.0, blur_prob=0.0, jpeg_prob=0.0)
+
+    @classmethod
+    def default(cls) -> Randomization:
+        """The training distribution."""
+        return cls()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (for meta.json)."""
+        data = asdict(self)
+        data['jpeg_quality'] = list(self.jpeg_quality)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Randomization:
+        """Inverse of ``to_dict``; unknown keys are ignored so old meta files still load."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if 'jpeg_quality' in values:
+            values['jpeg_quality'] = tuple(values['jpeg_quality'])
+        return cls(**values)
+
+
+# --- procedural patterns -----------------------------------------------------------------------
+
+def random_color(rng: np.random.Generator) -> np.ndarray:
+    """An RGB colour in [0, 1] with a spread of hues, saturations and brightnesses."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(40, 255)]]], dtype=np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
+
+
+def _value_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """Smooth noise (h, w) in [0, 1]: a coarse random grid upsampled bicubically."""
+    grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
+    return np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
+@lru_cache(maxsize=16)
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only float32 (x, y) pixel coordinates, shared by all calls of one size."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
+
+
+def _rotated_coordinates(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (h, w) rotated by a random angle, in units of the image size."""
+    angle = rng.uniform(0, np.pi)
+    x, y = _pixel_grid(h, w)
+    c, s = np.cos(angle) / max(h, w), np.sin(angle) / max(h, w)
+    return c * x + s * y, -s * x + c * y
+
+
+def procedural_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random (h, w, 3) float32 RGB pattern in [0, 1]: noise, gradient, checkerboard or stripes."""
+    kind = rng.integers(5)
+    a, b = random_color(rng), random_color(rng)
+    if kind == 0:      # multi-octave noise between two colours
+        t = sum(_value_noise(rng, h, w, c) * wt for c, wt in ((3, 0.5), (9, 0.3), (27, 0.2)))[..., None]
+    elif kind == 1:    # linear gradient
+        u, _ = _rotated_coordinates(rng, h, w)
+        t = ((u - u.min()) / max(float(np.ptp(u)), 1e-6))[..., None]
+    elif kind == 2:    # checkerboard
+        u, v = _rotated_coordinates(rng, h, w)
+        period = rng.uniform(0.03, 0.3)
+        t = ((np.floor(u / period) + np.floor(v / period)) % 2)[..., None]
+    elif kind == 3:    # stripes
+        u, _ = _rotated_coordinates(rng, h, w)
+        t = (0.5 + 0.5 * np.sin(u * 2 * np.pi / rng.uniform(0.02, 0.2)))[..., None]
+    else:              # per-channel independent noise: colourful clutter
+        cells = int(rng.integers(2, 24))
+        grid = rng.random((cells + 1, cells + 1, 3)).astype(np.float32)
+        return np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+    return (a + (b - a) * t).astype(np.float32)
+
+
+def paint(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
+    """Fill the pixels of ``mask`` with a procedural texture (generated over the mask's box only)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    inside = mask[y0:y1, x0:x1]
+    image[y0:y1, x0:x1][inside] = procedural_texture(rng, int(y1 - y0), int(x1 - x0))[inside]
+
+
+def random_shape_mask(rng: np.random.Generator, h: int, w: int, centre: np.ndarray | None = None,
+                      size_range: tuple[float, float] = (0.05, 0.3)) -> np.ndarray:
+    """A bool (h, w) mask of one ellipse, rectangle or polygon of random size and pose."""
+    mask = np.zeros((h, w), dtype=np.uint8)
+    side = max(h, w)
+    c = centre if centre is not None else rng.uniform([0, 0], [w, h])
+    r = rng.uniform(*size_range, size=2) * side
+    kind = rng.integers(3)
+    if kind == 0:
+        cv2.ellipse(mask, (int(c[0]), int(c[1])), (int(r[0]) + 1, int(r[1]) + 1),
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    elif kind == 1:
+        box = ((float(c[0]), float(c[1])), (float(2 * r[0]), float(2 * r[1])), float(rng.uniform(0, 180)))
+        cv2.fillPoly(mask, [cv2.boxPoints(box).astype(np.int32)], 1)
+    else:
+        n = int(rng.integers(3, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = rng.uniform(0.4, 1.0, n) * r[0]
+        points = c + np.stack([np.cos(angles) * radii, np.sin(angles) * radii], axis=1)
+        cv2.fillPoly(mask, [points.astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def background_image(rng: np.random.Generator, h: int, w: int, distractors: int) -> np.ndarray:
+    """A (h, w, 3) float32 background: a procedural texture with ``distractors`` shapes on it."""
+    image = procedural_texture(rng, h, w)
+    for _ in range(distractors):
+        paint(image, random_shape_mask(rng, h, w), rng)
+    return image
+
+
+# --- occluders ---------------------------------------------------------------------------------
+
+def occluder_mask(rng: np.random.Generator, robot: np.ndarray, fraction: float,
+                  covered: np.ndarray | None = None) -> np.ndarray:
+    """A bool mask of one shape covering ``fraction`` of the robot's pixels, with ``covered``.
+
+    The shape (ellipse, rectangle, thin bar or star-shaped blob) is a level set ``g(p) <= r`` of
+    a gauge function centred on a robot pixel; r is the quantile of g over the robot pixels that
+    are not yet covered, so the total covered fraction comes out exact to the pixel.
+    """
+    h, w = robot.shape
+    covered = np.zeros_like(robot) if covered is None else covered
+    total = int(np.count_nonzero(robot))
+    free = robot & ~covered
+    need = int(round(fraction * total)) - int(np.count_nonzero(robot & covered))
+    if total == 0 or need <= 0 or not free.any():
+        return np.zeros_like(robot)
+    ys, xs = np.nonzero(robot)
+    pick = rng.integers(len(xs))
+    x, y = _pixel_grid(h, w)
+    dx, dy = x - np.float32(xs[pick]), y - np.float32(ys[pick])
+    angle = rng.uniform(0, np.pi)
+    u = np.cos(angle) * dx + np.sin(angle) * dy
+    v = -np.sin(angle) * dx + np.cos(angle) * dy
+    kind = rng.integers(4)
+    if kind == 0:      # ellipse
+        aspect = rng.uniform(0.3, 1.0)
+        gauge = np.sqrt(u**2 + (v / aspect) ** 2)
+    elif kind == 1:    # rectangle
+        gauge = np.maximum(np.abs(u), np.abs(v) / rng.uniform(0.3, 1.0))
+    elif kind == 2:    # bar (a pole or cable across the robot)
+        gauge = np.maximum(np.abs(u) * rng.uniform(0.1, 0.3), np.abs(v))
+    else:              # blob: radius varies smoothly with the angle
+        theta = np.arctan2(v, u)
+        radius = np.ones_like(theta)
+        for k in (2, 3, 5):
+            radius += rng.uniform(-0.25, 0.25) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+        gauge = np.sqrt(u**2 + v**2) / radius
+    values = gauge[free]
+    need = min(need, values.size)
+    threshold = np.partition(values, need - 1)[need - 1]
+    return gauge <= threshold
+
+
+# --- colour and sensor effects -----------------------------------------------------------------
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Per-channel gain, contrast about the mean and gamma; float image in [0, 1]."""
+    if amount <= 0:
+        return image
+    gain = 1.0 + rng.uniform(-amount, amount, size=3).astype(np.float32)
+    contrast = 1.0 + rng.uniform(-amount, amount)
+    mean = image.mean()
+    image = np.clip((image - mean) * contrast + mean, 0.0, 1.0) * gain
+    gamma = np.exp(rng.uniform(-amount, amount))
+    return np.power(np.clip(image, 0.0, 1.0), gamma).astype(np.float32)
+
+
+def sensor_effects(image: np.ndarray, rng: np.random.Generator, settings: Randomization) -> np.ndarray:
+    """Blur, Gaussian noise and JPEG re-encoding, in a camera's order; float [0,1] in, uint8 out."""
+    if rng.random() < settings.blur_prob:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, settings.max_blur_sigma))
+    if rng.random() < settings.noise_prob:
+        std = rng.uniform(0.0, settings.max_noise_std)
+        image = image + np.float32(std) * rng.standard_normal(size=image.shape, dtype=np.float32)
+    out = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < settings.jpeg_prob:
+        quality = int(rng.integers(settings.jpeg_quality[0], settings.jpeg_quality[1] + 1))
+        ok, data = cv2.imencode('.jpg', cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            out = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return out

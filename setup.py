@@ -1,0 +1,59 @@
+"""ament_python package that also installs with plain pip (see scripts/setup.sh)."""
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'robot_pose_estimator'
+
+
+def tree(directory: str) -> list[tuple[str, list[str]]]:
+    """data_files entries that install a directory tree under share/<package>/."""
+    entries = []
+    for root, _dirs, files in os.walk(directory):
+        paths = [os.path.join(root, name) for name in files]
+        if paths:
+            entries.append((os.path.join('share', PACKAGE, root), paths))
+    return entries
+
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
+    python_requires='>=3.10',
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE + '/models', glob('models/*.onnx') + glob('models/*.json')),
+        *tree('urdf'),
+    ],
+    install_requires=[
+        'numpy>=1.24',
+        'opencv-python-headless>=4.8',
+        'onnxruntime>=1.17',
+        'yourdfpy>=0.0.56',
+        'PyYAML>=6.0',
+        'rosbags>=0.10',
+        'tqdm>=4.60',
+        'matplotlib>=3.7',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'onnx>=1.15', 'ruff>=0.5', 'pybullet>=3.2.6', 'torch==2.13.0'],
+        'train': ['torch==2.13.0', 'onnx>=1.15', 'pybullet>=3.2.6'],
+    },
+    zip_safe=True,
+    maintainer='robot_pose_estimator maintainers',
+    maintainer_email='maintainers@robot-pose-estimator.dev',
+    description='Markerless camera-to-robot pose and joint-angle estimation from one RGB camera.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'robot_pose_estimator_node = robot_pose_estimator.ros.node:main',
+            'robot-pose-estimator = robot_pose_estimator.cli:main',
+        ],
+    },
+)

@@ -1,0 +1,137 @@
+"""The launch file's own logic, runnable without ROS launch installed.
+
+``launch``/``launch_ros`` are replaced by minimal recorders so that the nodes the launch file
+builds (parameters, remappings, robot_description) can be checked on any machine; the real
+launch is exercised by test_launch.py where launch_testing exists.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+import sys
+import types
+
+import pytest
+import yaml
+
+from robot_pose_estimator.config import load_parameters
+from robot_pose_estimator.ros.launch_support import flatten_parameters, robot_description
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCH_FILE = REPO / 'launch' / 'robot_pose_estimator.launch.py'
+
+
+class _Recorder:
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def perform(self, context) -> str:
+        return context.launch_configurations[self.name]
+
+
+class _IfCondition:
+
+    def __init__(self, expression):
+        self.expression = expression
+
+    def evaluate(self, context) -> bool:
+        return self.expression.perform(context).lower() in ('true', '1')
+
+
+@pytest.fixture
+def launch_module(monkeypatch):
+    """Import the launch file against recording stand-ins; the repository acts as the share dir."""
+    modules = {
+        'launch': types.SimpleNamespace(LaunchDescription=_Recorder),
+        'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=_Recorder, OpaqueFunction=_Recorder),
+        'launch.conditions': types.SimpleNamespace(IfCondition=_IfCondition),
+        'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=_LaunchConfiguration),
+        'launch_ros': types.SimpleNamespace(),
+        'launch_ros.actions': types.SimpleNamespace(Node=_Recorder),
+        'ament_index_python.packages': types.SimpleNamespace(get_package_share_directory=lambda _: str(REPO)),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location('rpe_launch_under_test', LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def launch(module, **overrides) -> list[_Recorder]:
+    description = module.generate_launch_description()
+    *declared, opaque = description.args[0]
+    defaults = {d.args[0]: d.kwargs['default_value'] for d in declared}
+    assert all(d.kwargs['description'] for d in declared)
+    context = types.SimpleNamespace(launch_configurations=defaults | overrides)
+    return opaque.kwargs['function'](context)
+
+
+def test_declares_the_documented_arguments(launch_module):
+    declared = {d.args[0]: d.kwargs['default_value'] for d in launch_module.generate_launch_description().args[0][:-1]}
+    assert declared == {
+        'image_topic': '/camera/image_raw', 'camera_info_topic': '/camera/camera_info', 'namespace': 'estimated',
+        'params_file': str(REPO / 'config' / 'panda.yaml'), 'model_path': '', 'use_robot_state_publisher': 'true',
+        'frame_prefix': 'estimated/', 'log_level': 'info'}
+
+
+def test_estimator_node_gets_remaps_parameters_and_prefix(launch_module):
+    estimator, publisher = launch(launch_module, image_topic='/cam/color/image_raw', frame_prefix='est_')
+    node = estimator.kwargs
+    assert (node['package'], node['executable'], node['name']) == (
+        'robot_pose_estimator', 'robot_pose_estimator_node', 'robot_pose_estimator')
+    assert node['namespace'] == 'estimated'
+    assert node['remappings'] == [('image', '/cam/color/image_raw'), ('camera_info', '/camera/camera_info')]
+    (parameters,) = node['parameters']
+    expected = flatten_parameters(load_parameters(REPO / 'config' / 'panda.yaml'))
+    assert parameters['tf_child_prefix'] == 'est_'
+    assert parameters['model_path'] == str(REPO / 'models' / 'panda.onnx')
+    assert parameters['urdf_path'] == str(REPO / 'urdf' / 'panda.urdf')
+    assert parameters['robot.joint_names'] == expected['robot.joint_names']
+    assert parameters['robot.keypoint_offsets'] == expected['robot.keypoint_offsets']
+    assert publisher.kwargs['executable'] == 'robot_state_publisher'
+    assert publisher.kwargs['namespace'] == 'estimated'
+    (rsp_parameters,) = publisher.kwargs['parameters']
+    assert rsp_parameters['frame_prefix'] == 'est_'
+    assert rsp_parameters['robot_description'] == robot_description(REPO / 'urdf' / 'panda.urdf')
+
+
+def test_model_override_and_no_robot_state_publisher(launch_module, tmp_path):
+    params = tmp_path / 'robot.yaml'
+    params.write_text(yaml.safe_dump({'/**': {'ros__parameters': {'model_path': 'm.onnx', 'urdf_path': 'r.urdf'}}}))
+    (estimator,) = launch(launch_module, params_file=str(params), use_robot_state_publisher='false',
+                          model_path='/abs/model.onnx')
+    (parameters,) = estimator.kwargs['parameters']
+    assert parameters['model_path'] == '/abs/model.onnx'
+    assert Path(parameters['urdf_path']).name == 'r.urdf' and Path(parameters['urdf_path']).is_absolute()
+
+
+def test_robot_description_makes_mesh_paths_absolute_uris(tmp_path):
+    urdf = tmp_path / 'robot.urdf'
+    urdf.write_text('<robot name="r"><link name="a"><visual><geometry>'
+                    '<mesh filename="meshes/a.obj"/></geometry></visual><collision><geometry>'
+                    "<mesh scale='1 1 1' filename='package://other/b.stl'/></geometry></collision></link>"
+                    '<link name="b"><visual><geometry><mesh filename="/opt/c.dae"/></geometry></visual></link></robot>')
+    text = robot_description(urdf)
+    assert f'filename="file://{tmp_path}/meshes/a.obj"' in text
+    assert "filename='package://other/b.stl'" in text
+    assert 'filename="file:///opt/c.dae"' in text
+
+
+def test_bundled_urdf_meshes_exist_after_rewriting():
+    text = robot_description(REPO / 'urdf' / 'panda.urdf')
+    uris = [part.split('"')[0] for part in text.split('filename="')[1:]]
+    assert uris and all(uri.startswith('file:///') for uri in uris)
+    assert all(Path(uri[len('file://'):]).is_file() for uri in uris)
+
+
+def test_flatten_parameters():
+    assert flatten_parameters({'a': 1, 'robot': {'names': ['x'], 'deep': {'v': 2.0}}}) == {
+        'a': 1, 'robot.names': ['x'], 'robot.deep.v': 2.0}

@@ -1,0 +1,577 @@
+"""System test: ``robot_pose_estimator_node`` as a subprocess, driven over real DDS on loopback.
+
+The node runs with config/panda.yaml and a test model whose heatmaps show a known Panda pose
+(``ros_helpers``), so the published joint angles and transform are checked against the truth.
+One node process serves most tests; a second one runs in compressed mode with a rate limit for
+the corrupt-JPEG and overload tests. Every test uses fresh (wall-clock) stamps and matches the
+outputs by stamp. A random ROS_DOMAIN_ID keeps parallel runs apart.
+"""
+from __future__ import annotations
+
+import array
+import math
+import os
+from pathlib import Path
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+pytest.importorskip('tf2_msgs')
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from ros_helpers import GREY, HEIGHT, WIDTH, grey_image, write_scene_model  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+
+from robot_pose_estimator.config import load_config  # noqa: E402
+from robot_pose_estimator.core.transforms import matrix_from_quaternion, rotation_angle_deg  # noqa: E402
+from robot_pose_estimator.ros.conversions import rgb_to_compressed, rgb_to_image  # noqa: E402
+from robot_pose_estimator.testing import write_bad_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / 'config' / 'panda.yaml'
+CAMERA_FRAME = 'camera_color_optical_frame'
+DOMAIN_ID = random.randint(1, 100)
+WAIT = 15.0   # generous: two cores are shared with other work
+
+
+def node_command(*arguments: str) -> list[str]:
+    """Run the console script when installed next to this Python, else the module."""
+    script = Path(sys.executable).parent / 'robot_pose_estimator_node'
+    base = [str(script)] if script.exists() else [sys.executable, '-m', 'robot_pose_estimator.ros.node']
+    return base + ['--ros-args', '--params-file', str(CONFIG), *arguments]
+
+
+def node_environment() -> dict[str, str]:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               PYTHONUNBUFFERED='1')
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+    return env
+
+
+class NodeProcess:
+    """The node under test; its log goes to a file that failing tests print."""
+
+    def __init__(self, log_path: Path, *arguments: str):
+        self.log_path = log_path
+        self._log = open(log_path, 'w')
+        self.process = subprocess.Popen(node_command(*arguments), cwd=REPO, env=node_environment(),
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C would; the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+class Harness:
+    """The test's own ROS side: publishers of images and camera_info, recorders of every output."""
+
+    def __init__(self, prefix: str = '/camera'):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node('rpe_system_test', context=self.context)
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.lock = threading.Lock()
+        self.received: dict[str, list[tuple[float, object]]] = {}
+        for key, msg_type, topic in (('joint_states', JointState, '/joint_states'), ('tf', TFMessage, '/tf'),
+                                     ('pose', PoseStamped, '/robot_pose_estimator/pose'),
+                                     ('diagnostics', DiagnosticArray, '/diagnostics'),
+                                     ('joint_states2', JointState, '/cam2/joint_states')):
+            self.received[key] = []
+            self.node.create_subscription(msg_type, topic, self._recorder(key), reliable)
+        self.image_pub = self.node.create_publisher(Image, f'{prefix}/image_raw', 5)
+        self.info_pub = self.node.create_publisher(CameraInfo, f'{prefix}/camera_info', 5)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, '/cam2/image_raw/compressed', 5)
+        self.info2_pub = self.node.create_publisher(CameraInfo, '/cam2/camera_info', 5)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _recorder(self, key: str):
+        def record(msg) -> None:
+            with self.lock:
+                self.received[key].append((time.time(), msg))
+        return record
+
+    def messages(self, key: str) -> list:
+        with self.lock:
+            return [m for _, m in self.received[key]]
+
+    def timed(self, key: str) -> list[tuple[float, object]]:
+        with self.lock:
+            return list(self.received[key])
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=10)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def wait_until(predicate, timeout: float = WAIT, period: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()
+
+
+def send_until(send, predicate, timeout: float = WAIT, period: float = 0.5) -> bool:
+    """Publish again every ``period`` until ``predicate`` holds.
+
+    Discovery and the node's QoS switch can lose the first messages.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        send()
+        if wait_until(predicate, timeout=period):
+            return True
+    return False
+
+
+def new_stamp(offset: float = 0.0) -> Time:
+    now = time.time() + offset
+    return Time(sec=int(now), nanosec=int((now % 1.0) * 1e9))
+
+
+def key(stamp: Time) -> tuple[int, int]:
+    return stamp.sec, stamp.nanosec
+
+
+def camera_info(truth, stamp: Time, frame: str = CAMERA_FRAME, K=None) -> CameraInfo:
+    msg = CameraInfo()
+    msg.header.stamp, msg.header.frame_id = stamp, frame
+    msg.width, msg.height = WIDTH, HEIGHT
+    msg.distortion_model = 'plumb_bob'
+    msg.d = [0.0] * 5
+    msg.k = [float(v) for v in (truth.camera.K.ravel() if K is None else np.ravel(K))]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [float(v) for v in np.hstack([truth.camera.K, np.zeros((3, 1))]).ravel()]
+    return msg
+
+
+def image(stamp: Time, rgb: np.ndarray | None = None, encoding: str = 'rgb8',
+          frame: str = CAMERA_FRAME) -> Image:
+    msg = rgb_to_image(grey_image() if rgb is None else rgb, encoding)
+    msg.header.stamp, msg.header.frame_id = stamp, frame
+    return msg
+
+
+def stamped(messages, stamp: Time) -> list:
+    return [m for m in messages if key(m.header.stamp) == key(stamp)]
+
+
+def tf_for(harness: Harness, stamp: Time) -> list:
+    return [t for m in harness.messages('tf') for t in m.transforms if key(t.header.stamp) == key(stamp)]
+
+
+def diagnostics_of(harness: Harness, node_name: str = '/robot_pose_estimator',
+                   since: float = 0.0) -> list[dict[str, str]]:
+    """Collect the node's status key/values (plus '_message') from arrays received after ``since``."""
+    out = []
+    for arrival, array_msg in harness.timed('diagnostics'):
+        if arrival < since:
+            continue
+        for status in array_msg.status:
+            if status.name.startswith(node_name + ':'):
+                out.append({kv.key: kv.value for kv in status.values} | {'_message': status.message})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp('rpe_node')
+
+
+@pytest.fixture(scope='module')
+def truth(workdir):
+    return write_scene_model(workdir / 'scene.onnx', load_config(CONFIG))
+
+
+@pytest.fixture(scope='module')
+def harness():
+    harness = Harness()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture(scope='module')
+def node(workdir, truth, harness):
+    """Start the main node: raw images on /camera/image_raw, default settings but single-frame mode."""
+    process = NodeProcess(workdir / 'node.log', '-p', f'model_path:={truth.model_path}', '-p', 'mode:=single_frame',
+                          '-p', 'coarse_to_fine:=false', '-r', 'image:=/camera/image_raw',
+                          '-r', 'camera_info:=/camera/camera_info')
+    try:
+        ready = wait_until(lambda: not process.alive() or (
+            harness.image_pub.get_subscription_count() > 0
+            and harness.node.count_publishers('/joint_states') > 0), timeout=30)
+        assert ready and process.alive(), f'node did not come up:\n{process.log}'
+        yield process
+    finally:
+        code = process.stop()
+        print(process.log)
+    assert code == 0, f'node exited with {code} on SIGINT'
+
+
+def send_good_frame(harness: Harness, truth, stamp: Time | None = None) -> Time:
+    """Publish camera_info + a grey image until the node answers with joint_states for it."""
+    stamp = stamp or new_stamp()
+
+    def send() -> None:
+        harness.info_pub.publish(camera_info(truth, stamp))
+        harness.image_pub.publish(image(stamp))
+    assert send_until(send, lambda: stamped(harness.messages('joint_states'), stamp)), \
+        'no joint_states for a good frame'
+    return stamp
+
+
+def assert_alive_and_working(node: NodeProcess, harness: Harness, truth) -> None:
+    assert node.alive(), f'node died:\n{node.log}'
+    stamp = send_good_frame(harness, truth)
+    (joints,) = stamped(harness.messages('joint_states'), stamp)
+    assert np.degrees(np.abs(np.array(joints.position) - truth.q)).max() < 2.0
+
+
+def expect_failure(node: NodeProcess, harness: Harness, send, reason: str) -> list[Time]:
+    """Send a bad input until /diagnostics reports ``reason``; nothing may be published for it."""
+    stamps: list[Time] = []
+    since = time.time()
+
+    def send_bad() -> None:
+        stamps.append(send())
+    assert send_until(send_bad, lambda: any(reason in d.get('last_failure', '')
+                                            for d in diagnostics_of(harness, since=since)),
+                      period=1.2), f'no diagnostics with last_failure containing {reason!r}:\n{node.log}'
+    for stamp in stamps:
+        assert not stamped(harness.messages('joint_states'), stamp), 'joint_states published for a bad frame'
+        assert not tf_for(harness, stamp), 'TF published for a bad frame'
+    assert node.alive(), f'node died:\n{node.log}'
+    return stamps
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def test_good_frame_gives_joint_states_tf_and_pose_with_the_truth(node, harness, truth):
+    stamp = send_good_frame(harness, truth)
+    assert wait_until(lambda: tf_for(harness, stamp) and stamped(harness.messages('pose'), stamp))
+    (joints,) = stamped(harness.messages('joint_states'), stamp)
+    config = load_config(CONFIG)
+    assert list(joints.name) == list(config.robot.joint_names)
+    assert len(joints.position) == 7
+    assert np.degrees(np.abs(np.array(joints.position) - truth.q)).max() < 1.5
+
+    (transform,) = tf_for(harness, stamp)
+    assert transform.header.frame_id == CAMERA_FRAME
+    assert transform.child_frame_id == 'estimated/panda_link0'
+    t, r = transform.transform.translation, transform.transform.rotation
+    translation = np.array([t.x, t.y, t.z])
+    rotation = matrix_from_quaternion(np.array([r.x, r.y, r.z, r.w]))
+    assert np.linalg.norm(translation - truth.T_camera_base[:3, 3]) < 0.01
+    assert rotation_angle_deg(rotation, truth.T_camera_base[:3, :3]) < 1.5
+
+    (pose,) = stamped(harness.messages('pose'), stamp)
+    assert pose.header.frame_id == CAMERA_FRAME
+    p, q = pose.pose.position, pose.pose.orientation
+    assert [p.x, p.y, p.z] == pytest.approx([t.x, t.y, t.z], abs=1e-12)
+    assert [q.x, q.y, q.z, q.w] == pytest.approx([r.x, r.y, r.z, r.w], abs=1e-12)
+
+
+def test_every_published_frame_is_answered(node, harness, truth):
+    """At a rate the node keeps up with, each image gets its joint_states and TF."""
+    send_good_frame(harness, truth)   # reliability negotiated, warm
+    stamps = []
+    for _ in range(10):
+        stamp = new_stamp()
+        harness.info_pub.publish(camera_info(truth, stamp))
+        harness.image_pub.publish(image(stamp))
+        stamps.append(stamp)
+        time.sleep(0.2)
+    assert wait_until(lambda: all(stamped(harness.messages('joint_states'), s) and tf_for(harness, s)
+                                  for s in stamps)), f'missing answers:\n{node.log}'
+
+
+def test_diagnostics_report_rate_latency_keypoints_and_mode(node, harness, truth):
+    send_good_frame(harness, truth)
+    assert wait_until(lambda: any(d.get('keypoints_kept') == '17' for d in diagnostics_of(harness)))
+    status = [d for d in diagnostics_of(harness) if d.get('keypoints_kept') == '17'][-1]
+    print({name: status[name] for name in ('rate_hz', 'latency_p50_ms', 'latency_p95_ms', 'node_overhead_p50_ms',
+                                           'node_overhead_p95_ms', 'estimator_p50_ms')})
+    for name in ('rate_hz', 'latency_p50_ms', 'latency_p95_ms', 'node_overhead_p50_ms', 'estimator_p50_ms'):
+        assert math.isfinite(float(status[name])) and float(status[name]) >= 0.0, name
+    assert float(status['latency_p95_ms']) >= float(status['latency_p50_ms']) > 0.0
+    assert status['mode'] == 'single_frame'
+    assert status['keypoints_total'] == '17'
+    assert 'last_failure' in status
+
+
+def test_debug_image_only_when_subscribed(node, harness, truth):
+    overlays: list[Image] = []
+    subscription = harness.node.create_subscription(
+        Image, '/robot_pose_estimator/debug_image', overlays.append, QoSProfile(depth=5))
+    try:
+        assert wait_until(lambda: harness.node.count_publishers('/robot_pose_estimator/debug_image') > 0)
+        stamp = new_stamp()
+
+        def send() -> None:
+            harness.info_pub.publish(camera_info(truth, stamp))
+            harness.image_pub.publish(image(stamp))
+        assert send_until(send, lambda: stamped(overlays, stamp))
+        overlay = stamped(overlays, stamp)[0]
+        assert (overlay.width, overlay.height, overlay.encoding) == (WIDTH, HEIGHT, 'rgb8')
+        pixels = np.frombuffer(overlay.data, np.uint8).reshape(HEIGHT, WIDTH, 3)
+        drawn = np.any(pixels != GREY, axis=2)
+        # Keypoint markers are drawn where the truth projects.
+        for x, y in truth.pixels.round().astype(int):
+            assert drawn[y - 1:y + 2, x - 1:x + 2].any()
+    finally:
+        harness.node.destroy_subscription(subscription)
+
+
+# --------------------------------------------------------------------------------------- bad inputs
+
+
+def test_wrong_encoding_is_refused_and_the_node_goes_on(node, harness, truth):
+    def send() -> Time:
+        stamp = new_stamp()
+        harness.info_pub.publish(camera_info(truth, stamp))
+        msg = image(stamp)
+        msg.encoding = 'yuv422'
+        harness.image_pub.publish(msg)
+        return stamp
+    expect_failure(node, harness, send, "unsupported image encoding 'yuv422'")
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_step_mismatch_is_refused(node, harness, truth):
+    def send() -> Time:
+        stamp = new_stamp()
+        harness.info_pub.publish(camera_info(truth, stamp))
+        msg = image(stamp)
+        msg.step = WIDTH * 3 + 16   # claims padding that the data does not have
+        harness.image_pub.publish(msg)
+        return stamp
+    expect_failure(node, harness, send, 'expected step * height')
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_truncated_data_is_refused(node, harness, truth):
+    def send() -> Time:
+        stamp = new_stamp()
+        harness.info_pub.publish(camera_info(truth, stamp))
+        msg = image(stamp)
+        msg.data = array.array('B', bytes(len(msg.data) // 2))
+        harness.image_pub.publish(msg)
+        return stamp
+    expect_failure(node, harness, send, 'image data has')
+    assert_alive_and_working(node, harness, truth)
+
+
+BAD_CAMERA_MATRICES = [(np.zeros(9), 'needs positive focal lengths'), (np.full(9, np.nan), 'contains NaN')]
+
+
+@pytest.mark.parametrize('K, reason', BAD_CAMERA_MATRICES, ids=['zeros', 'nan'])
+def test_invalid_camera_matrix_skips_frames_until_a_valid_one(node, harness, truth, K, reason):
+
+    def send() -> Time:
+        stamp = new_stamp()
+        harness.info_pub.publish(camera_info(truth, stamp, K=K))
+        time.sleep(0.1)   # let the bad calibration land before the image
+        harness.image_pub.publish(image(stamp))
+        return stamp
+    expect_failure(node, harness, send, f"invalid camera_info for frame '{CAMERA_FRAME}': camera matrix K {reason}")
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_image_before_camera_info_of_its_frame(node, harness, truth):
+    def send() -> Time:
+        stamp = new_stamp()
+        harness.image_pub.publish(image(stamp, frame='uncalibrated_frame'))
+        return stamp
+    expect_failure(node, harness, send, "no camera_info for frame 'uncalibrated_frame'")
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_image_size_differs_from_camera_info(node, harness, truth):
+    def send() -> Time:
+        stamp = new_stamp()
+        harness.info_pub.publish(camera_info(truth, stamp))
+        harness.image_pub.publish(image(stamp, np.full((240, 320, 3), GREY, np.uint8)))
+        return stamp
+    expect_failure(node, harness, send, 'is 640x480 but the image is 320x240')
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_robot_out_of_view_publishes_nothing(node, harness, truth):
+    def send() -> Time:
+        stamp = new_stamp()
+        harness.info_pub.publish(camera_info(truth, stamp))
+        harness.image_pub.publish(image(stamp, grey_image(0)))
+        return stamp
+    expect_failure(node, harness, send, 'keypoints above the confidence floor')
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_stamps_going_backwards_reset_the_tracker(node, harness, truth):
+    send_good_frame(harness, truth, new_stamp())
+    earlier = send_good_frame(harness, truth, new_stamp(-60.0))   # a bag that loops
+    assert tf_for(harness, earlier) or wait_until(lambda: tf_for(harness, earlier))
+    assert wait_until(lambda: 'resetting the tracker' in node.log), node.log
+    assert_alive_and_working(node, harness, truth)
+
+
+# ------------------------------------------------------------------- compressed input and overload
+
+MAX_RATE = 8.0
+
+
+@pytest.fixture(scope='module')
+def compressed_node(workdir, truth, harness):
+    """Start a second node: CompressedImage input, at most MAX_RATE frames per second, in /cam2."""
+    process = NodeProcess(workdir / 'node_compressed.log', '-r', '__ns:=/cam2', '-p', f'model_path:={truth.model_path}',
+                          '-p', 'mode:=single_frame', '-p', 'coarse_to_fine:=false', '-p', 'input_compressed:=true',
+                          '-p', f'max_rate:={MAX_RATE}', '-r', 'image:=/cam2/image_raw')
+    try:
+        ready = wait_until(lambda: not process.alive() or (
+            harness.compressed_pub.get_subscription_count() > 0
+            and harness.node.count_publishers('/cam2/joint_states') > 0), timeout=30)
+        assert ready and process.alive(), f'compressed node did not come up:\n{process.log}'
+        yield process
+    finally:
+        code = process.stop()
+        print(process.log)
+    assert code == 0
+
+
+def send_compressed(harness: Harness, truth, payload: bytes | None = None, stamp: Time | None = None) -> Time:
+    stamp = stamp or new_stamp()
+    harness.info2_pub.publish(camera_info(truth, stamp))
+    msg = rgb_to_compressed(grey_image())
+    if payload is not None:
+        msg.data = array.array('B', payload)
+    msg.header.stamp, msg.header.frame_id = stamp, CAMERA_FRAME
+    harness.compressed_pub.publish(msg)
+    return stamp
+
+
+def test_compressed_input_and_corrupt_jpeg(compressed_node, harness, truth):
+    stamp = new_stamp()
+    assert send_until(lambda: send_compressed(harness, truth, stamp=stamp),
+                      lambda: stamped(harness.messages('joint_states2'), stamp))
+    (joints,) = stamped(harness.messages('joint_states2'), stamp)
+    assert np.degrees(np.abs(np.array(joints.position) - truth.q)).max() < 2.0
+
+    jpeg = bytes(rgb_to_compressed(grey_image()).data)
+    sent: list[Time] = []
+    since = time.time()
+    cases = ((jpeg[:len(jpeg) // 2], 'corrupt JPEG'), (b'\xff\xd8 not a jpeg \xff\xd9', 'cannot decode'))
+    for payload, reason in cases:
+        def send(payload: bytes = payload) -> None:
+            sent.append(send_compressed(harness, truth, payload))
+
+        def reported(reason: str = reason) -> bool:
+            return any(reason in d.get('last_failure', '')
+                       for d in diagnostics_of(harness, '/cam2/robot_pose_estimator', since))
+        assert send_until(send, reported, period=1.2), compressed_node.log
+    assert not any(stamped(harness.messages('joint_states2'), s) for s in sent)
+    assert compressed_node.alive()
+    again = new_stamp()
+    assert send_until(lambda: send_compressed(harness, truth, stamp=again),
+                      lambda: stamped(harness.messages('joint_states2'), again))
+
+
+def test_overload_keeps_latency_bounded(compressed_node, harness, truth):
+    """Publish at over 3x the node's processing rate (MAX_RATE): the answers' age must not grow."""
+    assert send_until(lambda: send_compressed(harness, truth),
+                      lambda: harness.messages('joint_states2'))
+    start = time.time()
+    duration, rate = 6.0, 4.0 * MAX_RATE
+    sent = 0
+    while time.time() - start < duration:
+        send_compressed(harness, truth, stamp=new_stamp())
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - time.time()))
+    elapsed = time.time() - start
+    time.sleep(1.0)
+    answers = [(arrival, msg) for arrival, msg in harness.timed('joint_states2')
+               if msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 >= start]
+    ages = np.array([arrival - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for arrival, m in answers])
+    published_rate, processing_rate = sent / elapsed, len(answers) / elapsed
+    print(f'published {sent} at {published_rate:.1f} Hz, answered {len(answers)} ({processing_rate:.1f} Hz); '
+          f'age p50 {np.median(ages):.3f} s, max {ages.max():.3f} s')
+    assert published_rate >= 3.0 * processing_rate
+    # The node processed only the newest frames: at most MAX_RATE per second, the rest dropped.
+    assert len(answers) <= MAX_RATE * elapsed + 3
+    assert len(answers) >= 0.5 * MAX_RATE * elapsed
+    # A backlog would make the age grow by ~(1 - 1/4) s per second, to over 4 s by the end.
+    assert ages.max() < 1.5
+    third = len(ages) // 3
+    assert ages[-third:].mean() < ages[:third].mean() + 0.3
+
+
+# ---------------------------------------------------------------------------------- startup failures
+
+
+def run_node(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(node_command(*arguments), cwd=REPO, env=node_environment(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_missing_model_exits_nonzero_naming_the_path(tmp_path):
+    missing = tmp_path / 'no_such_model.onnx'
+    result = run_node('-p', f'model_path:={missing}')
+    assert result.returncode != 0
+    assert str(missing) in result.stderr + result.stdout
+    assert 'Traceback' not in result.stderr
+
+
+def test_corrupt_model_exits_nonzero_naming_the_path(tmp_path):
+    corrupt = write_bad_model(tmp_path / 'corrupt.onnx', 'corrupt')
+    result = run_node('-p', f'model_path:={corrupt}')
+    assert result.returncode != 0
+    assert str(corrupt) in result.stderr + result.stdout
+    assert 'Traceback' not in result.stderr
+
+
+def test_urdf_without_the_configured_links_exits_nonzero(truth, tmp_path):
+    urdf = tmp_path / 'stub.urdf'
+    urdf.write_text('<robot name="stub"><link name="panda_link0"/><link name="other"/>'
+                    '<joint name="panda_joint1" type="revolute"><parent link="panda_link0"/><child link="other"/>'
+                    '<axis xyz="0 0 1"/><limit lower="-1" upper="1" effort="1" velocity="1"/></joint></robot>')
+    result = run_node('-p', f'model_path:={truth.model_path}', '-p', f'urdf_path:={urdf}')
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert str(urdf) in output and 'cannot start' in output
+    assert 'Traceback' not in result.stderr

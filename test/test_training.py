@@ -1,0 +1,247 @@
+"""Network, training loop, ONNX export and engine building at toy scale (64x64, tiny width).
+
+The dataset is synthesised here in the shard format (a coloured disc per keypoint on noise), so
+these tests exercise train/export independently of the renderer.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from robot_pose_estimator.config import default_config_path, load_config  # noqa: E402
+from robot_pose_estimator.core.heatmaps import input_to_heatmap, render_gaussian_heatmaps  # noqa: E402
+from robot_pose_estimator.inference.base import METADATA_KEYS  # noqa: E402
+from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from robot_pose_estimator.training.dataset import SHARD_KEYS, write_shard  # noqa: E402
+from robot_pose_estimator.training.engine import build_engine, run_build_engine  # noqa: E402
+from robot_pose_estimator.training.export import export_onnx, write_model_card  # noqa: E402
+from robot_pose_estimator.training.model import ExportModel, ModelConfig, PoseNet, count_parameters  # noqa: E402
+from robot_pose_estimator.training.train import (  # noqa: E402
+    angle_loss, heatmap_loss, heatmap_targets, load_checkpoint, random_masking, resize_samples,
+    to_input_tensor, train)
+
+SOURCE_SIZE = 96   # rendered size; training runs at 64, so the resize path is exercised too
+INPUT_SIZE = 64
+CONFIG = default_config_path()
+
+
+def _synthetic_shard(rng: np.random.Generator, n: int, size: int, k: int, j: int) -> dict[str, np.ndarray]:
+    """Noise images with a distinct disc at each keypoint, in the render shard format."""
+    keypoints = rng.uniform(-4, size + 4, (n, k, 2)).astype(np.float32)
+    images = rng.integers(0, 80, (n, size, size, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        for kp in range(k):
+            disc = (xx - keypoints[i, kp, 0]) ** 2 + (yy - keypoints[i, kp, 1]) ** 2 < 6.0
+            images[i][disc] = (40 + 12 * kp, 250 - 11 * kp, 160)
+    in_image = ((keypoints >= -0.5) & (keypoints <= size - 0.5)).all(axis=-1)
+    eye = np.eye(3, dtype=np.float32)
+    return {
+        'images': images, 'keypoints_2d': keypoints, 'in_image': in_image, 'visible': in_image,
+        'keypoints_3d_cam': np.ones((n, k, 3), np.float32),
+        'joint_angles': rng.uniform(-1.5, 1.5, (n, j)).astype(np.float32),
+        'K': np.tile(eye, (n, 1, 1)), 'K_full': np.tile(eye, (n, 1, 1)),
+        'crop_scale': np.ones(n, np.float32), 'crop_offset': np.zeros((n, 2), np.float32),
+        'T_camera_base': np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
+        'mask': np.zeros((n, size, size), np.uint8), 'framing': np.ones(n, np.uint8),
+    }
+
+
+@pytest.fixture(scope='module')
+def robot():
+    return load_config(CONFIG).robot
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory, robot):
+    directory = tmp_path_factory.mktemp('data')
+    rng = np.random.default_rng(0)
+    names = []
+    for s in range(2):
+        shard = _synthetic_shard(rng, 10, SOURCE_SIZE, len(robot.keypoints), len(robot.joint_names))
+        assert set(SHARD_KEYS) <= set(shard)
+        names.append(f'shard_{s:05d}.npz')
+        write_shard(directory / names[-1], shard)
+    meta = {'robot_name': 'panda', 'urdf_path': 'urdf/panda.urdf', 'config_path': str(CONFIG),
+            'keypoint_names': robot.keypoint_names, 'joint_names': list(robot.joint_names),
+            'image_size': [SOURCE_SIZE, SOURCE_SIZE], 'count': 20, 'seed': 0, 'sampler': None,
+            'shards': names}
+    (directory / 'meta.json').write_text(json.dumps(meta))
+    return directory
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, dataset):
+    out = tmp_path_factory.mktemp('run')
+    result = train(CONFIG, [dataset], out, minutes=5, batch_size=4, input_size=INPUT_SIZE, width=8,
+                   max_steps=2, progress=False, command='robot-pose-estimator train (test)',
+                   val_minutes=100, warmup_steps=1)
+    return result
+
+
+def test_heatmap_targets_match_core_renderer():
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-3, 67, (2, 5, 2)).astype(np.float32)
+    ours = heatmap_targets(torch.from_numpy(points), (16, 16), (64, 64), sigma=1.5).numpy()
+    for b in range(2):
+        core = render_gaussian_heatmaps(input_to_heatmap(points[b], (16, 16), (64, 64)), (16, 16), 1.5)
+        np.testing.assert_allclose(ours[b], core, atol=1e-5)
+
+
+def test_resize_keeps_keypoints_on_their_discs(robot):
+    shard = _synthetic_shard(np.random.default_rng(2), 1, SOURCE_SIZE, 1, 1)
+    shard['keypoints_2d'][:] = [[[40.3, 51.7]]]
+    shard['images'][:] = 0
+    yy, xx = np.mgrid[:SOURCE_SIZE, :SOURCE_SIZE]
+    shard['images'][0][(xx - 40.3) ** 2 + (yy - 51.7) ** 2 < 25] = 255
+    samples = resize_samples(shard, INPUT_SIZE)
+    image = samples.images[0, :, :, 0].astype(float)
+    ys, xs = np.mgrid[:INPUT_SIZE, :INPUT_SIZE]
+    centroid = np.array([(xs * image).sum(), (ys * image).sum()]) / image.sum()
+    np.testing.assert_allclose(centroid, samples.keypoints[0, 0], atol=0.1)
+
+
+def test_angle_loss_is_wrapped():
+    truth = torch.tensor([[0.3, -2.0]])
+    center = torch.tensor([0.5, -1.0])
+
+    def loss_for(predicted):
+        offset = predicted - center
+        return angle_loss(torch.stack([torch.sin(offset), torch.cos(offset)], -1), truth, center).item()
+
+    assert loss_for(truth) == pytest.approx(0.0, abs=1e-6)
+    assert loss_for(truth + 2 * math.pi) == pytest.approx(0.0, abs=1e-6)
+    assert loss_for(truth + math.pi) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_random_masking_covers_at_most_the_fraction():
+    x = torch.zeros(64, 3, 32, 32)
+    masked = random_masking(x, 0.2, torch.Generator().manual_seed(0))
+    fraction = (masked != 0).any(dim=1).float().mean(dim=(1, 2))
+    assert fraction.max() <= 0.2 + 2 / 32      # pixel rounding at the rectangle edges
+    assert fraction.mean() > 0.03
+
+
+def test_loss_decreases_on_a_fixed_batch(robot):
+    torch.manual_seed(0)
+    shard = _synthetic_shard(np.random.default_rng(3), 4, INPUT_SIZE, len(robot.keypoints), len(robot.joint_names))
+    net = PoseNet(ModelConfig(len(robot.keypoints), len(robot.joint_names), width=8))
+    x = to_input_tensor(shard['images'], torch.device('cpu'))
+    keypoints = torch.from_numpy(shard['keypoints_2d'])
+    angles = torch.from_numpy(shard['joint_angles'])
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        logits, sincos = net(x)
+        target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (INPUT_SIZE, INPUT_SIZE), 2.0)
+        loss = heatmap_loss(logits, target, 'mse', 10.0) + angle_loss(sincos, angles, net.joint_center)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_default_model_fits_the_size_limit(robot):
+    net = PoseNet(ModelConfig(len(robot.keypoints), len(robot.joint_names)))
+    assert count_parameters(net) * 4 / 2**20 < 30
+    logits, sincos = net(torch.zeros(1, 3, 128, 128))
+    assert logits.shape == (1, len(robot.keypoints), 32, 32)
+    assert sincos.shape == (1, len(robot.joint_names), 2)
+
+
+def test_train_writes_checkpoint_logs_and_sampler(trained, robot):
+    assert trained.steps == 2
+    assert trained.checkpoint.is_file()
+    for name in ('log.csv', 'curves.png', 'bin_errors.json', 'sampler.json'):
+        assert (trained.out_dir / name).is_file(), name
+    rows = list(csv.DictReader(open(trained.out_dir / 'log.csv')))
+    assert rows[-1]['step'] == '2'
+    assert math.isfinite(float(rows[-1]['loss'])) and math.isfinite(float(rows[-1]['val_kp_median_px']))
+    bins = json.loads((trained.out_dir / 'bin_errors.json').read_text())
+    assert bins['joint_names'] == list(robot.joint_names)
+    assert len(bins['mean_error_deg']) == len(robot.joint_names)
+    state = load_checkpoint(trained.checkpoint)
+    assert state['step'] == 2 and state['input_size'] == [INPUT_SIZE, INPUT_SIZE]
+    assert state['robot']['keypoint_names'] == robot.keypoint_names
+
+
+def test_resume_continues_the_step_count(trained, dataset, tmp_path):
+    result = train(CONFIG, [dataset], tmp_path, minutes=5, max_steps=3, progress=False,
+                   resume=trained.checkpoint, val_minutes=100)
+    assert result.steps == 3
+    state = load_checkpoint(result.checkpoint)
+    assert state['step'] == 3 and state['images_seen'] > load_checkpoint(trained.checkpoint)['images_seen']
+    assert state['model_config']['width'] == 8
+
+
+def test_export_matches_torch_and_follows_the_contract(trained, robot, tmp_path):
+    onnx_path = tmp_path / 'panda.onnx'
+    info = export_onnx(trained.checkpoint, onnx_path, dynamic_batch=True)
+    assert info['max_abs_diff']['heatmaps'] < 1e-4 and info['max_abs_diff']['joint_angles'] < 1e-4
+    assert info['size_mb'] < 30
+
+    import onnx
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert set(METADATA_KEYS) <= set(props)
+    assert json.loads(props['keypoint_names']) == robot.keypoint_names
+    assert json.loads(props['keypoint_offsets'])[1] == list(robot.keypoints[1].offset)
+    assert model.opset_import[0].version >= 17
+
+    backend = OnnxRuntimeBackend(onnx_path, threads=1)
+    assert backend.metadata.input_height == INPUT_SIZE
+    image = np.random.default_rng(0).standard_normal((1, 3, INPUT_SIZE, INPUT_SIZE)).astype(np.float32)
+    out = backend.infer(image)
+    assert out.heatmaps.shape == (len(robot.keypoints), INPUT_SIZE // 4, INPUT_SIZE // 4)
+    assert out.joint_angles.shape == (len(robot.joint_names),)
+    assert 0.0 <= out.heatmaps.min() and out.heatmaps.max() <= 1.0
+    state = load_checkpoint(trained.checkpoint)
+    wrapper = ExportModel(PoseNet(ModelConfig.from_dict(state['model_config']))).eval()
+    wrapper.net.load_state_dict(state['model'])
+    with torch.no_grad():
+        heatmaps, angles = wrapper(torch.from_numpy(image))
+    assert np.abs(out.heatmaps - heatmaps[0].numpy()).max() < 1e-4
+    assert np.abs(out.joint_angles - angles[0].numpy()).max() < 1e-4
+
+
+def test_model_card_has_provenance_and_keeps_evaluation_numbers(trained, tmp_path):
+    onnx_path = tmp_path / 'panda.onnx'
+    info = export_onnx(trained.checkpoint, onnx_path)              # static batch, checked too
+    assert max(info['max_abs_diff'].values()) < 1e-4
+    card_path = tmp_path / 'panda.json'
+    state = load_checkpoint(trained.checkpoint)
+    write_model_card(card_path, state, info, 'robot-pose-estimator export (test)', {'pipeline': {'auc': 1.0}})
+    card = write_model_card(card_path, state, info, 'robot-pose-estimator export (test)')
+    assert card['accuracy']['pipeline'] == {'auc': 1.0}      # survives a re-export
+    assert 'val_kp_median_px' in card['accuracy']['training_validation']
+    for key in ('keypoints', 'joint_names', 'input', 'training', 'export', 'architecture'):
+        assert key in card, key
+    assert card['training']['command'] == 'robot-pose-estimator train (test)'
+    assert card['training']['data'][0]['count'] == 20
+    assert card['training']['hardware']['cpu']
+    assert card['input']['height'] == INPUT_SIZE
+    assert card['keypoints']['names'] == state['robot']['keypoint_names']
+
+
+@pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None, reason='TensorRT is installed')
+def test_build_engine_says_tensorrt_is_missing(trained, tmp_path, capsys):
+    from robot_pose_estimator.inference.tensorrt_backend import TensorRTUnavailable
+
+    onnx_path = tmp_path / 'panda.onnx'
+    export_onnx(trained.checkpoint, onnx_path, check=False)
+    with pytest.raises(TensorRTUnavailable, match='TensorRT is not installed'):
+        build_engine(onnx_path)
+
+    class Args:
+        onnx, fp16, workspace_gb, output, max_batch = str(onnx_path), True, 1.0, None, 8
+    assert run_build_engine(Args()) == 2
+    assert 'TensorRT' in capsys.readouterr().out
