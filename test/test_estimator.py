@@ -157,3 +157,12 @@ def test_coarse_to_fine_runs_a_second_pass_on_a_crop(robot, monkeypatch):
     assert estimate.success
     assert len(backend.crops) == 2 and backend.crops[1].scale > 1.5 * backend.crops[0].scale
     assert np.degrees(np.abs(estimate.joint_positions - scene.q)).max() < 0.1
+
+
+def test_implausibly_distant_pose_is_reported(robot):
+    estimator, backend = make_estimator(robot, max_distance_m=2.0)
+    scene = random_scene(robot, np.random.default_rng(12), distance=(2.8, 3.0))
+    backend.show(scene)
+    estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
+    assert not estimate.success
+    assert 'max_distance_m 2' in estimate.failure_reason

@@ -20,7 +20,7 @@ from robot_pose_estimator.core.transforms import look_at, make_transform, rotati
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 640, 480
 # Exact keypoints: the data should dominate the prior, and any misfit is a failure to report.
-EXACT = SolverOptions(keypoint_sigma_px=0.01, inlier_threshold_px=0.1, min_inlier_fraction=1.0, max_iterations=50)
+EXACT = SolverOptions(keypoint_sigma_px=0.01, inlier_threshold_px=0.1, min_inlier_fraction=1.0, max_iterations=100)
 
 
 @dataclass

@@ -23,9 +23,10 @@ from robot_pose_estimator.training.dataset import SHARD_KEYS, write_shard  # noq
 from robot_pose_estimator.training.engine import build_engine, run_build_engine  # noqa: E402
 from robot_pose_estimator.training.export import export_onnx, write_model_card  # noqa: E402
 from robot_pose_estimator.training.model import ExportModel, ModelConfig, PoseNet, count_parameters  # noqa: E402
+from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.training.train import (  # noqa: E402
-    angle_loss, heatmap_loss, heatmap_targets, load_checkpoint, random_masking, resize_samples,
-    to_input_tensor, train)
+    angle_loss, heatmap_loss, heatmap_targets, joint_centres, load_checkpoint, pretrain_angle_head,
+    random_masking, resize_samples, synthetic_keypoints, to_input_tensor, train)
 
 SOURCE_SIZE = 96   # rendered size; training runs at 64, so the resize path is exercised too
 INPUT_SIZE = 64
@@ -82,7 +83,7 @@ def trained(tmp_path_factory, dataset):
     out = tmp_path_factory.mktemp('run')
     result = train(CONFIG, [dataset], out, minutes=5, batch_size=4, input_size=INPUT_SIZE, width=8,
                    max_steps=2, progress=False, command='robot-pose-estimator train (test)',
-                   val_minutes=100, warmup_steps=1)
+                   val_minutes=100, warmup_steps=1, angle_pretrain_steps=5, angle_pretrain_samples=50)
     return result
 
 
@@ -148,6 +149,27 @@ def test_loss_decreases_on_a_fixed_batch(robot):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_synthetic_keypoints_follow_the_render_framing():
+    model = RobotModel.from_config(load_config(CONFIG))
+    keypoints, inside, angles = synthetic_keypoints(np.random.default_rng(0), model, 200, INPUT_SIZE)
+    assert keypoints.shape == (200, len(model.keypoint_names), 2) and angles.shape == (200, model.num_joints)
+    assert 0.6 < inside.mean() < 1.0                       # crops and full frames, some truncation
+    assert np.all((angles >= model.lower - 1e-6) & (angles <= model.upper + 1e-6))
+    inner = keypoints[inside]
+    assert inner.min() >= -0.5 and inner.max() <= INPUT_SIZE - 0.5
+
+
+def test_angle_head_pretraining_beats_the_constant_guess():
+    torch.manual_seed(0)
+    model = RobotModel.from_config(load_config(CONFIG))
+    net = PoseNet(ModelConfig(len(model.keypoint_names), model.num_joints,
+                              joint_center=joint_centres(model.lower, model.upper)))
+    result = pretrain_angle_head(net.angle_head, model, 128, net.joint_center, steps=300, seed=0, samples=2000)
+    # Range centre (the untrained output) is off by ~45-55 deg on joints 2 and 4, ~70 on average.
+    assert result['angle_pretrain_deg_panda_joint2'] < 35 and result['angle_pretrain_deg_panda_joint4'] < 35
+    assert result['angle_pretrain_mean_deg'] < 65
 
 
 def test_default_model_fits_the_size_limit(robot):
@@ -245,3 +267,27 @@ def test_build_engine_says_tensorrt_is_missing(trained, tmp_path, capsys):
         onnx, fp16, workspace_gb, output, max_batch = str(onnx_path), True, 1.0, None, 8
     assert run_build_engine(Args()) == 2
     assert 'TensorRT' in capsys.readouterr().out
+
+
+def test_cli_glue_trains_and_exports(dataset, tmp_path, capsys):
+    import argparse
+
+    from robot_pose_estimator.training.export import add_export_arguments, run_export
+    from robot_pose_estimator.training.train import add_train_arguments, run_train
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args(['--config', str(CONFIG), '--data', str(dataset), '--out', str(tmp_path / 'run'),
+                              '--minutes', '5', '--batch-size', '4', '--input-size', str(INPUT_SIZE),
+                              '--width', '8', '--max-steps', '1', '--angle-pretrain-steps', '0',
+                              '--no-progress'])
+    assert run_train(args) == 0
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    onnx_path = tmp_path / 'models' / 'panda.onnx'
+    args = parser.parse_args(['--checkpoint', str(tmp_path / 'run' / 'checkpoint.pt'), '--output', str(onnx_path),
+                              '--no-latency'])
+    assert run_export(args) == 0
+    card = json.loads(onnx_path.with_suffix('.json').read_text())
+    assert card['training']['steps'] == 1 and card['model'] == 'panda.onnx'
+    assert 'max abs diff' in capsys.readouterr().out

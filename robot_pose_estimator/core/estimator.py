@@ -43,6 +43,7 @@ class PipelineSettings:
     ransac: bool = True
     solver: pose_solver.SolverOptions = pose_solver.SolverOptions()
     outlier_gate_px: float = 40.0        # online mode: drop keypoints this far from the previous solution
+    max_distance_m: float = 10.0         # a solved robot base farther than this is reported as a failure
     tracker: TrackerConfig = TrackerConfig()
 
 
@@ -157,6 +158,10 @@ class Estimator:
         with clock.stage('solve'):
             q_network = self.robot.clip(detections.joint_angles.astype(float))
             solution = self._solve(q_network, nccs, used, camera, prior)
+        if solution.ok and np.linalg.norm(solution.T_camera_base[:3, 3]) > settings.max_distance_m:
+            solution.status, solution.message = pose_solver.SolveStatus.DEGENERATE, (
+                f'robot base {np.linalg.norm(solution.T_camera_base[:3, 3]):.1f} m from the camera '
+                f'(max_distance_m {settings.max_distance_m:g})')
         if not solution.ok:
             reason = f'pose solver: {solution.status}' + (f' ({solution.message})' if solution.message else '')
             estimate = self._failure(reason, mode, clock, detections, used)

@@ -25,8 +25,8 @@ _DEGENERATE_RATIO = 1e-3       # second / first singular value of the centred po
 _MIN_DEPTH = 1e-6              # metres; points closer to the camera plane count as behind it
 _IDENTITY3 = np.eye(3)
 _SOLVE_FLAGS = cv2.DECOMP_CHOLESKY
-_STEP_TOLERANCE = 1e-6         # rad and m: a step this small changes nothing that matters
-_COST_TOLERANCE = 1e-4         # relative cost decrease at which the fit counts as converged
+_STEP_TOLERANCE = 1e-5         # rad and m: a step this small changes nothing that matters
+_COST_TOLERANCE = 1e-4         # chi^2 decrease (cost is in keypoint sigmas): within ~1% of a sigma
 
 
 class SolveStatus(str, Enum):
@@ -79,6 +79,8 @@ class SolverOptions:
 
 @dataclass
 class EpnpResult:
+    """The initial pose from EPnP, before refinement."""
+
     T_camera_base: np.ndarray | None   # (4, 4), None on failure
     inliers: np.ndarray                # (N,) bool
     status: SolveStatus
@@ -95,7 +97,7 @@ class PoseSolution:
 
     status: SolveStatus
     T_camera_base: np.ndarray | None   # (4, 4) maps base-frame points into the camera optical frame
-    joint_positions: np.ndarray        # (J,) rad; the (clipped) initial angles when not refined
+    joint_positions: np.ndarray        # (J,) rad; the (clipped) network angles when not refined
     inliers: np.ndarray                # (K,) bool: used and within inlier_threshold_px
     reprojection_error_px: float       # RMS over the inliers, pixels
     joint_std: np.ndarray              # (J,) rad, 1-sigma from the Gauss-Newton Hessian; NaN if not refined
@@ -356,7 +358,7 @@ class _Problem:
             t_new = R_new @ (R.T @ t) + step[3:6]
             q_new = self.robot.clip(q + step[6:]) if self.refine_joints else q
             new_cost, new_state = self._evaluate(R_new, t_new, q_new)
-            small_step = float(np.abs(step).max()) < _STEP_TOLERANCE
+            small_step = float(step @ step) < _STEP_TOLERANCE**2
             # Gain ratio against the quadratic model (cost ~ sum of squares: 2 g.d + d.H.d).
             predicted = -(2.0 * float(g @ step) + float(step @ H @ step))
             gain = (cost - new_cost) / predicted if predicted > 0.0 else -1.0
@@ -400,12 +402,13 @@ class _Problem:
                 free = np.concatenate([np.ones(6, dtype=bool), ~blocked])
                 A, b = A[np.ix_(free, free)], b[free]
         found, x = cv2.solve(A, b[:, None], flags=_SOLVE_FLAGS)
-        if not found or not np.all(np.isfinite(x)):
+        x = x.ravel()
+        if not found or not math.isfinite(float(x @ x)):
             return None
         if free is None:
-            return x.ravel()
+            return x
         step = np.zeros(len(g))
-        step[free] = x.ravel()
+        step[free] = x
         return step
 
     def _finish(self, status: SolveStatus, R: np.ndarray, t: np.ndarray, q: np.ndarray, state: _State | None,
@@ -420,7 +423,8 @@ class _Problem:
             gate = error_px < self.options.inlier_threshold_px
             inliers[self.index[gate]] = True
             if gate.any():
-                rms = float(np.sqrt(np.mean(error_px[gate] ** 2)))
+                inlier_error = error_px[gate]
+                rms = math.sqrt(float(inlier_error @ inlier_error) / len(inlier_error))
         solution = PoseSolution(status, T, q, inliers, rms,
                                 joint_std if joint_std is not None else np.full(self.robot.num_joints, np.nan),
                                 iterations, message)
@@ -457,7 +461,7 @@ def _degeneracy(points: np.ndarray) -> str:
     With C the scatter matrix, the sum of its 2x2 principal minors over trace(C)^2 is about
     (s2/s1)^2 for nearly collinear points: cheaper than an SVD on every frame.
     """
-    centred = points - points.mean(axis=0)
+    centred = points - points.sum(axis=0) / len(points)
     c = (centred.T @ centred).tolist()
     trace = sum(c[i][i] for i in range(len(c)))
     if trace < 1e-18:
@@ -473,7 +477,7 @@ def _degeneracy(points: np.ndarray) -> str:
 # and then converges only linearly; scaling that direction by (1 - alpha) gives the loss's exact
 # curvature (clamped to stay positive semi-definite), as in Triggs et al.'s bundle adjustment.
 def _huber(sq: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    weight = np.minimum(1.0, c / np.sqrt(np.maximum(sq, 1e-300)))
+    weight = c / np.sqrt(np.maximum(sq, c * c))
     return sq * weight * (2.0 - weight), weight, (weight < 1.0).astype(float)
 
 

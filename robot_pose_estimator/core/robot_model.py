@@ -74,6 +74,8 @@ class RobotModel:
             if joint.variable >= 0:
                 drive[i, joint.variable] = joint.multiplier
         self._jacobian_weights = ancestry[:, :, None] * drive[None, :, :]  # (K, joints, J)
+        # Joints on some keypoint's chain, in topological order: all that keypoint queries compute.
+        self._keypoint_chain = np.flatnonzero(ancestry.any(axis=0))
         self._jacobian_joints = np.flatnonzero(drive.any(axis=1))
         self._is_revolute = np.array([j.kind == 'revolute' for j in joints])
         # Per-joint arrays for the batched motion in _link_frames.
@@ -194,26 +196,29 @@ class RobotModel:
         size = (self.num_joints,) if n is None else (n, self.num_joints)
         return rng.uniform(lower, upper, size=size)
 
-    def _link_frames(self, q: np.ndarray) -> np.ndarray:
+    def _link_frames(self, q: np.ndarray, joints: np.ndarray | None = None) -> np.ndarray:
         """base_T_link for every link: q (B, J) -> (B, links, 4, 4).
 
         All joint motions are built in one batched Rodrigues step; only the chain products
-        remain a loop, one small matmul per joint.
+        remain a loop, one small matmul per joint. With ``joints`` (indices, topological order)
+        only those joints' child links are filled in; the other entries are left undefined.
         """
+        if joints is None:
+            joints = np.arange(len(self._joints))
         batch = q.shape[0]
-        position = self._joint_offset + self._joint_multiplier * q[:, self._joint_variable]  # (B, n)
-        angle = position * self._is_revolute
+        position = self._joint_offset[joints] + self._joint_multiplier[joints] * q[:, self._joint_variable[joints]]
+        angle = position * self._is_revolute[joints]
         s = np.sin(angle)[..., None, None]
         c = np.cos(angle)[..., None, None]
-        motion = np.zeros((batch, len(self._joints), 4, 4))
-        motion[..., :3, :3] = np.eye(3) + s * self._skew + (1.0 - c) * self._skew_squared
-        motion[..., :3, 3] = self._prismatic_axis * position[..., None]
+        motion = np.zeros((batch, len(joints), 4, 4))
+        motion[..., :3, :3] = np.eye(3) + s * self._skew[joints] + (1.0 - c) * self._skew_squared[joints]
+        motion[..., :3, 3] = self._prismatic_axis[joints] * position[..., None]
         motion[..., 3, 3] = 1.0
-        local = self._origins @ motion
+        local = self._origins[joints] @ motion
         frames = np.empty((batch, len(self.link_names), 4, 4))
         frames[:, 0] = np.eye(4)
-        for i, parent in enumerate(self._parent_index):
-            frames[:, i + 1] = frames[:, parent] @ local[:, i]
+        for n, (i, parent) in enumerate(zip(joints, self._parent_index[joints])):
+            frames[:, i + 1] = frames[:, parent] @ local[:, n]
         return frames
 
     def _as_batch(self, q: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -232,7 +237,7 @@ class RobotModel:
     def keypoints(self, q: np.ndarray) -> np.ndarray:
         """Keypoints in the base frame: q (J,) -> (K, 3); q (B, J) -> (B, K, 3)."""
         batch, single = self._as_batch(q)
-        frames = self._link_frames(batch)[:, self._keypoint_link]  # (B, K, 4, 4)
+        frames = self._link_frames(batch, self._keypoint_chain)[:, self._keypoint_link]  # (B, K, 4, 4)
         points = np.einsum('bkij,kj->bki', frames[..., :3, :3], self._keypoint_offset) + frames[..., :3, 3]
         return points[0] if single else points
 
@@ -243,7 +248,7 @@ class RobotModel:
         chain, axis x (p - origin) for revolute and axis for prismatic joints, times the multiplier.
         """
         batch, _ = self._as_batch(q)
-        frames = self._link_frames(batch[:1])[0]
+        frames = self._link_frames(batch[:1], self._keypoint_chain)[0]
         link_frames = frames[self._keypoint_link]
         points = np.einsum('kij,kj->ki', link_frames[:, :3, :3], self._keypoint_offset) + link_frames[:, :3, 3]
         if self._jacobian_joints.size == 0:

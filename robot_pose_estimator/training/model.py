@@ -122,6 +122,16 @@ class Decoder(nn.Module):
         return x
 
 
+@dataclass
+class AngleHint:
+    """Teacher forcing for the angle head: positions (B, K, 2) in the heatmap's [-1, 1] pixel-centre
+    frame, confidences (B, K) and which samples (B,) bool use them instead of the decoded ones."""
+
+    points: Tensor
+    confidence: Tensor
+    use: Tensor
+
+
 def _unit_grid(h: int, w: int) -> Tensor:
     """Pixel centres of an h x w map in [-1, 1], row-major, as (x, y). Built in numpy float32 so
     the exporter embeds a float32 constant (its linspace is float64 and drags the head along)."""
@@ -130,38 +140,59 @@ def _unit_grid(h: int, w: int) -> Tensor:
 
 
 class KeypointAngleHead(nn.Module):
-    """Joint angles from keypoint positions, confidences and heatmap-pooled features.
+    """Joint angles from keypoint positions and confidences (geometry) plus heatmap-pooled and
+    global features (appearance).
 
-    The heatmaps are detached: the angle loss shapes the features it pools, never the heatmaps,
-    whose only job is to be accurate keypoint detectors.
+    The two input groups enter through separate first layers whose outputs add up. The geometry
+    path alone is a keypoints -> angles map that ``train`` pre-trains on synthetic projections of
+    the URDF (``from_keypoints``); the appearance layer starts at zero so that it can only refine
+    that map. The heatmaps are detached: the angle loss shapes the features it pools, never the
+    heatmaps, whose only job is to be accurate keypoint detectors. In training, ``hint`` (teacher
+    forcing) replaces the decoded positions and confidences of some samples by noisy ground truth.
     """
 
     def __init__(self, num_keypoints: int, num_joints: int, feature_channels: int,
                  global_channels: int, keypoint_channels: int, hidden: int):
         super().__init__()
         self.project = nn.Linear(feature_channels, keypoint_channels)
-        inputs = num_keypoints * (3 + keypoint_channels) + global_channels
-        self.mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+        self.geometry = nn.Linear(3 * num_keypoints, hidden)
+        self.appearance = nn.Linear(num_keypoints * keypoint_channels + global_channels, hidden, bias=False)
+        nn.init.zeros_(self.appearance.weight)
+        self.mlp = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, 2 * num_joints))
 
-    def forward(self, logits: Tensor, features: Tensor, global_features: Tensor) -> Tensor:
-        b, k, h, w = logits.shape
-        flat = logits.detach().flatten(2)                                 # (B, K, hw)
-        attention = torch.softmax(flat, dim=-1)
-        confidence = torch.sigmoid(flat.amax(dim=-1))                     # (B, K)
-        grid = _unit_grid(h, w).to(device=logits.device, dtype=logits.dtype)  # (hw, 2) as (x, y)
-        points = attention @ grid                                         # (B, K, 2)
+    def from_keypoints(self, points: Tensor, confidence: Tensor, appearance: Tensor | None = None) -> Tensor:
+        """Raw (B, 2J) angle outputs from positions (B, K, 2) in any frame and confidences (B, K)."""
         # Translation and scale of the robot in the crop carry no angle information: remove them,
         # weighting by confidence so that keypoints outside the crop do not drag the frame.
         weight = confidence / confidence.sum(dim=1, keepdim=True).clamp_min(1e-6)
         centre = (weight.unsqueeze(-1) * points).sum(dim=1, keepdim=True)
         spread = (weight * (points - centre).square().sum(dim=-1)).sum(dim=1).sqrt()
         points = (points - centre) / spread.clamp_min(1e-3)[:, None, None]
-        pooled = attention @ features.flatten(2).transpose(1, 2)         # (B, K, C)
-        pooled = F.relu(self.project(pooled))
-        per_keypoint = torch.cat([points, confidence.unsqueeze(-1), pooled], dim=-1)
-        return self.mlp(torch.cat([per_keypoint.flatten(1), global_features], dim=1))
+        hidden = self.geometry(torch.cat([points, confidence.unsqueeze(-1)], dim=-1).flatten(1))
+        if appearance is not None:
+            hidden = hidden + self.appearance(appearance)
+        return self.mlp(hidden)
+
+    def forward(self, logits: Tensor, features: Tensor, global_features: Tensor,
+                hint: AngleHint | None = None) -> Tensor:
+        b, k, h, w = logits.shape
+        flat = logits.detach().flatten(2)                                 # (B, K, hw)
+        peak, index = flat.max(dim=-1)
+        confidence = torch.sigmoid(peak)                                  # (B, K)
+        grid = _unit_grid(h, w).to(device=logits.device, dtype=logits.dtype)  # (hw, 2) as (x, y)
+        # Soft-argmax restricted to a window around the argmax: the position the estimator's
+        # decoder finds, even while secondary modes or a broad background would pull a global
+        # soft-argmax toward the image centre.
+        radius = 2.0 * 2.0 / max(h - 1, w - 1, 1)                        # 2 heatmap pixels
+        distance = (grid.unsqueeze(0).unsqueeze(0) - grid[index].unsqueeze(2)).square().sum(dim=-1)
+        attention = torch.softmax(flat - distance / (2.0 * radius**2), dim=-1)
+        points = attention @ grid                                         # (B, K, 2)
+        if hint is not None:
+            points = torch.where(hint.use[:, None, None], hint.points.to(points.dtype), points)
+            confidence = torch.where(hint.use[:, None], hint.confidence.to(confidence.dtype), confidence)
+        pooled = F.relu(self.project(attention @ features.flatten(2).transpose(1, 2)))  # (B, K, C)
+        return self.from_keypoints(points, confidence, torch.cat([pooled.flatten(1), global_features], dim=1))
 
 
 class GlobalAngleHead(nn.Module):
@@ -172,7 +203,8 @@ class GlobalAngleHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(global_channels, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, 2 * num_joints))
 
-    def forward(self, logits: Tensor, features: Tensor, global_features: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, features: Tensor, global_features: Tensor,
+                hint: AngleHint | None = None) -> Tensor:
         return self.mlp(global_features)
 
 
@@ -207,12 +239,12 @@ class PoseNet(nn.Module):
             last.bias.copy_(torch.tensor([0.0, 1.0]).repeat(config.num_joints))
         self.register_buffer('joint_center', torch.tensor(config.joint_center, dtype=torch.float32))
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, image: Tensor, hint: AngleHint | None = None) -> tuple[Tensor, Tensor]:
         features = self.encoder(image)
         decoded = self.decoder(features)
         logits = self.heatmap_head(decoded)
         global_features = features[-1].mean(dim=(2, 3))
-        angles = self.angle_head(logits, decoded, global_features)
+        angles = self.angle_head(logits, decoded, global_features, hint)
         return logits, angles.view(-1, self.config.num_joints, 2)
 
     def joint_angles(self, sincos: Tensor) -> Tensor:

@@ -19,9 +19,10 @@ import shlex
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.heatmaps import decode_heatmaps, heatmap_to_input
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.training.dataset import load_shard, open_dataset
-from robot_pose_estimator.training.model import ModelConfig, PoseNet, count_parameters
+from robot_pose_estimator.training.model import (AngleHint, KeypointAngleHead, ModelConfig, PoseNet,
+                                                 count_parameters)
 from robot_pose_estimator.training.sampling import AdaptiveJointSampler
 
 NORMALIZATION_MEAN = (0.485, 0.456, 0.406)
@@ -264,6 +266,94 @@ def heatmap_targets(keypoints: Tensor, heatmap_size: tuple[int, int], input_size
     return gy.unsqueeze(-1) * gx.unsqueeze(-2)
 
 
+def keypoint_hint(keypoints: Tensor, in_image: Tensor, heatmap_size: tuple[int, int],
+                  input_size: tuple[int, int], noise: float | Tensor, fraction: float,
+                  generator: torch.Generator, confidence: Tensor | None = None) -> AngleHint:
+    """Ground-truth keypoints in the angle head's [-1, 1] frame (heatmap pixel centres at the
+    ends), with Gaussian noise of ``noise`` heatmap pixels (a float or per-sample (B, 1, 1)), for a
+    random ``fraction`` of samples. Keypoints outside the image are clamped to the border with
+    confidence 0, as a decoded truncated heatmap would be; ``confidence`` overrides in_image."""
+    h, w = heatmap_size
+    b = keypoints.shape[0]
+    stride = torch.tensor([input_size[1] / w, input_size[0] / h], device=keypoints.device)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=keypoints.device)
+    points = ((keypoints + 0.5) / stride - 0.5) * scale - 1.0
+    points = points + noise * scale * torch.randn(points.shape, generator=generator).to(points.device)
+    points = torch.nan_to_num(points, nan=0.0).clamp(-1.0, 1.0)
+    use = torch.rand(b, generator=generator).to(keypoints.device) < fraction
+    return AngleHint(points, in_image.float() if confidence is None else confidence, use)
+
+
+def synthetic_keypoints(rng: np.random.Generator, robot: RobotModel, count: int,
+                        size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keypoints (N, K, 2) in input pixels, in_image (N, K) and joint angles (N, J) with the
+    renderer's camera, intrinsics and framing distributions, but no pixels: ~0.2 ms a sample."""
+    from robot_pose_estimator.training.render import FULL_FRAME_SIZE, frame_sample, project, sample_camera
+
+    q = robot.sample(rng, count)
+    points = robot.keypoints(q)
+    width, height = FULL_FRAME_SIZE
+    keypoints = np.empty(points.shape[:2] + (2,), dtype=np.float32)
+    inside = np.empty(points.shape[:2], dtype=bool)
+    for i in range(count):
+        K, T = sample_camera(rng, robot, q[i])
+        uv = project(points[i] @ T[:3, :3].T + T[:3, 3], K)
+        with np.errstate(invalid='ignore'):
+            in_frame = ((uv >= -0.5) & (uv <= np.array([width, height]) - 0.5)).all(axis=1)
+        transform, _ = frame_sample(rng, uv, in_frame, bool(rng.random() < 0.5), size)
+        keypoints[i] = transform.to_input(uv)
+        with np.errstate(invalid='ignore'):
+            inside[i] = in_frame & ((keypoints[i] >= -0.5) & (keypoints[i] <= size - 0.5)).all(axis=1)
+    return keypoints, inside, q.astype(np.float32)
+
+
+def pretrain_angle_head(head: KeypointAngleHead, robot: RobotModel, size: int, center: Tensor,
+                        steps: int, seed: int, batch_size: int = 256, samples: int = 40000,
+                        lr: float = 1e-3, max_noise: float = 0.5, drop: float = 0.1) -> dict[str, float]:
+    """Teach the geometry path of the angle head keypoints -> angles on synthetic projections.
+
+    Inputs imitate decoded heatmaps: noise of U(0, ``max_noise``) heatmap pixels, confidences
+    U(0.5, 1) for detected keypoints and U(0, 0.2) for those outside the image or randomly
+    dropped (occlusion, misses). Returns the mean angle error (deg) on 2000 held-out samples.
+    """
+    rng = np.random.default_rng(seed)
+    keypoints, inside, angles = (torch.from_numpy(a) for a in synthetic_keypoints(rng, robot, samples + 2000, size))
+    heatmap_size = (size // HEATMAP_STRIDE, size // HEATMAP_STRIDE)
+    generator = torch.Generator().manual_seed(seed)
+    parameters = list(head.geometry.parameters()) + list(head.mlp.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    center = center.cpu()
+
+    def inputs(index: Tensor) -> tuple[Tensor, Tensor]:
+        n = len(index)
+        detected = inside[index] & (torch.rand(n, inside.shape[1], generator=generator) >= drop)
+        confidence = torch.where(detected, 0.5 + 0.5 * torch.rand(detected.shape, generator=generator),
+                                 0.2 * torch.rand(detected.shape, generator=generator))
+        noise = max_noise * torch.rand(n, 1, 1, generator=generator)
+        hint = keypoint_hint(keypoints[index], detected, heatmap_size, (size, size), noise, 1.0, generator,
+                             confidence)
+        return hint.points, hint.confidence
+
+    head.train()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group['lr'] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+        index = torch.randint(0, samples, (batch_size,), generator=generator)
+        points, confidence = inputs(index)
+        sincos = head.from_keypoints(points, confidence).view(batch_size, -1, 2)
+        loss = angle_loss(sincos, angles[index], center)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        index = torch.arange(samples, samples + 2000)
+        sincos = head.from_keypoints(*inputs(index)).view(len(index), -1, 2)
+        predicted = (center + torch.atan2(sincos[..., 0], sincos[..., 1])).numpy()
+    errors = wrapped_error_deg(predicted, angles[index].numpy())
+    return {'angle_pretrain_mean_deg': float(errors.mean()),
+            **{f'angle_pretrain_deg_{j}': float(e) for j, e in zip(robot.joint_names, errors.mean(axis=0))}}
+
+
 def heatmap_loss(logits: Tensor, target: Tensor, kind: str, positive_weight: float) -> Tensor:
     """Per-keypoint summed loss, averaged over batch and keypoints.
 
@@ -305,18 +395,27 @@ def evaluate(net: PoseNet, samples: Samples, device: torch.device, batch_size: i
              sigma: float = 2.0, heatmap_loss_kind: str = 'mse', positive_weight: float = 10.0,
              autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Validation metrics: keypoint error in input pixels (decoded exactly as the estimator does,
-    in-image keypoints only), per-joint wrapped angle error and the losses."""
+    in-image keypoints only), per-joint wrapped angle error and the losses.
+
+    ``val_angle_true_keypoints_mean_deg`` is the angle error when the angle head is given the
+    true keypoints: it separates the head's own error from that of the heatmaps feeding it.
+    """
     was_training = net.training
     net.eval()
-    errors, angles_pred, confidences, losses = [], [], [], []
+    errors, angles_pred, angles_true_kp, confidences, losses = [], [], [], [], []
     size = samples.images.shape[1]
+    generator = torch.Generator().manual_seed(0)
     for start in range(0, len(samples), batch_size):
         batch = samples.take(slice(start, start + batch_size))
         x = to_input_tensor(batch.images, device)
+        keypoints = torch.from_numpy(batch.keypoints).to(device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                             enabled=autocast_dtype is not None):
             logits, sincos = net(x)
-        keypoints = torch.from_numpy(batch.keypoints).to(device)
+            hint = keypoint_hint(keypoints, torch.from_numpy(batch.in_image).to(device), tuple(logits.shape[2:]),
+                                 (size, size), 0.0, 1.0, generator)
+            _, sincos_true_kp = net(x, hint)
+        angles_true_kp.append(net.joint_angles(sincos_true_kp.float()).cpu().numpy())
         angles = torch.from_numpy(batch.joint_angles).to(device)
         target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (size, size), sigma)
         losses.append((heatmap_loss(logits, target, heatmap_loss_kind, positive_weight).item(),
@@ -347,6 +446,8 @@ def evaluate(net: PoseNet, samples: Samples, device: torch.device, batch_size: i
         'val_conf_out_of_image': float(conf[~samples.in_image].mean()) if (~samples.in_image).any() else float('nan'),
         'val_angle_mean_deg': float(angle_errors.mean()) if angle_errors.size else float('nan'),
         'val_angle_per_joint_deg': angle_errors.mean(axis=0).tolist(),
+        'val_angle_true_keypoints_mean_deg': float(wrapped_error_deg(np.concatenate(angles_true_kp),
+                                                                     samples.joint_angles).mean()),
         '_angle_errors_deg': angle_errors,
     }
 
@@ -369,6 +470,10 @@ class TrainSettings:
     positive_weight: float = 10.0
     angle_weight: float = 1.0
     mask_fraction: float = 0.2
+    hint_fraction: float = 0.5         # samples whose angle head sees noisy true keypoints
+    hint_noise: float = 0.5            # ... with this noise, heatmap pixels
+    angle_pretrain_steps: int = 12000  # synthetic keypoints -> angles steps before training (0: off)
+    angle_pretrain_samples: int = 60000
     warmup_steps: int = 300
     val_fraction: float = 0.05
     val_max: int = 512
@@ -465,7 +570,9 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
           val_dirs: Sequence[str | Path] = (), width: int = 32, angle_head: str = 'keypoint',
           command: str | None = None, progress: bool = True, **options: Any) -> TrainResult:
     """Train (or resume) for ``minutes`` of wall-clock time in total; see ``TrainSettings`` for
-    ``options``. ``input_size`` defaults to the dataset's image size. Returns the final state."""
+    ``options``. ``input_size`` defaults to the dataset's image size. On ``resume`` the network,
+    input size and settings come from the checkpoint; only ``minutes`` and explicit ``options``
+    change them. Returns the final state."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
@@ -497,7 +604,18 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
                                    num_joints=len(robot['joint_names']), width=width,
                                    angle_head=angle_head,
                                    joint_center=joint_centres(robot_model.lower, robot_model.upper))
-    net = PoseNet(model_config).to(torch_device).to(memory_format=torch.channels_last)
+    net = PoseNet(model_config)
+    pretrain: dict[str, Any] = {}
+    if previous is None and isinstance(net.angle_head, KeypointAngleHead) and settings.angle_pretrain_steps > 0:
+        pretrain_start = time.perf_counter()
+        pretrain = pretrain_angle_head(net.angle_head, robot_model, size, net.joint_center,
+                                       settings.angle_pretrain_steps, settings.seed,
+                                       samples=settings.angle_pretrain_samples)
+        pretrain['time_s'] = round(time.perf_counter() - pretrain_start, 1)
+        if progress:
+            print(f"angle head pre-trained on synthetic keypoints: {pretrain['angle_pretrain_mean_deg']:.1f} deg "
+                  f"mean error ({pretrain['time_s']:.0f} s)")
+    net = net.to(torch_device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     step, images_seen, elapsed_before = 0, 0, 0.0
     if previous is not None:
@@ -517,6 +635,9 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
     hardware = hardware_description(torch_device)
     command = command if command is not None else shlex.join(sys.argv)
     history: list[dict[str, Any]] = list(previous.get('history', [])) if previous else []
+    if pretrain:
+        elapsed_before = pretrain['time_s']
+        history.append({'step': 0, **pretrain})
     last_val: dict[str, Any] = dict(previous.get('validation', {})) if previous else {}
 
     def state() -> dict[str, Any]:
@@ -539,7 +660,7 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
     log_every, run_images = 20, 0
     from tqdm import tqdm
     bar = tqdm(total=round(budget), initial=min(round(elapsed), round(budget)), unit='s',
-               desc='train', disable=not progress, dynamic_ncols=True)
+               desc='train', disable=not progress, dynamic_ncols=True, mininterval=2.0)
     center = net.joint_center
     net.train()
     while elapsed < budget and (settings.max_steps is None or step < settings.max_steps):
@@ -549,9 +670,12 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
         angles = torch.from_numpy(batch.joint_angles).to(torch_device)
         for group in optimizer.param_groups:
             group['lr'] = _learning_rate(settings, step, elapsed)
+        heatmap_size = (size // HEATMAP_STRIDE, size // HEATMAP_STRIDE)
+        hint = keypoint_hint(keypoints, torch.from_numpy(batch.in_image).to(torch_device), heatmap_size,
+                             (size, size), settings.hint_noise, settings.hint_fraction, generator)
         with torch.autocast(torch_device.type, dtype=autocast_dtype or torch.bfloat16,
                             enabled=autocast_dtype is not None):
-            logits, sincos = net(x)
+            logits, sincos = net(x, hint)
         target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (size, size), settings.sigma)
         loss_hm = heatmap_loss(logits, target, settings.heatmap_loss, settings.positive_weight)
         loss_angle = angle_loss(sincos, angles, center)
@@ -680,33 +804,44 @@ def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------------------- CLI
 
 
+# Options of ``train`` that ``run_train`` forwards only when given, so that ``--resume`` keeps the
+# checkpoint's values for everything not on the command line.
+_OPTIONS = ('sigma', 'heatmap_loss', 'angle_weight', 'mask_fraction', 'val_minutes', 'checkpoint_minutes',
+            'max_steps', 'angle_pretrain_steps')
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``robot-pose-estimator train``."""
-    defaults = TrainSettings()
+    d = TrainSettings()
     parser.add_argument('--config', required=True, help='robot params YAML (keypoints, joints, URDF)')
     parser.add_argument('--data', nargs='+', required=True, help='dataset directories from `render`')
     parser.add_argument('--val-data', nargs='*', default=[],
                         help='validation dataset directories (default: hold out part of --data)')
     parser.add_argument('--out', default='runs/train', help='output directory (checkpoint, log, curves)')
-    parser.add_argument('--minutes', type=float, default=defaults.minutes,
+    parser.add_argument('--minutes', type=float, default=d.minutes,
                         help='total wall-clock training budget, including time before --resume')
-    parser.add_argument('--batch-size', type=int, default=defaults.batch_size)
-    parser.add_argument('--lr', type=float, default=defaults.lr)
-    parser.add_argument('--seed', type=int, default=defaults.seed)
+    parser.add_argument('--batch-size', type=int, default=d.batch_size)
+    parser.add_argument('--lr', type=float, default=d.lr)
+    parser.add_argument('--seed', type=int, default=d.seed)
     parser.add_argument('--device', default='auto', help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
-    parser.add_argument('--resume', help='checkpoint.pt to continue from (model, optimiser, step)')
+    parser.add_argument('--resume', help='checkpoint.pt to continue from (model, optimiser, step, settings)')
     parser.add_argument('--input-size', type=int, help='network input side (default: the dataset image size)')
     parser.add_argument('--width', type=int, default=32, help='encoder base width (32 = half ResNet-18)')
     parser.add_argument('--angle-head', choices=('keypoint', 'global'), default='keypoint')
-    parser.add_argument('--sigma', type=float, default=defaults.sigma, help='heatmap sigma, heatmap pixels')
-    parser.add_argument('--heatmap-loss', choices=HEATMAP_LOSSES, default=defaults.heatmap_loss)
-    parser.add_argument('--angle-weight', type=float, default=defaults.angle_weight)
-    parser.add_argument('--mask-fraction', type=float, default=defaults.mask_fraction,
-                        help='random masking of up to this fraction of the input (RoboPEPP)')
-    parser.add_argument('--val-minutes', type=float, default=defaults.val_minutes)
-    parser.add_argument('--checkpoint-minutes', type=float, default=defaults.checkpoint_minutes)
+    parser.add_argument('--sigma', type=float, help=f'heatmap sigma in heatmap pixels (default {d.sigma})')
+    parser.add_argument('--heatmap-loss', choices=HEATMAP_LOSSES, help=f'default {d.heatmap_loss}')
+    parser.add_argument('--angle-weight', type=float, help=f'default {d.angle_weight}')
+    parser.add_argument('--mask-fraction', type=float,
+                        help=f'random masking of up to this fraction of the input (default {d.mask_fraction})')
+    parser.add_argument('--angle-pretrain-steps', type=int,
+                        help=f'synthetic keypoints -> angles pre-training steps (default {d.angle_pretrain_steps})')
+    parser.add_argument('--val-minutes', type=float, help=f'validation interval (default {d.val_minutes})')
+    parser.add_argument('--checkpoint-minutes', type=float,
+                        help=f'checkpoint interval (default {d.checkpoint_minutes})')
     parser.add_argument('--max-steps', type=int, help='stop after this many steps (smoke tests)')
-    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch decides)')
+    parser.add_argument('--threads', type=int,
+                        help='torch CPU threads (default: torch decides); use 1 while rendering shares the '
+                             'cores: 2 contended threads ran ~10x slower than 1 here')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
@@ -714,13 +849,11 @@ def run_train(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments and print where everything went."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    options = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
     result = train(args.config, args.data, args.out, minutes=args.minutes, batch_size=args.batch_size,
                    lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
                    input_size=args.input_size, val_dirs=args.val_data, width=args.width,
-                   angle_head=args.angle_head, progress=not args.no_progress, sigma=args.sigma,
-                   heatmap_loss=args.heatmap_loss, angle_weight=args.angle_weight,
-                   mask_fraction=args.mask_fraction, val_minutes=args.val_minutes,
-                   checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps)
+                   angle_head=args.angle_head, progress=not args.no_progress, **options)
     val = result.validation
     print(f'{result.steps} steps, {result.images_seen} images, {result.elapsed_s / 60:.1f} min, '
           f'{result.images_per_s:.1f} images/s; validation: keypoints median '

@@ -1,0 +1,374 @@
+"""``robot-pose-estimator benchmark-suite``: render bags, evaluate them, write one table.
+
+Every row is one estimator setting on one kind of rendered bag, pooled over ``sequences`` bags
+of ``frames`` frames each. Sequence k of every bag kind uses seed ``seed + k``: the same arm
+trajectory and camera orbit, so the rows of a group differ only in the condition they name
+(FOV, distortion, occlusion, truncation, or an estimator setting). The groups follow the
+papers the numbers are compared with:
+
+- cross-camera: horizontal FOV 60 / 70 / 93 deg (RoboKeyGen, Table II);
+- lens distortion: none vs the plumb_bob barrel distortion of ``make-bag --distortion``;
+- occlusion: 0-40 % of the robot's pixels covered (RoboPEPP, Fig. 6);
+- truncation: the camera close enough that the arm leaves the frame;
+- confidence filtering on vs off (RoboPEPP's ablation), on a clean and a 30 % occluded bag.
+  "Off" sets ``confidence_threshold = confidence_floor = 1e-6``, the smallest values the config
+  accepts (both must be > 0): every keypoint with a non-zero heatmap peak is kept.
+  ``min_keypoints`` is left as configured, because it also drives the online outlier gate and
+  the joint refinement, which are not confidence filtering;
+- single-frame vs online mode (RoboKeyGen, Table V), on the clean and the 30 % occluded bag.
+
+Scoring is ``evaluate``'s (DESIGN.md section 4); FPS is frames / summed per-frame estimator time,
+offline, one frame at a time on this machine. Each row's pooled report sits in ``runs/<row>/``;
+frame ``i`` there belongs to sequence ``i // frames``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from robot_pose_estimator.config import default_config_path, load_config
+from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord, Scorer, evaluate_bag
+
+CONFIDENCE_OFF = {'confidence_threshold': 1e-6, 'confidence_floor': 1e-6}
+DEFAULT_FRAMES = 100
+DEFAULT_SEQUENCES = 3
+FPS = 30.0
+IMAGE_SIZE = (640, 480)
+JPEG_QUALITY = 80            # image_transport's default for compressed images
+CAMERA_MOTION = 'slow'
+BASELINE_FOV = 70.0
+
+
+@dataclass(frozen=True)
+class BagKind:
+    """What a bag shows; rendered once per sequence."""
+
+    name: str
+    fov_deg: float = BASELINE_FOV
+    distortion: bool = False
+    occlusion: float = 0.0
+    truncation: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a bag kind evaluated with estimator overrides (on top of the config)."""
+
+    group: str
+    condition: str
+    bag: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+BAG_KINDS = {kind.name: kind for kind in (
+    BagKind('fov60', fov_deg=60.0),
+    BagKind('fov70'),
+    BagKind('fov93', fov_deg=93.0),
+    BagKind('distorted', distortion=True),
+    *(BagKind(f'occlusion{p}', occlusion=p / 100) for p in (10, 20, 30, 40)),
+    BagKind('truncated', truncation=True),
+)}
+
+#: Group key -> (title, rows).
+GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
+    'cross_camera': ('Cross-camera: FOV (RoboKeyGen Table II)', tuple(
+        Row('cross_camera', f'FOV {fov} deg', f'fov{fov}') for fov in (60, 70, 93))),
+    'distortion': ('Lens distortion', (
+        Row('distortion', 'none', 'fov70'),
+        Row('distortion', 'plumb_bob (k1 -0.28, k2 0.07)', 'distorted'))),
+    'occlusion': ("Occlusion, % of the robot's pixels (RoboPEPP Fig. 6)", tuple(
+        Row('occlusion', f'{p} %', f'occlusion{p}' if p else 'fov70') for p in (0, 10, 20, 30, 40))),
+    'truncation': ('Truncation', (
+        Row('truncation', 'arm in frame', 'fov70'),
+        Row('truncation', 'arm partly outside the frame', 'truncated'))),
+    'confidence': ('Confidence filtering (RoboPEPP ablation)', (
+        Row('confidence', 'on, clean', 'fov70'),
+        Row('confidence', 'off, clean', 'fov70', tuple(CONFIDENCE_OFF.items())),
+        Row('confidence', 'on, 30 % occlusion', 'occlusion30'),
+        Row('confidence', 'off, 30 % occlusion', 'occlusion30', tuple(CONFIDENCE_OFF.items())))),
+    'mode': ('Single-frame vs online (RoboKeyGen Table V)', (
+        Row('mode', 'single_frame, clean', 'fov70', (('mode', 'single_frame'),)),
+        Row('mode', 'online, clean', 'fov70', (('mode', 'online'),)),
+        Row('mode', 'single_frame, 30 % occlusion', 'occlusion30', (('mode', 'single_frame'),)),
+        Row('mode', 'online, 30 % occlusion', 'occlusion30', (('mode', 'online'),)))),
+}
+
+TABLE_METRICS = ('add_auc_0.1m_percent', 'add_mean_m', 'add_median_m', 'joint_error_mean_deg', 'success_fraction',
+                 'rotation_error_mean_deg', 'translation_error_mean_cm', 'fps', 'frames')
+
+
+@dataclass
+class SuiteResult:
+    """The table's content: one entry per row, plus what produced it."""
+
+    rows: list[dict[str, Any]]
+    header: dict[str, Any]
+    runs: dict[str, EvaluationResult] = field(default_factory=dict)   # run name -> pooled result
+
+
+def bag_parameters(kind: BagKind, frames: int, seed: int, image_size: tuple[int, int]) -> dict[str, Any]:
+    """``make_bag`` keyword arguments of one sequence of a bag kind."""
+    return dict(frames=frames, fps=FPS, fov_deg=kind.fov_deg, distortion=kind.distortion,
+                occlusion=kind.occlusion, truncation=kind.truncation, camera_motion=CAMERA_MOTION, seed=seed,
+                image_size=tuple(image_size), jpeg_quality=JPEG_QUALITY)
+
+
+def _matches(bag: Path, parameters: Mapping[str, Any], config_path: Path) -> bool:
+    """Whether a bag's make_bag.json records exactly these parameters and config."""
+    from robot_pose_estimator.evaluation.make_bag import read_bag_spec
+
+    spec = read_bag_spec(bag)
+    if spec is None or spec.get('config') != str(config_path.resolve()):
+        return False
+    return all(_same(spec.get(key), value) for key, value in parameters.items())
+
+
+def _same(recorded: Any, wanted: Any) -> bool:
+    if isinstance(wanted, tuple):
+        return isinstance(recorded, list) and list(wanted) == recorded
+    if isinstance(wanted, float):
+        return isinstance(recorded, (int, float)) and np.isclose(recorded, wanted)
+    return recorded == wanted
+
+
+def prepare_bag(path: Path, parameters: Mapping[str, Any], config_path: Path, reuse: bool) -> bool:
+    """Render the bag unless ``reuse`` and its make_bag.json matches; True if it was rendered.
+
+    An existing bag that is not reused is replaced, but only if make-bag wrote it.
+    """
+    from robot_pose_estimator.evaluation.make_bag import PARAMETERS_FILE, make_bag
+
+    if reuse and _matches(path, parameters, config_path):
+        return False
+    if path.exists():
+        if not (path / PARAMETERS_FILE).is_file():
+            raise FileExistsError(f'{path} exists without {PARAMETERS_FILE} (not written by make-bag, or its '
+                                  'rendering was interrupted): remove it or choose another --bags')
+        shutil.rmtree(path)
+    make_bag(path, config_path, progress=False, **parameters)
+    return True
+
+
+def _run_name(row: Row, mode: str) -> str:
+    """A folder name for a (bag, effective settings) pair; equal settings share one run."""
+    settings = dict(row.overrides)
+    parts = [row.bag, settings.pop('mode', mode)]
+    if settings == CONFIDENCE_OFF:
+        parts.append('confidence_off')
+    elif settings:
+        parts.append('_'.join(f'{k}-{v}' for k, v in sorted(settings.items())))
+    return '_'.join(parts)
+
+
+def _pooled_images(bags: Sequence[Path], frames: int):
+    """ImageSource over pooled records: position i is frame i % frames of sequence i // frames."""
+    from robot_pose_estimator.evaluation.bag import BagReader
+
+    def load(indices: Collection[int]) -> dict[int, np.ndarray]:
+        images = {}
+        for sequence, bag in enumerate(bags):
+            wanted = {i - sequence * frames for i in indices if i // frames == sequence}
+            if wanted:
+                with BagReader(bag) as reader:
+                    images.update({sequence * frames + f.index: f.image for f in reader.frames(wanted)})
+        return images
+    return load
+
+
+def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_path: Path,
+                 overrides: Mapping[str, Any], out_dir: Path | None) -> EvaluationResult:
+    """Evaluate every sequence with one estimator and score the pooled frames."""
+    from robot_pose_estimator.core.estimator import Estimator
+    from robot_pose_estimator.evaluation.report import write_outputs
+
+    settings = {**overrides, 'model_path': str(model_path)}
+    config = load_config(config_path, **settings)
+    estimator = Estimator.from_config(config)
+    records: list[FrameRecord] = []
+    for sequence, bag in enumerate(bags):
+        result = evaluate_bag(bag, config_path, estimator=estimator, config_overrides=settings, progress=False)
+        records += [replace(r, index=sequence * frames + r.index) for r in result.records]
+    scorer = Scorer(config, estimator.robot.joint_names, estimator.robot.keypoint_names)
+    info = {'bag': ', '.join(str(b) for b in bags), 'config': str(config_path), 'model': str(model_path),
+            'mode': estimator.settings.mode}
+    pooled = scorer.score(records, info=info)
+    if out_dir is not None:
+        write_outputs(out_dir, pooled, scorer.robot, _pooled_images(bags, frames))
+    return pooled
+
+
+def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, model_path: str | Path | None = None,
+                        frames: int = DEFAULT_FRAMES, sequences: int = DEFAULT_SEQUENCES, reuse: bool = False,
+                        groups: Sequence[str] | None = None, bags_dir: str | Path | None = None, seed: int = 0,
+                        image_size: tuple[int, int] = IMAGE_SIZE, overrides: Mapping[str, Any] | None = None,
+                        reports: bool = True, command: str | None = None, progress: bool = True) -> SuiteResult:
+    """Render (or reuse) the bags, evaluate every row and write ``benchmarks.md`` and ``.json``.
+
+    ``groups`` picks keys of :data:`GROUPS` (default: all). ``overrides`` apply to every row
+    before the row's own. ``reports`` writes each run's pooled report under ``out/runs/``.
+    """
+    out = Path(out)
+    config_path = Path(config_path) if config_path is not None else default_config_path()
+    config = load_config(config_path, **(overrides or {}))
+    model_path = Path(model_path).resolve() if model_path is not None else Path(config.model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f'model not found: {model_path}; pass --model PATH or train and export one')
+    if frames < 1 or sequences < 1:
+        raise ValueError(f'need frames >= 1 and sequences >= 1, got {frames} and {sequences}')
+    groups = list(GROUPS) if groups is None else list(groups)
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        raise ValueError(f'unknown groups {unknown}; choose from {list(GROUPS)}')
+    rows = [row for group in groups for row in GROUPS[group][1]]
+    bags_dir = Path(bags_dir) if bags_dir is not None else out / 'bags'
+    seeds = [seed + k for k in range(sequences)]
+    bag_paths = {name: [bags_dir / f'{name}_seed{s}' for s in seeds] for name in dict.fromkeys(r.bag for r in rows)}
+    runs = {_run_name(row, config.mode): row for row in rows}
+
+    out.mkdir(parents=True, exist_ok=True)
+    rendered = 0
+    pooled: dict[str, EvaluationResult] = {}
+    steps = sum(len(paths) for paths in bag_paths.values()) + len(runs)
+    with tqdm(total=steps, unit='step', desc='benchmark-suite', disable=not progress) as bar:
+        for name, paths in bag_paths.items():
+            for path, s in zip(paths, seeds):
+                bar.set_postfix_str(f'bag {path.name}')
+                rendered += prepare_bag(path, bag_parameters(BAG_KINDS[name], frames, s, image_size), config_path,
+                                        reuse)
+                bar.update()
+        for run, row in runs.items():
+            bar.set_postfix_str(f'run {run}')
+            pooled[run] = evaluate_row(bag_paths[row.bag], frames, config_path, model_path,
+                                       {**(overrides or {}), **dict(row.overrides)},
+                                       out / 'runs' / run if reports else None)
+            bar.update()
+
+    table = []
+    for row in rows:
+        run = _run_name(row, config.mode)
+        summary = pooled[run].summary
+        table.append({'group': row.group, 'condition': row.condition, 'bag': row.bag, 'run': run,
+                      'mode': pooled[run].info['mode'], 'overrides': dict(row.overrides),
+                      **{key: summary.get(key) for key in TABLE_METRICS}})
+    header = {
+        'model': str(model_path), 'model_sha256': _sha256(model_path), 'config': str(config_path.resolve()),
+        'config_mode': config.mode, 'frames_per_sequence': frames, 'sequences': sequences, 'seeds': seeds,
+        'frames_per_row': frames * sequences, 'image_size': list(image_size), 'fps_recorded': FPS,
+        'jpeg_quality': JPEG_QUALITY, 'camera_motion': CAMERA_MOTION, 'bags_dir': str(bags_dir),
+        'bags_rendered': rendered, 'bags_reused': steps - len(runs) - rendered, 'overrides': dict(overrides or {}),
+        'command': command or suite_command(out, config_path, model_path, frames, sequences, reuse, groups,
+                                            bags_dir, seed),
+        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} '
+                   f'{platform.python_version()}, onnx_threads {config.onnx_threads}',
+    }
+    result = SuiteResult(table, header, pooled)
+    (out / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': table}, indent=2) + '\n')
+    (out / 'benchmarks.md').write_text(benchmarks_markdown(result, groups))
+    return result
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open('rb') as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def suite_command(out: Path, config_path: Path, model_path: Path, frames: int, sequences: int, reuse: bool,
+                  groups: Sequence[str], bags_dir: Path, seed: int) -> str:
+    """The command line that reproduces the table."""
+    parts = ['robot-pose-estimator', 'benchmark-suite', '--out', str(out), '--config', str(config_path),
+             '--model', str(model_path), '--frames', str(frames), '--sequences', str(sequences), '--seed', str(seed)]
+    if bags_dir != out / 'bags':
+        parts += ['--bags', str(bags_dir)]
+    if list(groups) != list(GROUPS):
+        parts += ['--groups', *groups]
+    if reuse:
+        parts.append('--reuse')
+    return shlex.join(parts)
+
+
+def _cell(value: Any, scale: float = 1.0, digits: int = 1) -> str:
+    return 'n/a' if value is None else f'{value * scale:.{digits}f}'
+
+
+def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
+    """The table, grouped, with the model, data, command and definitions above it."""
+    h = result.header
+    lines = [
+        '# Robustness benchmarks', '',
+        f"- model: `{h['model']}` (sha256 `{h['model_sha256'][:16]}`)",
+        f"- config: `{h['config']}` (mode `{h['config_mode']}` unless a row says otherwise)",
+        f"- data: bags rendered by `make-bag`, {h['sequences']} sequence(s) x {h['frames_per_sequence']} frames = "
+        f"{h['frames_per_row']} frames per row (seeds {h['seeds']}: the same arm trajectories and camera orbits in "
+        f"every row), {h['image_size'][0]}x{h['image_size'][1]}, {h['fps_recorded']:g} Hz, JPEG {h['jpeg_quality']}, "
+        f"{h['camera_motion']} camera orbit; FOV {BASELINE_FOV:g} deg, no distortion, occlusion or truncation "
+        'unless the row says otherwise',
+        f"- command: `{h['command']}`",
+        f"- machine: {h['machine']}",
+        '',
+        'AUC of ADD at 0.1 m over all frames (a frame without an estimate is a miss); ADD, joint and '
+        'camera-to-base errors over frames with an estimate; definitions in DESIGN.md section 4. FPS = frames / '
+        'summed per-frame estimator time (offline, one frame at a time, CPU). Confidence filtering "off": '
+        f'`confidence_threshold = confidence_floor = {CONFIDENCE_OFF["confidence_threshold"]:g}` (the smallest the '
+        'config accepts; every keypoint with a non-zero peak is kept), `min_keypoints` as configured. '
+        'Per-row reports: `runs/<run>/report.md`.', '',
+        '| condition | AUC@0.1m (%) | ADD mean / median (cm) | joint error (deg) | rotation / translation error '
+        '(deg / cm) | frames with an estimate (%) | FPS | frames | run |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
+    for group in groups:
+        title = GROUPS[group][0]
+        lines.append(f'| **{title}** | | | | | | | | |')
+        for row in (r for r in result.rows if r['group'] == group):
+            lines.append(
+                f"| {row['condition']} | {_cell(row['add_auc_0.1m_percent'], digits=2)} | "
+                f"{_cell(row['add_mean_m'], 100, 2)} / {_cell(row['add_median_m'], 100, 2)} | "
+                f"{_cell(row['joint_error_mean_deg'], digits=2)} | {_cell(row['rotation_error_mean_deg'], digits=2)} / "
+                f"{_cell(row['translation_error_mean_cm'], digits=2)} | {_cell(row['success_fraction'], 100)} | "
+                f"{_cell(row['fps'])} | {row['frames']} | `{row['run']}` |")
+    return '\n'.join(lines) + '\n'
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', required=True, type=Path, help='output folder for benchmarks.md/.json and runs/')
+    parser.add_argument('--frames', type=int, default=DEFAULT_FRAMES, help='frames per rendered bag (sequence)')
+    parser.add_argument('--sequences', type=int, default=DEFAULT_SEQUENCES,
+                        help='bags per condition, seeds SEED..SEED+N-1 (pooled into one row)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the first sequence')
+    parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
+    parser.add_argument('--model', type=Path, default=None, help="ONNX model (default: the config's model_path)")
+    parser.add_argument('--reuse', action='store_true',
+                        help='reuse bags whose make_bag.json matches (otherwise every bag is rendered anew)')
+    parser.add_argument('--bags', type=Path, default=None, help='where the bags go (default: OUT/bags)')
+    parser.add_argument('--groups', nargs='+', choices=list(GROUPS), default=None,
+                        help='only these groups of rows (default: all)')
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    try:
+        result = run_benchmark_suite(args.out, args.config, args.model, frames=args.frames, sequences=args.sequences,
+                                     reuse=args.reuse, groups=args.groups, bags_dir=args.bags, seed=args.seed)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f'benchmark-suite: {error}', file=sys.stderr)
+        return 2
+    h = result.header
+    print(f"{len(result.rows)} rows, {h['frames_per_row']} frames each ({h['bags_rendered']} bags rendered, "
+          f"{h['bags_reused']} reused): wrote {args.out}/benchmarks.md and benchmarks.json")
+    return 0

@@ -1,0 +1,104 @@
+"""benchmark-suite at toy scale: 2 bags of 5 frames, a test model, two groups of rows.
+
+The test model shows the arm as in the clean bag's first frame; three of its keypoints have
+weak (but correctly placed) peaks, below the confidence floor, so confidence filtering "on"
+solves from 14 keypoints and "off" from all 17.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('pybullet')
+
+from robot_pose_estimator.config import load_config  # noqa: E402
+from robot_pose_estimator.core.heatmaps import (  # noqa: E402
+    input_to_heatmap, letterbox_transform, render_gaussian_heatmaps)
+from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
+from robot_pose_estimator.evaluation import bag as bagio  # noqa: E402
+from robot_pose_estimator.evaluation import suite  # noqa: E402
+from robot_pose_estimator.evaluation.evaluate import evaluate_bag  # noqa: E402
+from robot_pose_estimator.testing import metadata_for, write_test_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / 'config' / 'panda.yaml'
+SIZE = (160, 120)
+INPUT_SIZE = (96, 128)        # (H, W), 4:3 like the image: no letterbox padding
+HEATMAP_SIZE = (48, 64)
+FRAMES = 5
+WEAK = (1, 2, 16)             # keypoints whose peaks (0.05) fall below the confidence floor (0.1)
+OVERRIDES = {'coarse_to_fine': False}   # constant heatmaps refer to the full frame
+
+
+def test_suite_table_matches_direct_evaluation_and_reuses_bags(tmp_path: Path):
+    config = load_config(CONFIG)
+    robot = RobotModel.from_config(config)
+    clean = tmp_path / 'out' / 'bags' / 'fov70_seed0'
+    parameters = suite.bag_parameters(suite.BAG_KINDS['fov70'], FRAMES, 0, SIZE)
+    assert suite.prepare_bag(clean, parameters, CONFIG, reuse=True)           # rendered
+    with bagio.BagReader(clean, base_frame=robot.base_frame, joint_names=robot.joint_names) as reader:
+        first = next(reader.frames([0]))
+    T = first.T_camera_base_gt
+    pixels = first.camera.project(robot.keypoints(first.joint_positions_gt) @ T[:3, :3].T + T[:3, 3])
+    letterbox = letterbox_transform(SIZE, (INPUT_SIZE[1], INPUT_SIZE[0]))
+    heatmaps = render_gaussian_heatmaps(input_to_heatmap(letterbox.to_input(pixels), HEATMAP_SIZE, INPUT_SIZE),
+                                        HEATMAP_SIZE, sigma=1.5)
+    heatmaps[list(WEAK)] *= 0.05
+    model = write_test_model(tmp_path / 'model.onnx', heatmaps, first.joint_positions_gt,
+                             metadata_for(config.robot, INPUT_SIZE), INPUT_SIZE)
+
+    out = tmp_path / 'out'
+    result = suite.run_benchmark_suite(out, CONFIG, model, frames=FRAMES, sequences=1, reuse=True,
+                                       groups=['confidence', 'mode'], image_size=SIZE, overrides=OVERRIDES,
+                                       progress=False)
+    assert result.header['bags_rendered'] == 1 and result.header['bags_reused'] == 1   # occlusion30 is new
+    table = json.loads((out / 'benchmarks.json').read_text())
+    rows = {(r['group'], r['condition']): r for r in table['rows']}
+    assert len(rows) == 8 and len(result.runs) == 6
+    assert {r['frames'] for r in rows.values()} == {FRAMES}
+    # Rows that name the same bag and settings share one run.
+    assert rows['confidence', 'on, clean']['run'] == rows['mode', 'online, clean']['run'] == 'fov70_online'
+    assert rows['confidence', 'on, clean'] == {**rows['mode', 'online, clean'], 'group': 'confidence',
+                                               'condition': 'on, clean', 'overrides': {}}
+
+    # A row is exactly what evaluate gives on its bag with its settings.
+    direct = evaluate_bag(clean, CONFIG, 'single_frame', model_path=model, config_overrides=OVERRIDES,
+                          progress=False).summary
+    row = rows['mode', 'single_frame, clean']
+    assert row['run'] == 'fov70_single_frame' and row['mode'] == 'single_frame'
+    for key in ('add_auc_0.1m_percent', 'add_mean_m', 'joint_error_mean_deg', 'success_fraction'):
+        assert row[key] == pytest.approx(direct[key], abs=1e-9), key
+    assert direct['success_fraction'] == 1.0 and direct['add_median_m'] < 0.1
+
+    # Confidence filtering off keeps the weak keypoints.
+    kept_on = [r.used.sum() for r in result.runs['fov70_single_frame'].records]
+    assert kept_on == [17 - len(WEAK)] * FRAMES
+    off = result.runs['fov70_online_confidence_off']
+    assert all(r.used.sum() == 17 for r in off.records if r.success) and any(r.success for r in off.records)
+
+    markdown = (out / 'benchmarks.md').read_text()
+    assert str(model) in markdown and f'{FRAMES} frames per row' in markdown
+    assert '--frames 5 --sequences 1' in markdown and '--groups confidence mode --reuse' in markdown
+    assert 'Confidence filtering (RoboPEPP ablation)' in markdown and 'confidence_floor = 1e-06' in markdown
+    assert (out / 'runs' / 'occlusion30_online' / 'report.md').is_file()
+    assert (out / 'runs' / 'fov70_single_frame' / 'worst_frames.png').stat().st_size > 0
+
+    # Again with --reuse: nothing is rendered and the numbers repeat.
+    mtime = (clean / 'fov70_seed0.mcap').stat().st_mtime_ns
+    again = suite.run_benchmark_suite(out, CONFIG, model, frames=FRAMES, sequences=1, reuse=True, groups=['mode'],
+                                      image_size=SIZE, overrides=OVERRIDES, reports=False, progress=False)
+    assert again.header['bags_rendered'] == 0 and (clean / 'fov70_seed0.mcap').stat().st_mtime_ns == mtime
+    repeated = {r['condition']: r for r in again.rows}
+    assert repeated['single_frame, clean']['add_auc_0.1m_percent'] == row['add_auc_0.1m_percent']
+    assert len(repeated) == 4 and repeated['online, 30 % occlusion']['frames'] == FRAMES
+
+
+def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match='model not found'):
+        suite.run_benchmark_suite(tmp_path, CONFIG, tmp_path / 'none.onnx', progress=False)
+    model = tmp_path / 'm.onnx'
+    model.write_bytes(b'')
+    with pytest.raises(ValueError, match='unknown groups'):
+        suite.run_benchmark_suite(tmp_path, CONFIG, model, groups=['lighting'], progress=False)
