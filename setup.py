@@ -1,6 +1,7 @@
 """ament_python package that also installs with plain pip (see scripts/setup.sh)."""
 from glob import glob
 import os
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -17,6 +18,12 @@ def tree(directory: str) -> list[tuple[str, list[str]]]:
     return entries
 
 
+def requirements() -> list[str]:
+    """requirements.txt serves colcon users (who pip install it by hand) and pip alike."""
+    lines = Path(__file__).with_name('requirements.txt').read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
+
+
 setup(
     name=PACKAGE,
     version='0.1.0',
@@ -29,17 +36,9 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
         ('share/' + PACKAGE + '/models', glob('models/*.onnx') + glob('models/*.json')),
         *tree('urdf'),
+        *tree('test/data/demo_panda'),
     ],
-    install_requires=[
-        'numpy>=1.24',
-        'opencv-python-headless>=4.8',
-        'onnxruntime>=1.17',
-        'yourdfpy>=0.0.56',
-        'PyYAML>=6.0',
-        'rosbags>=0.10',
-        'tqdm>=4.60',
-        'matplotlib>=3.7',
-    ],
+    install_requires=requirements(),
     extras_require={
         'test': ['pytest>=7', 'onnx>=1.15', 'ruff>=0.5', 'pybullet>=3.2.6', 'torch==2.13.0'],
         'train': ['torch==2.13.0', 'onnx>=1.15', 'pybullet>=3.2.6'],
