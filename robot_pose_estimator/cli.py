@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from robot_pose_estimator.config import default_config_path, load_config
 

@@ -11,6 +11,8 @@ test can switch detection off and on through the image alone. Needs the ``onnx``
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
@@ -203,7 +205,7 @@ def metadata_for_robot(robot: RobotModel, input_size: tuple[int, int] = (256, 25
 class IdealHeatmapBackend:
     """Returns Gaussians exactly at the scene's keypoints, for whatever crop the estimator asked for.
 
-    ``watch_crops`` makes the backend learn each frame's crop (it only sees the tensor otherwise).
+    ``watching_crops`` makes the backend learn each frame's crop (it only sees the tensor otherwise).
     Keypoints outside the image or the crop get empty heatmaps, as a network that cannot see them would.
     """
 
@@ -220,8 +222,12 @@ class IdealHeatmapBackend:
         self.transform = letterbox_transform((WIDTH, HEIGHT), self.metadata.input_wh)
         self.crops: list = []
 
-    def watch_crops(self, monkeypatch) -> None:
-        """Record the CropTransform of every preprocess call into ``transform``."""
+    @contextmanager
+    def watching_crops(self) -> Iterator[None]:
+        """Within the block, every preprocess call records its CropTransform into ``transform``.
+
+        The backend only sees the tensor; this is how it learns which crop it is looking at.
+        """
         from robot_pose_estimator.inference import preprocessing
         original = preprocessing.preprocess
 
@@ -229,7 +235,11 @@ class IdealHeatmapBackend:
             self.transform = transform
             self.crops.append(transform)
             return original(image, transform, metadata)
-        monkeypatch.setattr(preprocessing, 'preprocess', recording)
+        preprocessing.preprocess = recording
+        try:
+            yield
+        finally:
+            preprocessing.preprocess = original
 
     def show(self, scene: Scene, joint_angles: np.ndarray | None = None,
              pixel_noise: np.ndarray | None = None) -> None:

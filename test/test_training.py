@@ -25,8 +25,8 @@ from robot_pose_estimator.training.export import export_onnx, write_model_card  
 from robot_pose_estimator.training.model import ExportModel, ModelConfig, PoseNet, count_parameters  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.training.train import (  # noqa: E402
-    angle_loss, heatmap_loss, heatmap_targets, joint_centres, load_checkpoint, pretrain_angle_head,
-    random_masking, resize_samples, synthetic_keypoints, to_input_tensor, train)
+    ShardSource, ShardStream, angle_loss, heatmap_loss, heatmap_targets, joint_centres, load_checkpoint,
+    pretrain_angle_head, random_masking, resize_samples, synthetic_keypoints, to_input_tensor, train)
 
 SOURCE_SIZE = 96   # rendered size; training runs at 64, so the resize path is exercised too
 INPUT_SIZE = 64
@@ -85,6 +85,14 @@ def trained(tmp_path_factory, dataset):
                    max_steps=2, progress=False, command='robot-pose-estimator train (test)',
                    val_minutes=100, warmup_steps=1, angle_pretrain_steps=5, angle_pretrain_samples=50)
     return result
+
+
+def test_shard_stream_visits_every_image_when_streaming(dataset):
+    sources = [ShardSource(path, slice(None)) for path in sorted(dataset.glob('shard_*.npz'))]
+    stream = iter(ShardStream(sources, INPUT_SIZE, batch_size=5, seed=0, window=1))   # prefetch thread
+    angles = np.concatenate([next(stream).joint_angles for _ in range(4)])           # one epoch: 20
+    assert angles.shape == (20, 7) and len(np.unique(angles[:, 0])) == 20
+    assert next(stream).images.shape == (5, INPUT_SIZE, INPUT_SIZE, 3)
 
 
 def test_heatmap_targets_match_core_renderer():

@@ -118,14 +118,22 @@ class Estimator:
     def estimate(self, image_rgb: np.ndarray, camera: CameraModel, stamp: float) -> Estimate:
         """Estimate joint angles and T_camera_base for one RGB image; failures are returned, not raised."""
         clock = _StageClock()
-        settings = self.settings
-        online = settings.mode == ONLINE
-        prior = self.tracker.prior_for(stamp) if online else None
-        height, width = image_rgb.shape[:2]
+        prior = self.tracker.prior_for(stamp) if self.settings.mode == ONLINE else None
         problem = _input_problem(image_rgb, camera)
         if problem is not None:
             return self._finish(stamp, self._failure(problem, SINGLE_FRAME, clock), clock)
+        estimate = self._attempt(image_rgb, camera, prior, clock)
+        if not estimate.success and prior is not None:
+            # The previous frame's crop or pose does not fit this one (a jump, a cut in the
+            # video): solve this frame from scratch now rather than drop it.
+            estimate = self._attempt(image_rgb, camera, None, clock)
+        return self._finish(stamp, estimate, clock, camera)
 
+    def _attempt(self, image_rgb: np.ndarray, camera: CameraModel, prior: TrackedSolution | None,
+                 clock: _StageClock) -> Estimate:
+        """One pass of the pipeline, seeded by ``prior`` when tracking."""
+        settings = self.settings
+        height, width = image_rgb.shape[:2]
         mode = ONLINE if prior is not None else SINGLE_FRAME
         box = self.tracker.crop_box((width, height)) if prior is not None else None
         if box is None:
@@ -150,7 +158,7 @@ class Estimator:
         if not kept.ok:
             estimate = self._failure(kept.reason or 'too few confident keypoints', mode, clock, detections, used)
             estimate.confidence_threshold = kept.threshold_used
-            return self._finish(stamp, estimate, clock)
+            return estimate
 
         with clock.stage('nccs'):
             nccs = np.full_like(detections.keypoints_px, np.nan)
@@ -167,16 +175,14 @@ class Estimator:
             estimate = self._failure(reason, mode, clock, detections, used)
             estimate.joint_positions = q_network
             estimate.confidence_threshold = kept.threshold_used
-            return self._finish(stamp, estimate, clock)
+            return estimate
 
-        inliers = used & solution.inliers
-        estimate = Estimate(
+        return Estimate(
             success=True, joint_names=list(self.robot.joint_names), joint_positions=solution.joint_positions,
             T_camera_base=solution.T_camera_base, keypoint_names=list(self.robot.keypoint_names),
-            keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=inliers, mode=mode,
-            reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
+            keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=used & solution.inliers,
+            mode=mode, reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
             confidence_threshold=kept.threshold_used)
-        return self._finish(stamp, estimate, clock, camera)
 
     @property
     def _input_wh(self) -> tuple[int, int]:

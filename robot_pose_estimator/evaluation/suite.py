@@ -73,6 +73,9 @@ class Row:
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
+#: The held-out test cameras at 640x480 (issue #4): horizontal FOV in degrees.
+TEST_CAMERAS = {'realsense_d435': 69.0, 'kinect_v2': 84.1, 'azure_kinect': 90.0}
+
 BAG_KINDS = {kind.name: kind for kind in (
     BagKind('fov60', fov_deg=60.0),
     BagKind('fov70'),
@@ -80,6 +83,7 @@ BAG_KINDS = {kind.name: kind for kind in (
     BagKind('distorted', distortion=True),
     *(BagKind(f'occlusion{p}', occlusion=p / 100) for p in (10, 20, 30, 40)),
     BagKind('truncated', truncation=True),
+    *(BagKind(f'camera_{name}', fov_deg=fov) for name, fov in TEST_CAMERAS.items()),
 )}
 
 #: Group key -> (title, rows).
@@ -99,6 +103,9 @@ GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
         Row('confidence', 'off, clean', 'fov70', tuple(CONFIDENCE_OFF.items())),
         Row('confidence', 'on, 30 % occlusion', 'occlusion30'),
         Row('confidence', 'off, 30 % occlusion', 'occlusion30', tuple(CONFIDENCE_OFF.items())))),
+    'cameras': ('Held-out test cameras (RealSense D435, Kinect v2, Azure Kinect colour FOVs)', tuple(
+        Row('cameras', f'{name}, {mode}', f'camera_{name}', (('mode', mode),))
+        for name in TEST_CAMERAS for mode in ('single_frame', 'online'))),
     'mode': ('Single-frame vs online (RoboKeyGen Table V)', (
         Row('mode', 'single_frame, clean', 'fov70', (('mode', 'single_frame'),)),
         Row('mode', 'online, clean', 'fov70', (('mode', 'online'),)),

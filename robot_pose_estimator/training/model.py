@@ -3,9 +3,11 @@ and a keypoint-conditioned joint-angle head.
 
 Why the angle head reads the keypoints: a global-pool regression head did not learn the angles
 on synthetic Panda data (issue 4), because with a random camera azimuth joint 1 only shows in the
-image *relative* to the base keypoints. Here the head sees, per keypoint, its 2D position
-(normalised for translation and scale of the robot in the crop), its confidence and the decoder
-features pooled under its heatmap, plus a global feature vector. Angles are predicted as
+image *relative* to the base keypoints. Here the head sees, per keypoint, its 2D position (a
+soft-argmax around the heatmap's argmax, normalised for translation and scale of the robot in
+the crop), its confidence and the decoder features pooled under its heatmap, plus a global
+feature vector; its geometric part is pre-trained on synthetic URDF projections (``train``),
+so it is a usable prior before the heatmaps are accurate. Angles are predicted as
 (sin, cos) of the offset from each joint's range centre, so ``atan2`` returns values within
 ``centre +- pi``, which covers any joint range up to one full turn.
 
