@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``robot-pose-estimator bench``: latency benchmarks that print JSON lines (never test assertions).
 
 --geometry  the core pipeline after the network (decode -> filter -> NCCS -> FK -> EPnP -> refine)
@@ -8,13 +22,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from collections.abc import Callable
+import json
 from pathlib import Path
+import time
 
 import numpy as np
-
 from robot_pose_estimator.config import default_config_path, load_config
 
 

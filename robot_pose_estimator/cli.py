@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The ``robot-pose-estimator`` command: one entry point, one subcommand per job.
 
 Subcommands import their modules lazily, so the core commands work without the training extra
@@ -6,10 +20,10 @@ Subcommands import their modules lazily, so the core commands work without the t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 import importlib
 import sys
-from dataclasses import dataclass
-from collections.abc import Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -17,7 +31,7 @@ class Subcommand:
     """Where a subcommand's argument builder and runner live."""
 
     name: str
-    help: str
+    summary: str
     module: str
     add_arguments: str
     run: str
@@ -62,12 +76,12 @@ def _load(sub: Subcommand, attribute: str) -> Callable:
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The full parser; only the chosen subcommand's module is imported."""
+    """Build the full parser; only the chosen subcommand's module is imported."""
     parser = argparse.ArgumentParser(prog='robot-pose-estimator', description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     chosen = next((a for a in argv if not a.startswith('-')), None)
     for sub in SUBCOMMANDS:
-        sub_parser = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
+        sub_parser = subparsers.add_parser(sub.name, help=sub.summary, description=sub.summary)
         if sub.name == chosen:
             _load(sub, sub.add_arguments)(sub_parser)
             sub_parser.set_defaults(handler=sub)

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Load the per-robot params YAML (a ROS 2 ``--params-file``) into plain dataclasses.
 
 The ROS node, the CLI commands and the tests all read the same file, so there is one source of
@@ -9,9 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from robot_pose_estimator.core.robot_model import KeypointSpec
+import yaml
 
 PACKAGE_NAME = 'robot_pose_estimator'
 DEFAULT_NODE_NAME = 'robot_pose_estimator'
@@ -84,7 +97,7 @@ def resolve_path(path: str | Path, relative_to: Path | None = None) -> Path:
 
 
 def _share_directory() -> Path | None:
-    """The installed share/robot_pose_estimator directory, when the package is installed by colcon/pip."""
+    """Return the installed share/robot_pose_estimator directory, when colcon/pip installed the package."""
     try:
         from ament_index_python.packages import get_package_share_directory
         return Path(get_package_share_directory(PACKAGE_NAME))
@@ -93,12 +106,12 @@ def _share_directory() -> Path | None:
 
 
 def default_config_path() -> Path:
-    """The bundled Panda config."""
+    """Return the path of the bundled Panda config."""
     return resolve_path('config/panda.yaml')
 
 
 def load_parameters(path: str | Path, node_name: str = DEFAULT_NODE_NAME) -> dict[str, Any]:
-    """The ros__parameters mapping of a params file (for node_name, '/**', or the only node)."""
+    """Read the ros__parameters mapping of a params file (for node_name, '/**', or the only node)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'config file not found: {path}')

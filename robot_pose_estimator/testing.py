@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Test fixtures shipped with the package: small ONNX models and ideal synthetic views.
 
 Small ONNX models that follow the inference contract, for the unit and ROS system tests.
@@ -10,22 +24,21 @@ test can switch detection off and on through the image alone. Needs the ``onnx``
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Mapping
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
-
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import look_at, transform_points
 from robot_pose_estimator.inference.base import (
-    HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, InferenceOutput, ModelMetadata)
+    HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
+)
 
 if TYPE_CHECKING:
     from robot_pose_estimator.config import RobotConfig
@@ -38,7 +51,7 @@ IR_VERSION = 8   # readable by every onnxruntime >= 1.17 and TensorRT 10
 
 def metadata_for(robot_config: RobotConfig, input_size: tuple[int, int],
                  robot_name: str = 'panda') -> dict[str, str]:
-    """The ``metadata_props`` dict for a robot config and an input size (H, W)."""
+    """Build the ``metadata_props`` dict for a robot config and an input size (H, W)."""
     return ModelMetadata(
         robot_name=robot_name,
         keypoint_names=tuple(k.name for k in robot_config.keypoints),
@@ -53,7 +66,7 @@ def metadata_for(robot_config: RobotConfig, input_size: tuple[int, int],
 
 
 def gate_for(image_rgb_input: np.ndarray) -> float:
-    """The brightness gate the test model applies to a (H, W, 3) uint8 network-input image."""
+    """Compute the brightness gate the test model applies to a (H, W, 3) uint8 network-input image."""
     return float(np.clip(2.0 * image_rgb_input.astype(np.float64).mean() / 255.0, 0.0, 1.0))
 
 
@@ -176,7 +189,7 @@ class Scene:
 
 def random_scene(robot: RobotModel, rng: np.random.Generator, distorted: bool = False,
                  distance: tuple[float, float] = (1.0, 3.0), fov: tuple[float, float] = (45.0, 100.0)) -> Scene:
-    """A random arm pose seen by a camera 1-3 m away, 5-45 deg up, looking at the arm's centre."""
+    """Draw a random arm pose seen by a camera 1-3 m away, 5-45 deg up, looking at the arm's centre."""
     q = robot.sample(rng)
     points = robot.keypoints(q)
     centre = points.mean(axis=0) + rng.normal(0.0, 0.05, 3)
@@ -243,7 +256,7 @@ class IdealHeatmapBackend:
 
     def show(self, scene: Scene, joint_angles: np.ndarray | None = None,
              pixel_noise: np.ndarray | None = None) -> None:
-        """What the next infer() calls see: the scene, the network's angles and 2D noise (px)."""
+        """Set what the next infer() calls see: the scene, the network's angles and 2D noise (px)."""
         self.scene = scene
         self.joint_angles = scene.q if joint_angles is None else joint_angles
         self.pixel_noise = np.zeros_like(scene.pixels) if pixel_noise is None else pixel_noise

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """rosbag2 round trip through evaluation.bag: images, camera info and ground truth by stamp."""
 from __future__ import annotations
 
@@ -7,6 +21,7 @@ import numpy as np
 import pytest
 
 from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.images import ImageConversionError
 from robot_pose_estimator.core.transforms import invert_transform, make_transform, rotvec_to_matrix
 from robot_pose_estimator.evaluation import bag as bagio
 
@@ -18,7 +33,7 @@ PERIOD_NS = 33_333_333
 
 
 def _image(i: int, width: int = 32, height: int = 24) -> np.ndarray:
-    """A smooth RGB gradient that survives JPEG within a few grey levels."""
+    """Make a smooth RGB gradient that survives JPEG within a few grey levels."""
     u, v = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
     rgb = np.stack([u * 200, v * 200, np.full_like(u, 40 + 20 * i)], axis=-1)
     return rgb.astype(np.uint8)
@@ -135,7 +150,7 @@ def test_raw_encodings_with_row_padding():
     np.testing.assert_array_equal(bagio.image_to_rgb(_Raw(mono16, 'mono16', 12, bigendian=True))[..., 1], mono)
     short_rows = _Raw(rgb, 'rgb8', 15)
     short_rows.step = 10  # less than 5 px * 3 bytes
-    with pytest.raises(bagio.BagError, match='step'):
+    with pytest.raises(ImageConversionError, match='step'):
         bagio.image_to_rgb(short_rows)
-    with pytest.raises(bagio.BagError, match='unsupported image encoding'):
+    with pytest.raises(ImageConversionError, match='unsupported image encoding'):
         bagio.image_to_rgb(_Raw(rgb, 'yuv422', 15))

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """demo: a make-bag bag through the live node process over DDS agrees with offline evaluate.
 
 The test model (``robot_pose_estimator.testing``) shows the arm as in the bag's first frame, so
@@ -38,7 +52,7 @@ FRAMES = 12
 
 
 def model_showing(path: Path, config: EstimatorConfig, q: np.ndarray, T: np.ndarray, camera: CameraModel) -> Path:
-    """A constant test model whose heatmaps and angles show the arm at (q, T) in the full frame."""
+    """Write a constant test model whose heatmaps and angles show the arm at (q, T) in the full frame."""
     robot = RobotModel.from_config(config)
     pixels = camera.project(robot.keypoints(q) @ T[:3, :3].T + T[:3, 3])
     letterbox = letterbox_transform((camera.width, camera.height), (INPUT_SIZE[1], INPUT_SIZE[0]))

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The whole per-frame pipeline on exact and noisy synthetic data (issue #2 acceptance)."""
 from __future__ import annotations
 
@@ -6,15 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.estimator import Estimator, PipelineSettings
 from robot_pose_estimator.core.pose_solver import SolverOptions
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import rotation_angle_deg, transform_points
-from robot_pose_estimator.testing import HEIGHT, WIDTH, IdealHeatmapBackend, random_scene
+from robot_pose_estimator.testing import HEIGHT, IdealHeatmapBackend, random_scene, WIDTH
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +38,7 @@ def robot() -> RobotModel:
 
 def make_estimator(robot, **settings) -> tuple[Estimator, IdealHeatmapBackend]:
     backend = IdealHeatmapBackend(robot)
-    defaults = dict(mode='single_frame', coarse_to_fine=False)
+    defaults = {'mode': 'single_frame', 'coarse_to_fine': False}
     defaults.update(settings)
     return Estimator(backend, robot, PipelineSettings(**defaults)), backend
 

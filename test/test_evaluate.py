@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """evaluate end to end: a bag with ground truth -> Estimator (real ONNX path) -> metrics and files.
 
 The ADD is recomputed here independently: ground truth straight from the bag's topics with
@@ -11,9 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_typestore
-
 from robot_pose_estimator.config import EstimatorConfig, load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
@@ -22,6 +33,8 @@ from robot_pose_estimator.core.transforms import make_transform, matrix_from_qua
 from robot_pose_estimator.evaluation import bag as bagio
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag
 from robot_pose_estimator.testing import metadata_for, write_test_model
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import get_typestore, Stores
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / 'config' / 'panda.yaml'
@@ -38,7 +51,7 @@ def config() -> EstimatorConfig:
 
 def write_model_for(path: Path, config: EstimatorConfig, q: np.ndarray, T_camera_base: np.ndarray,
                     camera: CameraModel, angle_error_rad: float = 0.02) -> Path:
-    """A test model (brightness-gated constant output) whose heatmaps show the arm at (q, T)."""
+    """Write a test model (brightness-gated constant output) whose heatmaps show the arm at (q, T)."""
     robot = RobotModel.from_config(config)
     pixels = camera.project(robot.keypoints(q) @ T_camera_base[:3, :3].T + T_camera_base[:3, 3])
     letterbox = letterbox_transform((camera.width, camera.height), (INPUT_SIZE[1], INPUT_SIZE[0]))

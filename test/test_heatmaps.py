@@ -1,13 +1,27 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Heatmap decoding, confidence filtering and crop/letterbox geometry (core/heatmaps.py)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
-
 from robot_pose_estimator.core.heatmaps import (
-    CropTransform, apply_crop, box_from_points, crop_transform, decode_heatmaps, filter_by_confidence,
-    heatmap_to_input, input_to_heatmap, letterbox_transform, render_gaussian_heatmaps)
+    apply_crop, box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, heatmap_to_input,
+    input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
+)
 
 
 # ---------------------------------------------------------------- decoding
@@ -211,7 +225,7 @@ def test_transform_round_trip(transform):
 
 
 def _blob_image(centre: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
-    """A (H, W, 3) uint8 image with a bright Gaussian blob at ``centre``."""
+    """Make a (H, W, 3) uint8 image with a bright Gaussian blob at ``centre``."""
     blob = render_gaussian_heatmaps(centre[None], (size[1], size[0]), sigma)[0]
     return np.repeat((blob * 255).round().astype(np.uint8)[:, :, None], 3, axis=2)
 

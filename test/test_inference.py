@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Inference backends, the model metadata contract and preprocessing (robot_pose_estimator/inference)."""
 from __future__ import annotations
 
@@ -9,19 +23,21 @@ import types
 
 import numpy as np
 import pytest
-
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.heatmaps import (
-    apply_crop, decode_heatmaps, input_to_heatmap, letterbox_transform, render_gaussian_heatmaps)
-from robot_pose_estimator.inference.base import METADATA_KEYS, Backend, ModelLoadError, ModelMetadata
+    apply_crop, decode_heatmaps, input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
+)
+from robot_pose_estimator.inference.base import Backend, METADATA_KEYS, ModelLoadError, ModelMetadata
 from robot_pose_estimator.inference.factory import create_backend, engine_path_for, find_cached_engine
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
 from robot_pose_estimator.inference.preprocessing import peaks_to_original, preprocess
 from robot_pose_estimator.inference.tensorrt_backend import (
-    TensorRTBackend, TensorRTUnavailable, current_gpu_name, load_engine_metadata, onnx_path_for,
-    sanitise_gpu_name, sidecar_path)
+    current_gpu_name, load_engine_metadata, onnx_path_for, sanitise_gpu_name, sidecar_path, TensorRTBackend,
+    TensorRTUnavailable
+)
 from robot_pose_estimator.testing import (
-    BAD_MODEL_KINDS, IMAGENET_MEAN, IMAGENET_STD, gate_for, metadata_for, write_bad_model, write_test_model)
+    BAD_MODEL_KINDS, gate_for, IMAGENET_MEAN, IMAGENET_STD, metadata_for, write_bad_model, write_test_model
+)
 
 INPUT_HW = (128, 160)
 HEATMAP_HW = (32, 40)
@@ -261,6 +277,7 @@ def test_tensorrt_backend_matches_onnxruntime(tmp_path, robot_config, heatmaps):
 # makes, so the host-side logic (I/O checks, batch fixing, FP16 conversion, buffers) is exercised.
 
 class _FakeCuda:
+
     def __init__(self):
         self.memory: dict[int, bytearray] = {}
 
@@ -300,7 +317,7 @@ _DataType = enum.Enum('DataType', 'FLOAT HALF INT8')
 
 
 def _fake_tensorrt(cuda, tensors):
-    """A tensorrt module whose engine outputs heatmaps = mean(input) and angles = 0, 1, 2, ..."""
+    """Fake a tensorrt module whose engine outputs heatmaps = mean(input) and angles = 0, 1, 2, ..."""
     trt = types.ModuleType('tensorrt')
     trt.TensorIOMode, trt.DataType = _TensorIOMode, _DataType
     trt.nptype = {_DataType.FLOAT: np.float32, _DataType.HALF: np.float16}.__getitem__
@@ -312,6 +329,7 @@ def _fake_tensorrt(cuda, tensors):
             pass
 
     class Context:
+
         def __init__(self):
             self.shapes = {name: shape for name, (_, shape, _) in tensors.items()}
             self.addresses = {}
@@ -328,6 +346,7 @@ def _fake_tensorrt(cuda, tensors):
 
         def execute_async_v3(self, stream_handle):
             assert stream_handle == 42 and -1 not in self.shapes['image']
+
             def array(name):
                 dtype = trt.nptype(tensors[name][2])
                 return np.frombuffer(cuda.memory[self.addresses[name]], dtype).reshape(self.shapes[name])
@@ -357,6 +376,7 @@ def _fake_tensorrt(cuda, tensors):
             return Context()
 
     class Runtime:
+
         def __init__(self, logger):
             pass
 

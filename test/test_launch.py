@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """launch_testing test of launch/robot_pose_estimator.launch.py (on a ROS 2 install; skipped without).
 
 The launch file starts the estimator (and robot_state_publisher when installed) in the
@@ -15,7 +29,7 @@ import pytest
 pytest.importorskip('launch_testing')
 pytest.importorskip('launch_ros')
 
-from ament_index_python.packages import PackageNotFoundError, get_package_prefix  # noqa: E402
+from ament_index_python.packages import get_package_prefix, PackageNotFoundError  # noqa: E402, I100
 from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
@@ -23,13 +37,12 @@ import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
-from ros_helpers import HEIGHT, WIDTH, grey_image, write_scene_model  # noqa: E402
+from robot_pose_estimator.config import load_config, load_parameters  # noqa: E402
+from robot_pose_estimator.ros.conversions import rgb_to_image  # noqa: E402
+from ros_helpers import grey_image, HEIGHT, WIDTH, write_scene_model  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 import yaml  # noqa: E402
-
-from robot_pose_estimator.config import load_config, load_parameters  # noqa: E402
-from robot_pose_estimator.ros.conversions import rgb_to_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / 'launch' / 'robot_pose_estimator.launch.py'

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The launch file's own logic, runnable without ROS launch installed.
 
 ``launch``/``launch_ros`` are replaced by minimal recorders so that the nodes the launch file
@@ -12,10 +26,9 @@ import sys
 import types
 
 import pytest
-import yaml
-
 from robot_pose_estimator.config import load_parameters
 from robot_pose_estimator.ros.launch_support import flatten_parameters, robot_description
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / 'launch' / 'robot_pose_estimator.launch.py'

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """System test: ``robot_pose_estimator_node`` as a subprocess, driven over real DDS on loopback.
 
 The node runs with config/panda.yaml and a test model whose heatmaps show a known Panda pose
@@ -25,20 +39,19 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 pytest.importorskip('tf2_msgs')
 
-from builtin_interfaces.msg import Time  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402, I100
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
-from ros_helpers import GREY, HEIGHT, WIDTH, grey_image, write_scene_model  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState  # noqa: E402
-from tf2_msgs.msg import TFMessage  # noqa: E402
-
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.transforms import matrix_from_quaternion, rotation_angle_deg  # noqa: E402
 from robot_pose_estimator.ros.conversions import rgb_to_compressed, rgb_to_image  # noqa: E402
 from robot_pose_estimator.testing import write_bad_model  # noqa: E402
+from ros_helpers import GREY, grey_image, HEIGHT, WIDTH, write_scene_model  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / 'config' / 'panda.yaml'

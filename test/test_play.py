@@ -1,10 +1,24 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """play: a bag's image and camera_info topics published over DDS, paced by rate or by the node's output."""
 from __future__ import annotations
 
+from pathlib import Path
 import random
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +28,10 @@ rclpy = pytest.importorskip('rclpy')
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, JointState  # noqa: E402
-
 from robot_pose_estimator.core.camera import CameraModel  # noqa: E402
 from robot_pose_estimator.evaluation import bag as bagio  # noqa: E402
 from robot_pose_estimator.evaluation.play import play_bag  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, JointState  # noqa: E402
 
 pytestmark = pytest.mark.ros
 STAMPS = [1_700_000_000_000_000_000 + i * 50_000_000 for i in range(4)]

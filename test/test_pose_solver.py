@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """EPnP + Levenberg-Marquardt on NCCS keypoints: exact recovery, noise, outliers and bad input.
 
 Scenes: random Panda joint angles within the limits, a camera 1-3 m from the arm looking at it
@@ -8,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.pose_solver import (
-    PoseSolution, SolveStatus, SolverOptions, refine, solve, solve_epnp)
+from robot_pose_estimator.core.pose_solver import PoseSolution, refine, solve, solve_epnp, SolverOptions, SolveStatus
 from robot_pose_estimator.core.robot_model import RobotModel
-from robot_pose_estimator.core.transforms import look_at, make_transform, rotation_angle_deg, rotvec_to_matrix, \
-    transform_points
+from robot_pose_estimator.core.transforms import (
+    look_at, make_transform, rotation_angle_deg, rotvec_to_matrix, transform_points
+)
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 640, 480
@@ -60,13 +73,13 @@ def random_scene(robot: RobotModel, rng: np.random.Generator) -> Scene:
 
 def noisy_prior(robot: RobotModel, rng: np.random.Generator, q: np.ndarray, low_deg: float,
                 high_deg: float) -> np.ndarray:
-    """The 'network's' angles: each joint off by low..high degrees, either sign, inside the limits."""
+    """Make the 'network's' angles: each joint off by low..high degrees, either sign, inside the limits."""
     error = np.radians(rng.uniform(low_deg, high_deg, q.shape)) * rng.choice([-1.0, 1.0], q.shape)
     return robot.clip(q + error)
 
 
 def errors(scene: Scene, solution: PoseSolution) -> tuple[float, float, float]:
-    """Translation (m), rotation (deg) and worst joint (deg) errors."""
+    """Return the translation (m), rotation (deg) and worst joint (deg) errors."""
     T = solution.T_camera_base
     return (float(np.linalg.norm(T[:3, 3] - scene.T[:3, 3])), float(rotation_angle_deg(T[:3, :3], scene.T[:3, :3])),
             float(np.degrees(np.abs(solution.joint_positions - scene.q)).max()))
@@ -79,8 +92,11 @@ def add(robot: RobotModel, scene: Scene, solution: PoseSolution, metric: np.ndar
 
 
 def test_exact_keypoints_recover_pose_and_angles(panda):
-    """EPnP on FK of 5-10 deg wrong angles, then pose+angle LM: 1 mm / 0.1 deg / 0.1 deg on >= 98%,
-    and every case that misses is reported, never returned as OK."""
+    """Recover pose and angles from exact keypoints: EPnP on FK of 5-10 deg wrong angles, then LM.
+
+    Pose+angle LM reaches 1 mm / 0.1 deg / 0.1 deg on >= 98%, and every case that misses is
+    reported, never returned as OK.
+    """
     rng = np.random.default_rng(0)
     recovered, silent = 0, []
     for index in range(200):
@@ -117,7 +133,7 @@ def test_exact_pose_from_distorted_pixels(panda):
 
 
 def test_two_pixel_noise_joint_refinement_beats_pose_only(panda, config):
-    """RoboPEPP's recipe (trust the angles, fit the pose) against fitting the angles too."""
+    """Compare RoboPEPP's recipe (trust the angles, fit the pose) with fitting the angles too."""
     rng = np.random.default_rng(2)
     metric = np.array([panda.keypoint_names.index(name) for name in config.robot.metric_keypoints])
     add_pose, add_joints, ok_joints = [], [], 0

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Synthetic renderer: exact camera model, label consistency, framing, determinism, dataset format."""
 from __future__ import annotations
 
@@ -8,14 +22,14 @@ import pytest
 
 pybullet = pytest.importorskip('pybullet')
 
-from robot_pose_estimator.config import REPO_ROOT, load_config  # noqa: E402
+from robot_pose_estimator.config import load_config, REPO_ROOT  # noqa: E402
 from robot_pose_estimator.core.heatmaps import CropTransform  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
-from robot_pose_estimator.training.dataset import SHARD_KEYS, load_shard, open_dataset  # noqa: E402
-from robot_pose_estimator.training.render import (CROP, FULL, FULL_FRAME_SIZE, AdaptiveJointSampler,  # noqa: E402
-                                                  Randomization, Renderer, frame_sample, intrinsics_for_crop,
-                                                  look_at, project, projection_matrix, render_dataset,
-                                                  render_sample, sample_camera, view_matrix)
+from robot_pose_estimator.training.dataset import load_shard, open_dataset, SHARD_KEYS  # noqa: E402
+from robot_pose_estimator.training.render import (  # noqa: E402
+    AdaptiveJointSampler, CROP, frame_sample, FULL, FULL_FRAME_SIZE, intrinsics_for_crop, look_at, project,
+    projection_matrix, Randomization, render_dataset, render_sample, Renderer, sample_camera, view_matrix
+)
 
 PANDA = REPO_ROOT / 'config' / 'panda.yaml'
 KUKA = REPO_ROOT / 'config' / 'kuka_iiwa.yaml'
@@ -42,7 +56,7 @@ def kuka():
 
 
 def _whole_robot_camera(robot, q, rng, size=SIZE):
-    """A camera far enough that the whole arm is in view, with an off-centre principal point."""
+    """Place a camera far enough that the whole arm is in view, with an off-centre principal point."""
     K, T = sample_camera(rng, robot, q, (size, size), fov_range_deg=(60, 70), distance_range=(2.6, 2.8),
                          target_jitter=0.02)
     return K, T

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Message conversions, diagnostics statistics and the debug overlay (no DDS traffic)."""
 from __future__ import annotations
 
@@ -10,21 +24,21 @@ import pytest
 
 pytest.importorskip('sensor_msgs')
 
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402, I100
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion  # noqa: E402
 from robot_pose_estimator.core.types import Estimate  # noqa: E402
-from robot_pose_estimator.ros.conversions import (SUPPORTED_ENCODINGS, ImageConversionError,  # noqa: E402
-                                                  camera_info_to_model, compressed_to_rgb, diagnostic_array,
-                                                  diagnostic_status, estimate_to_joint_state, estimate_to_pose,
-                                                  estimate_to_transform, image_to_rgb, rgb_to_compressed,
-                                                  rgb_to_image, stamp_to_seconds)
-from robot_pose_estimator.ros.diagnostics import (OK, STALE, WARN, FrameRecord, FrameStatistics,  # noqa: E402
-                                                  status_level)
-from robot_pose_estimator.ros.overlay import USED, draw_overlay, skeleton_edges  # noqa: E402
+from robot_pose_estimator.ros.conversions import (  # noqa: E402
+    camera_info_to_model, compressed_to_rgb, diagnostic_array, diagnostic_status, estimate_to_joint_state,
+    estimate_to_pose, estimate_to_transform, image_to_rgb, ImageConversionError, rgb_to_compressed, rgb_to_image,
+    stamp_to_seconds, SUPPORTED_ENCODINGS
+)
+from robot_pose_estimator.ros.diagnostics import (  # noqa: E402
+    FrameRecord, FrameStatistics, OK, STALE, status_level, WARN
+)
+from robot_pose_estimator.ros.overlay import draw_overlay, skeleton_edges, USED  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 
 H, W = 48, 64
 
@@ -45,7 +59,7 @@ def grey_of(rgb: np.ndarray) -> np.ndarray:
 def test_every_encoding_round_trips(rgb, encoding):
     header = Header(frame_id='cam')
     msg = rgb_to_image(rgb, encoding, header)
-    channels = {'mono8': 1, 'mono16': 1, '16UC1': 1, 'rgba8': 4, 'bgra8': 4}.get(encoding, 3)
+    channels = {'mono8': 1, '8UC1': 1, 'mono16': 1, '16UC1': 1, 'rgba8': 4, 'bgra8': 4}.get(encoding, 3)
     depth = 2 if '16' in encoding else 1
     assert (msg.width, msg.height, msg.step, msg.encoding) == (W, H, W * channels * depth, encoding)
     assert len(msg.data) == msg.step * H and msg.header.frame_id == 'cam'

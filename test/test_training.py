@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Network, training loop, ONNX export and engine building at toy scale (64x64, tiny width).
 
 The dataset is synthesised here in the shard format (a coloured disc per keypoint on noise), so
@@ -17,16 +31,17 @@ torch = pytest.importorskip('torch')
 
 from robot_pose_estimator.config import default_config_path, load_config  # noqa: E402
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, render_gaussian_heatmaps  # noqa: E402
+from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.inference.base import METADATA_KEYS  # noqa: E402
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from robot_pose_estimator.training.dataset import SHARD_KEYS, write_shard  # noqa: E402
 from robot_pose_estimator.training.engine import build_engine, run_build_engine  # noqa: E402
 from robot_pose_estimator.training.export import export_onnx, write_model_card  # noqa: E402
-from robot_pose_estimator.training.model import ExportModel, ModelConfig, PoseNet, count_parameters  # noqa: E402
-from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
+from robot_pose_estimator.training.model import count_parameters, ExportModel, ModelConfig, PoseNet  # noqa: E402
 from robot_pose_estimator.training.train import (  # noqa: E402
-    ShardSource, ShardStream, angle_loss, heatmap_loss, heatmap_targets, joint_centres, load_checkpoint,
-    pretrain_angle_head, random_masking, resize_samples, synthetic_keypoints, to_input_tensor, train)
+    angle_loss, heatmap_loss, heatmap_targets, joint_centres, load_checkpoint, pretrain_angle_head, random_masking,
+    resize_samples, ShardSource, ShardStream, synthetic_keypoints, to_input_tensor, train
+)
 
 SOURCE_SIZE = 96   # rendered size; training runs at 64, so the resize path is exercised too
 INPUT_SIZE = 64

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Camera intrinsics and the pixel <-> NCCS mapping (normalised camera coordinates x/z, y/z).
 
 The pose solver never sees pixels: detected keypoints are undistorted and divided by the focal
@@ -6,8 +20,8 @@ orders follow ``sensor_msgs/CameraInfo`` (which OpenCV shares).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+import math
 
 import cv2
 import numpy as np
@@ -59,7 +73,7 @@ class CameraModel:
     def from_fov(cls, width: int, height: int, horizontal_fov_deg: float,
                  D: np.ndarray | Sequence[float] | None = None,
                  distortion_model: str = PLUMB_BOB) -> CameraModel:
-        """A camera with square pixels, the principal point at the image centre and the given FOV."""
+        """Make a camera with square pixels, the principal point at the image centre and the given FOV."""
         if not 0.0 < horizontal_fov_deg < 180.0:
             raise ValueError(f'horizontal_fov_deg must be in (0, 180), got {horizontal_fov_deg}')
         if width <= 0 or height <= 0:
@@ -166,8 +180,11 @@ def _projection_matrix(P: np.ndarray | Sequence[float]) -> np.ndarray:
 
 
 def _distortion(model: str, D: np.ndarray | Sequence[float] | None) -> tuple[str, np.ndarray]:
-    """Validate the model name and coefficient count. An empty model name with no (or all-zero)
-    coefficients, as uncalibrated drivers publish, means no distortion."""
+    """Validate the model name and coefficient count.
+
+    An empty model name with no (or all-zero) coefficients, as uncalibrated drivers publish, means
+    no distortion.
+    """
     D = np.zeros(0) if D is None else np.asarray(D, dtype=np.float64).ravel()
     if not np.all(np.isfinite(D)):
         raise ValueError(f'distortion coefficients contain NaN or inf: {D.tolist()}')

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The per-frame pipeline: image + camera -> joint angles and T_camera_base.
 
 The ROS node and offline evaluation both call ``Estimator.estimate`` unchanged, so their numbers
@@ -7,22 +21,22 @@ solution) -> Levenberg-Marquardt over pose and angles.
 """
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from robot_pose_estimator.core import pose_solver
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.heatmaps import (CropTransform, box_from_points, crop_transform,
-                                                decode_heatmaps, filter_by_confidence, heatmap_to_input,
-                                                letterbox_transform)
+from robot_pose_estimator.core.heatmaps import (
+    box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, heatmap_to_input,
+    letterbox_transform
+)
 from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
 from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution, Tracker, TrackerConfig
 from robot_pose_estimator.core.transforms import transform_points
-from robot_pose_estimator.core.types import ONLINE, SINGLE_FRAME, Estimate
+from robot_pose_estimator.core.types import Estimate, ONLINE, SINGLE_FRAME
 
 if TYPE_CHECKING:
     from robot_pose_estimator.config import EstimatorConfig
@@ -212,7 +226,7 @@ class Estimator:
         """
         settings = self.settings
         refine_joints = settings.refine_joint_angles and np.count_nonzero(used) >= settings.min_keypoints
-        common = dict(pixel_scale=camera.pixel_scale, refine_joints=refine_joints, options=settings.solver)
+        common = {'pixel_scale': camera.pixel_scale, 'refine_joints': refine_joints, 'options': settings.solver}
         if prior is not None:
             solution = pose_solver.solve(self.robot, q_network, nccs, used, T_init=prior.T_camera_base,
                                          q_init=prior.joint_positions, **common)

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Camera-to-base pose (and joint angles) from 2D keypoints in NCCS.
 
 Pipeline: forward kinematics of the network's angles -> EPnP on NCCS points (identity K, so the
@@ -10,14 +24,13 @@ frame (see EVIDENCE.md for why refining the angles pays).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
+import math
 from typing import NamedTuple
 
 import cv2
 import numpy as np
-
 from robot_pose_estimator.core.robot_model import RobotModel
 
 MIN_POINTS = 4                 # PnP needs at least 4 correspondences
@@ -111,7 +124,7 @@ class PoseSolution:
 
 def solve_epnp(points_base: np.ndarray, nccs: np.ndarray, ransac: bool = False,
                ransac_threshold: float = 0.03, ransac_iterations: int = 100) -> EpnpResult:
-    """EPnP (OpenCV) on NCCS points with identity intrinsics; optionally inside RANSAC.
+    """Solve EPnP (OpenCV) on NCCS points with identity intrinsics; optionally inside RANSAC.
 
     ``ransac_threshold`` is in NCCS units (pixels / focal). OpenCV's RANSAC is seeded
     internally, so results are deterministic.
@@ -178,7 +191,7 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
           pixel_scale: float, refine_joints: bool = False, ransac: bool = False,
           T_init: np.ndarray | None = None, q_init: np.ndarray | None = None,
           options: SolverOptions | None = None) -> PoseSolution:
-    """The per-frame solve: FK(q_init) -> EPnP (skipped when T_init is given) -> refine.
+    """Solve one frame: FK(q_init) -> EPnP (skipped when T_init is given) -> refine.
 
     ``q_prior`` are the network's angles; ``q_init`` (default ``q_prior``) and ``T_init`` let the
     online tracker start from the previous frame's solution (then ``ransac`` does not apply).
@@ -282,7 +295,7 @@ class _Problem:
         self._A[:, 1, 3] = 0.0
 
     def _geometry(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Used keypoints in the base frame and, when refining joints, their Jacobian wrt q."""
+        """Return the used keypoints in the base frame and, when refining joints, their Jacobian wrt q."""
         if not self.refine_joints:
             return self._points_fixed, None
         points, jacobian = self.robot.keypoints_and_jacobian(q)
@@ -390,8 +403,11 @@ class _Problem:
         return self._finish(SolveStatus.OK, R, t, q, state, iterations, '', joint_std)
 
     def _step(self, H: np.ndarray, g: np.ndarray, lam: float, q: np.ndarray) -> np.ndarray | None:
-        """Damped Gauss-Newton step; joints at a limit that the gradient pushes outward stay fixed
-        (an active set), so a minimum on a limit converges instead of inflating the damping."""
+        """Compute one damped Gauss-Newton step (None when the system is singular).
+
+        Joints at a limit that the gradient pushes outward stay fixed (an active set), so a minimum
+        on a limit converges instead of inflating the damping.
+        """
         A = H.copy()
         A.flat[::len(g) + 1] += lam * np.maximum(np.diag(H), 1e-9)
         b = -g

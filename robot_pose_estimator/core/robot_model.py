@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """URDF kinematics compiled into arrays: batched forward kinematics, keypoints and their Jacobian.
 
 The URDF is parsed once with yourdfpy; after that every query is a handful of vectorised numpy
@@ -6,10 +20,10 @@ Jacobian on every iteration of every frame.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -173,7 +187,7 @@ class RobotModel:
 
     @classmethod
     def from_config(cls, config: EstimatorConfig) -> RobotModel:
-        """The robot of an EstimatorConfig: its URDF, keypoints and predicted joints."""
+        """Load the robot of an EstimatorConfig: its URDF, keypoints and predicted joints."""
         if config.robot is None:
             raise ValueError('config has no robot section (keypoints and joint names)')
         return cls.from_urdf(config.urdf_path, config.robot.keypoints, config.robot.joint_names)

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The online-mode state machine (RoboKeyGen's temporal initialisation), deterministic and pure.
 
 While tracking, the previous frame's solution seeds the current one: it gives the crop box, the
@@ -77,7 +91,7 @@ class Tracker:
         self._last_stamp = None
 
     def prior_for(self, stamp: float) -> TrackedSolution | None:
-        """The solution that seeds the frame at ``stamp``, or None for a single-frame solve.
+        """Return the solution that seeds the frame at ``stamp``, or None for a single-frame solve.
 
         A stamp going backwards or a gap longer than max_gap_s ends tracking here, before the
         frame is processed, so a stale pose never seeds a new sequence.

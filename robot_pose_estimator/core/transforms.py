@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Small SE(3)/SO(3) helpers shared by the solver, the tracker, evaluation and the ROS adapter.
 
 Conventions: 4x4 homogeneous transforms ``T_a_b`` map points from frame b into frame a;
@@ -10,7 +24,7 @@ import numpy as np
 
 
 def make_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The 4x4 homogeneous transform with rotation R (3x3) and translation t (3,)."""
+    """Build the 4x4 homogeneous transform with rotation R (3x3) and translation t (3,)."""
     T = np.eye(4)
     T[:3, :3] = R
     T[:3, 3] = np.asarray(t, dtype=float).reshape(3)
@@ -32,8 +46,11 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """T_camera_base of an optical-frame camera (z forward, x right, y down) at ``eye`` looking at
-    ``target``, both in the base frame, with image 'up' toward ``up`` (another axis when parallel)."""
+    """Return T_camera_base of a camera at ``eye`` looking at ``target``.
+
+    The camera frame is optical (z forward, x right, y down), ``eye`` and ``target`` are in the base
+    frame and image 'up' points toward ``up`` (another axis when parallel).
+    """
     eye = np.asarray(eye, dtype=float)
     z = np.asarray(target, dtype=float) - eye
     z /= np.linalg.norm(z)

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Read and write rosbag2 bags (MCAP or sqlite3) with ``rosbags``: no ROS installation needed.
 
 A bag for evaluation holds an image topic (``sensor_msgs/Image`` or ``CompressedImage``), its
@@ -16,12 +30,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-
 from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb  # noqa: F401 (API)
 from robot_pose_estimator.core.transforms import (
-    invert_transform, make_transform, matrix_from_quaternion, quaternion_from_matrix)
+    invert_transform, make_transform, matrix_from_quaternion, quaternion_from_matrix
+)
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import get_typestore, Stores
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 
@@ -38,16 +53,6 @@ DEFAULT_GT_JOINT_STATES_TOPIC = '/ground_truth/joint_states'
 DEFAULT_GT_TF_TOPIC = '/ground_truth/tf'
 DEFAULT_CAMERA_FRAME = 'camera_color_optical_frame'
 
-#: Raw image encoding -> (channels, bytes per channel, cv2 conversion to RGB or None).
-_ENCODINGS: dict[str, tuple[int, int, int | None]] = {
-    'rgb8': (3, 1, None), 'bgr8': (3, 1, cv2.COLOR_BGR2RGB),
-    'rgba8': (4, 1, cv2.COLOR_RGBA2RGB), 'bgra8': (4, 1, cv2.COLOR_BGRA2RGB),
-    'mono8': (1, 1, cv2.COLOR_GRAY2RGB), '8UC1': (1, 1, cv2.COLOR_GRAY2RGB),
-    '8UC3': (3, 1, cv2.COLOR_BGR2RGB),  # OpenCV's layout, as cv_bridge writes it
-    'rgb16': (3, 2, None), 'bgr16': (3, 2, cv2.COLOR_BGR2RGB),
-    'mono16': (1, 2, cv2.COLOR_GRAY2RGB), '16UC1': (1, 2, cv2.COLOR_GRAY2RGB),
-}
-
 
 class BagError(ValueError):
     """A bag that lacks what evaluation needs; the message names the topic or field."""
@@ -62,8 +67,8 @@ def stamp_to_ns(stamp: Any) -> int:
 
 def ns_to_time(ns: int) -> Any:
     """Integer nanoseconds -> builtin_interfaces/Time."""
-    return TYPESTORE.types['builtin_interfaces/msg/Time'](sec=int(ns // 1_000_000_000),
-                                                            nanosec=int(ns % 1_000_000_000))
+    return TYPESTORE.types['builtin_interfaces/msg/Time'](
+        sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
 def header(stamp_ns: int, frame_id: str) -> Any:
@@ -71,32 +76,6 @@ def header(stamp_ns: int, frame_id: str) -> Any:
 
 
 # --- message <-> numpy --------------------------------------------------------------------------
-
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> RGB uint8 (H, W, 3). 16-bit images keep their high byte."""
-    if msg.encoding not in _ENCODINGS:
-        raise BagError(f'unsupported image encoding {msg.encoding!r}; supported: {", ".join(_ENCODINGS)}')
-    channels, depth, code = _ENCODINGS[msg.encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = width * channels * depth
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if step < row_bytes or data.size != step * height:
-        raise BagError(f'image {width}x{height} {msg.encoding}: step {step} and {data.size} data bytes '
-                       f'do not fit (need step >= {row_bytes} and data = step * height)')
-    rows = data.reshape(height, step)[:, :row_bytes]
-    if depth == 2:
-        rows = (rows.view('>u2' if msg.is_bigendian else '<u2') >> 8).astype(np.uint8)
-    pixels = rows.reshape(height, width, channels)
-    return np.ascontiguousarray(pixels) if code is None else cv2.cvtColor(pixels, code)
-
-
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> RGB uint8 (H, W, 3)."""
-    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BagError(f'cannot decode compressed image (format {msg.format!r}, {len(msg.data)} bytes)')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
 
 def rgb_to_compressed(rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: int = 90) -> Any:
     """RGB uint8 -> sensor_msgs/CompressedImage (JPEG)."""
@@ -125,7 +104,7 @@ def camera_info_to_model(msg: Any) -> CameraModel:
 
 
 def camera_info_msg(camera: CameraModel, stamp_ns: int, frame_id: str) -> Any:
-    """CameraModel -> sensor_msgs/CameraInfo with R = I and P = [K | 0]."""
+    """Convert a CameraModel to sensor_msgs/CameraInfo with R = I and P = [K | 0]."""
     types = TYPESTORE.types
     P = np.zeros((3, 4))
     P[:, :3] = camera.K
@@ -144,7 +123,7 @@ def joint_state_msg(names: Sequence[str], positions: np.ndarray, stamp_ns: int) 
 
 
 def tf_msg(T_parent_child: np.ndarray, parent: str, child: str, stamp_ns: int) -> Any:
-    """A TFMessage with one transform parent -> child (T maps child points into parent)."""
+    """Build a TFMessage with one transform parent -> child (T maps child points into parent)."""
     types = TYPESTORE.types
     x, y, z = (float(v) for v in T_parent_child[:3, 3])
     qx, qy, qz, qw = (float(v) for v in quaternion_from_matrix(T_parent_child[:3, :3]))
@@ -350,7 +329,7 @@ class BagReader:
         self._camera_cache: dict[int, CameraModel] = {}
 
     def camera_at(self, stamp_ns: int) -> CameraModel:
-        """The camera model of the CameraInfo nearest in stamp."""
+        """Return the camera model of the CameraInfo nearest in stamp."""
         msg = self._camera_infos.nearest(stamp_ns, None)
         key = id(msg)
         if key not in self._camera_cache:

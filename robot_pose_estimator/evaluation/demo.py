@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``robot-pose-estimator demo``: the bundled bag through the real node process, scored live.
 
 The node (``robot_pose_estimator_node``) runs as a subprocess with the chosen params file, in a
@@ -19,26 +33,26 @@ at R times the recorded rate instead. Per-frame latency is measured image-on-the
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 import os
+from pathlib import Path
 import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from robot_pose_estimator.config import DEFAULT_NODE_NAME, default_config_path, load_config, resolve_path
+from robot_pose_estimator.config import default_config_path, DEFAULT_NODE_NAME, load_config, resolve_path
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.evaluation import metrics
 from robot_pose_estimator.evaluation.bag import (
-    COMPRESSED_IMAGE, DEFAULT_TOPICS, TYPESTORE, BagReader, BagTopics, stamp_to_ns, transform_to_matrix)
-from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord, Scorer, headline
+    BagReader, BagTopics, COMPRESSED_IMAGE, DEFAULT_TOPICS, stamp_to_ns, transform_to_matrix, TYPESTORE
+)
+from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord, headline, Scorer
 
 DEFAULT_BAG = 'test/data/demo_panda'
 DEFAULT_OUT = Path('out/demo')
@@ -77,7 +91,7 @@ class LiveOutputs:
 
 
 def node_command(config: Path, parameters: Mapping[str, Any], remaps: Mapping[str, str]) -> list[str]:
-    """The node's console script next to this Python (else the module), with params and remaps."""
+    """Build the node's command line: its console script next to this Python (else the module), params, remaps."""
     script = Path(sys.executable).parent / 'robot_pose_estimator_node'
     base = [str(script)] if script.exists() else [sys.executable, '-m', 'robot_pose_estimator.ros.node']
     command = base + ['--ros-args', '--params-file', str(config)]
@@ -244,7 +258,7 @@ class Recorder:
                 self._relay(stamp)
 
     def node_ready(self) -> bool:
-        """The node subscribes to the image and camera_info topics and advertises joint_states.
+        """Tell whether the node subscribes to the image and camera_info topics and advertises joint_states.
 
         Counted by node name: this recorder subscribes to the image topic too.
         """
@@ -336,7 +350,7 @@ def _camera_base(tf: tuple[str, str, np.ndarray], base_frame: str) -> np.ndarray
 
 
 def _diagnostic_numbers(values: Mapping[str, str]) -> dict[str, Any]:
-    """The node's /diagnostics values, numbers parsed (NaN and unparsable values kept as text)."""
+    """Collect the node's /diagnostics values, numbers parsed (NaN and unparsable values kept as text)."""
     parsed: dict[str, Any] = {}
     for key, text in values.items():
         try:
@@ -449,7 +463,7 @@ def run_demo_bag(bag: str | Path | None = None, config_path: str | Path | None =
 
 
 def live_report_section(live: Mapping[str, Any]) -> str:
-    """The report.md section on how the live run went: pacing, definitions, the node's own numbers."""
+    """Write the report.md section on how the live run went: pacing, definitions, the node's own numbers."""
     lines = ['', '## Live run (demo)', '',
              f"- pacing: {live['pacing']}",
              f"- frames published / processed by the node / answered with a pose: {live['frames_published']} / "
@@ -510,7 +524,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def summary_text(summary: Mapping[str, Any]) -> str:
-    """The headline plus the live run's pacing and the node's own latency."""
+    """Format the headline plus the live run's pacing and the node's own latency."""
     live = summary.get('live', {})
     node = live.get('node_diagnostics', {})
     total = summary.get('latency', {}).get(metrics.TOTAL_STAGE, {})

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``robot-pose-estimator evaluate``: replay a rosbag2 through the estimator and score it.
 
 The same ``core`` Estimator the node runs is driven frame by frame from the bag. Scoring goes
@@ -8,24 +22,23 @@ through :mod:`robot_pose_estimator.evaluation.metrics` (DESIGN.md section 4), so
 from __future__ import annotations
 
 import argparse
-import itertools
-import sys
-import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import sys
+import time
+from typing import Any, TYPE_CHECKING
+import warnings
 
 import numpy as np
-from tqdm import tqdm
-
-from robot_pose_estimator.config import EstimatorConfig, default_config_path, load_config
+from robot_pose_estimator.config import default_config_path, EstimatorConfig, load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.types import Estimate
 from robot_pose_estimator.evaluation import metrics
-from robot_pose_estimator.evaluation.bag import DEFAULT_TOPICS, BagFrame, BagReader, BagTopics
+from robot_pose_estimator.evaluation.bag import BagFrame, BagReader, BagTopics, DEFAULT_TOPICS
+from tqdm import tqdm
 
 if TYPE_CHECKING:
     from robot_pose_estimator.core.estimator import Estimator
@@ -150,8 +163,8 @@ class Scorer:
         model_index = {name: i for i, name in enumerate(self.keypoint_names)}
         detected = np.stack([used[:, model_index[name]] if name in model_index else np.zeros(len(rows), bool)
                              for name in self.metric_names], axis=1)
-        return dict(metric_detected=detected, metric_in_frame=metric_in_frame,
-                    px_est=np.stack([r.keypoints_px for r in rows]), px_gt=px_gt, px_in_frame=px_in_frame)
+        return {'metric_detected': detected, 'metric_in_frame': metric_in_frame,
+                'px_est': np.stack([r.keypoints_px for r in rows]), 'px_gt': px_gt, 'px_in_frame': px_in_frame}
 
     @staticmethod
     def _in_frame(rows: Sequence[FrameRecord], points_cam: np.ndarray, px: np.ndarray | None = None) -> np.ndarray:
@@ -218,7 +231,7 @@ def evaluate_bag(bag: str | Path, config_path: str | Path | None = None, mode: s
         result = scorer.score(records, info=info)
         if reader.has_ground_truth and result.scored.size == 0 and records:
             warnings.warn(f'{bag}: ground truth on {reader.topics.joint_states} and {reader.topics.tf} matches no '
-                          'image; its header stamps must equal the images\' and its TF must link the image frame_id '
+                          "image; its header stamps must equal the images' and its TF must link the image frame_id "
                           f'to {scorer.base_frame!r}. Nothing was scored.', stacklevel=2)
         if out_dir is not None:
             from robot_pose_estimator.evaluation.report import write_outputs

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``robot-pose-estimator make-bag``: render an evaluation rosbag2 with ground truth.
 
 The arm follows smooth joint trajectories (sums of slow sinusoids inside the joint limits),
@@ -19,22 +33,21 @@ thus appears at ``CameraModel(K, D).project(X)``, as the CameraInfo says.
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass
 import json
 import math
+from pathlib import Path
 import shlex
 import sys
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
-
 from robot_pose_estimator.config import default_config_path, load_config
-from robot_pose_estimator.core.camera import PLUMB_BOB, CameraModel
+from robot_pose_estimator.core.camera import CameraModel, PLUMB_BOB
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.evaluation import bag as bagio
 from robot_pose_estimator.evaluation.metrics import in_image
+from tqdm import tqdm
 
 #: A moderate barrel distortion (k1 k2 p1 p2 k3), typical of wide-angle USB and depth cameras.
 DEFAULT_DISTORTION = (-0.28, 0.07, 0.0005, -0.0003, 0.0)
@@ -158,7 +171,7 @@ def distortion_maps(camera: CameraModel) -> tuple[np.ndarray, np.ndarray, tuple[
 
 
 def _randomization(occlusion: float):
-    """Evaluation look: URDF colours, one procedural background, exact occlusion, mild sensor noise."""
+    """Return the evaluation look: URDF colours, one procedural background, exact occlusion, mild sensor noise."""
     from robot_pose_estimator.training.randomization import Randomization
 
     return Randomization(link_color_prob=0.0, link_texture_prob=0.0, light=True, background=True,
@@ -222,13 +235,13 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
 
 
 def read_bag_spec(bag: str | Path) -> dict | None:
-    """The make-bag parameters stored beside a bag, or None for other bags."""
+    """Read the make-bag parameters stored beside a bag, or None for other bags."""
     path = Path(bag) / PARAMETERS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _command(out: Path, config_path: Path, spec: BagSpec) -> str:
-    """The command line that re-creates the bag."""
+    """Return the command line that re-creates the bag."""
     flags = [f'--out {shlex.quote(str(out))}', f'--config {shlex.quote(str(config_path))}',
              f'--frames {spec.frames}', f'--fps {spec.fps:g}', f'--fov {spec.fov_deg:g}',
              f'--occlusion {spec.occlusion:g}', f'--camera-motion {spec.camera_motion}', f'--seed {spec.seed}',

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The evaluation metrics of DESIGN.md section 4, implemented once.
 
 ``evaluate``, ``demo``, ``benchmark-suite`` and training validation all score through this module,
@@ -31,13 +45,12 @@ Definitions (N frames, M metric keypoints, K estimator keypoints, J joints):
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+import math
 from typing import Any
 
 import numpy as np
-
 from robot_pose_estimator.core.transforms import rotation_angle_deg
 
 AUC_THRESHOLD_M = 0.1
@@ -48,7 +61,7 @@ TOTAL_STAGE = 'total'
 
 
 def auc_thresholds(threshold: float = AUC_THRESHOLD_M, step: float = AUC_STEP_M) -> np.ndarray:
-    """The threshold grid [0, threshold] with the given step, both ends included."""
+    """Return the threshold grid [0, threshold] with the given step, both ends included."""
     count = int(round(threshold / step))
     if not math.isclose(count * step, threshold, rel_tol=1e-9):
         raise ValueError(f'threshold {threshold} is not a whole number of steps {step}')
@@ -213,7 +226,7 @@ def latency_summary(timings_ms: Sequence[Mapping[str, float]]) -> dict[str, dict
 def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
               timings_ms: Sequence[Mapping[str, float]] = (), fps: float | None = None,
               frames: int | None = None) -> dict[str, Any]:
-    """The metrics.json content. ``errors`` None: no ground truth, latency and success only.
+    """Build the metrics.json content; ``errors`` None: no ground truth, latency and success only.
 
     ``frames`` is the number of processed frames (defaults to len(errors)); ``fps`` defaults to
     frames / summed ``total`` latency when the timings have a ``total`` stage.

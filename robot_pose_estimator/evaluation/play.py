@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``robot-pose-estimator play``: publish a bag's image and camera_info topics, like ``ros2 bag play``.
 
 ``ros2 bag`` is not installable from PyPI, so this small player reads the bag with ``rosbags``
@@ -13,17 +27,16 @@ CameraInfo is published just before the image it belongs to.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import importlib
+from pathlib import Path
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from robot_pose_estimator.evaluation.bag import BagReader, BagTopics, DEFAULT_TOPICS, stamp_to_ns, TYPESTORE
 from tqdm import tqdm
-
-from robot_pose_estimator.evaluation.bag import DEFAULT_TOPICS, TYPESTORE, BagReader, BagTopics, stamp_to_ns
 
 QOS_CHOICES = ('reliable', 'best_effort')
 
@@ -49,8 +62,11 @@ def _message_class(msgtype: str) -> type:
 
 
 class _Waiter:
-    """Waits for the node's output for an image: a message on a topic (type read from the ROS graph)
-    stamped at or after the image, or any message when the type has no stamp."""
+    """Waits for the node's output for an image.
+
+    The output is a message on a topic (type read from the ROS graph) stamped at or after the
+    image, or any message when the type has no stamp.
+    """
 
     def __init__(self, node: Any, topic: str, discovery_timeout: float = 10.0) -> None:
         self._event = threading.Event()

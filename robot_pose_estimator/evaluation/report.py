@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Files an evaluation run leaves behind: metrics.json, CSVs, plots and report.md.
 
 Plots use matplotlib's object API (``Figure``) with the Agg canvas, so nothing touches a display
@@ -5,16 +19,15 @@ or pyplot's global state; overlays are drawn with OpenCV.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping, Sequence
 import csv
 import json
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import quaternion_from_matrix
 from robot_pose_estimator.evaluation import metrics
@@ -118,7 +131,7 @@ def write_frame_errors_csv(path: Path, result: EvaluationResult) -> None:
 
 
 def _cell(value: float) -> str:
-    """A CSV number: empty for NaN (undefined), 'inf' for a miss."""
+    """Format a CSV number: empty for NaN (undefined), 'inf' for a miss."""
     return '' if np.isnan(value) else repr(float(value))
 
 
@@ -268,7 +281,7 @@ def _point(p: np.ndarray) -> tuple[int, int]:
 
 
 def contact_sheet(result: EvaluationResult, robot: RobotModel, images: ImageSource, count: int) -> np.ndarray | None:
-    """A grid of overlays of the worst frames by ADD, or None when there is nothing to show."""
+    """Draw a grid of overlays of the worst frames by ADD, or None when there is nothing to show."""
     from robot_pose_estimator.ros.overlay import skeleton_edges
 
     indices = worst_indices(result, count)
@@ -305,7 +318,7 @@ def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_frames: int) -> str:
-    """The human-readable report: headline metrics, per-joint and latency tables, plots."""
+    """Write the human-readable report: headline metrics, per-joint and latency tables, plots."""
     s = result.summary
     info = result.info
     lines = ['# Evaluation report', '']
@@ -348,7 +361,7 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
                   '(frames / summed per-frame total latency unless measured live).', '',
                   '| stage | p50 | p95 | p99 | mean |', '|---|---|---|---|---|']
         for stage, v in s['latency'].items():
-            cells = ' | '.join(f"{v[key]:.2f}" for key in ('p50_ms', 'p95_ms', 'p99_ms', 'mean_ms'))
+            cells = ' | '.join(f'{v[key]:.2f}' for key in ('p50_ms', 'p95_ms', 'p99_ms', 'mean_ms'))
             lines.append(f'| {stage} | {cells} |')
         lines.append('')
     lines += ['## Plots', '']

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``robot-pose-estimator benchmark-suite``: render bags, evaluate them, write one table.
 
 Every row is one estimator setting on one kind of rendered bag, pooled over ``sequences`` bags
@@ -24,23 +38,22 @@ frame ``i`` there belongs to sequence ``i // frames``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 import hashlib
 import json
 import os
+from pathlib import Path
 import platform
 import shlex
 import shutil
 import sys
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-
 from robot_pose_estimator.config import default_config_path, load_config
-from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord, Scorer, evaluate_bag
+from robot_pose_estimator.evaluation.evaluate import evaluate_bag, EvaluationResult, FrameRecord, Scorer
+from tqdm import tqdm
 
 CONFIDENCE_OFF = {'confidence_threshold': 1e-6, 'confidence_floor': 1e-6}
 DEFAULT_FRAMES = 100
@@ -128,9 +141,9 @@ class SuiteResult:
 
 def bag_parameters(kind: BagKind, frames: int, seed: int, image_size: tuple[int, int]) -> dict[str, Any]:
     """``make_bag`` keyword arguments of one sequence of a bag kind."""
-    return dict(frames=frames, fps=FPS, fov_deg=kind.fov_deg, distortion=kind.distortion,
-                occlusion=kind.occlusion, truncation=kind.truncation, camera_motion=CAMERA_MOTION, seed=seed,
-                image_size=tuple(image_size), jpeg_quality=JPEG_QUALITY)
+    return {'frames': frames, 'fps': FPS, 'fov_deg': kind.fov_deg, 'distortion': kind.distortion,
+            'occlusion': kind.occlusion, 'truncation': kind.truncation, 'camera_motion': CAMERA_MOTION, 'seed': seed,
+            'image_size': tuple(image_size), 'jpeg_quality': JPEG_QUALITY}
 
 
 def _matches(bag: Path, parameters: Mapping[str, Any], config_path: Path) -> bool:
@@ -170,7 +183,7 @@ def prepare_bag(path: Path, parameters: Mapping[str, Any], config_path: Path, re
 
 
 def _run_name(row: Row, mode: str) -> str:
-    """A folder name for a (bag, effective settings) pair; equal settings share one run."""
+    """Name the folder of a (bag, effective settings) pair; equal settings share one run."""
     settings = dict(row.overrides)
     parts = [row.bag, settings.pop('mode', mode)]
     if settings == CONFIDENCE_OFF:
@@ -181,7 +194,7 @@ def _run_name(row: Row, mode: str) -> str:
 
 
 def _pooled_images(bags: Sequence[Path], frames: int):
-    """ImageSource over pooled records: position i is frame i % frames of sequence i // frames."""
+    """Make an ImageSource over pooled records: position i is frame i % frames of sequence i // frames."""
     from robot_pose_estimator.evaluation.bag import BagReader
 
     def load(indices: Collection[int]) -> dict[int, np.ndarray]:
@@ -297,7 +310,7 @@ def _sha256(path: Path) -> str:
 
 def suite_command(out: Path, config_path: Path, model_path: Path, frames: int, sequences: int, reuse: bool,
                   groups: Sequence[str], bags_dir: Path, seed: int) -> str:
-    """The command line that reproduces the table."""
+    """Return the command line that reproduces the table."""
     parts = ['robot-pose-estimator', 'benchmark-suite', '--out', str(out), '--config', str(config_path),
              '--model', str(model_path), '--frames', str(frames), '--sequences', str(sequences), '--seed', str(seed)]
     if bags_dir != out / 'bags':
@@ -314,7 +327,7 @@ def _cell(value: Any, scale: float = 1.0, digits: int = 1) -> str:
 
 
 def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
-    """The table, grouped, with the model, data, command and definitions above it."""
+    """Format the table, grouped, with the model, data, command and definitions above it."""
     h = result.header
     lines = [
         '# Robustness benchmarks', '',

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The backend protocol and the model metadata contract shared by export and inference.
 
 Contract (the training/export side writes exactly this):
@@ -10,9 +24,9 @@ Contract (the training/export side writes exactly this):
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -128,7 +142,7 @@ class ModelMetadata:
         )
 
     def to_props(self) -> dict[str, str]:
-        """The ``metadata_props`` strings that ``from_props`` reads back (for export)."""
+        """Return the ``metadata_props`` strings that ``from_props`` reads back (for export)."""
         return {
             'rpe_format_version': self.format_version,
             'robot_name': self.robot_name,
@@ -197,7 +211,7 @@ class Backend(Protocol):
 
 
 def check_input_tensor(input_tensor: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
-    """The tensor as contiguous float32 (1, 3, H, W), or ValueError saying what is wrong."""
+    """Return the tensor as contiguous float32 (1, 3, H, W), or raise ValueError saying what is wrong."""
     expected = (1, 3, metadata.input_height, metadata.input_width)
     if input_tensor.shape != expected:
         raise ValueError(f'input tensor must have shape {expected}, got {input_tensor.shape}')

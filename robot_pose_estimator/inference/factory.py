@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Pick and construct the inference backend for a model path and a ``backend`` setting."""
 from __future__ import annotations
 
@@ -7,8 +21,8 @@ from pathlib import Path
 from robot_pose_estimator.inference.base import Backend, ModelLoadError
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
 from robot_pose_estimator.inference.tensorrt_backend import (
-    ENGINE_SUFFIXES, TensorRTBackend, TensorRTUnavailable, current_gpu_name, engine_path_for,
-    import_tensorrt)
+    current_gpu_name, engine_path_for, ENGINE_SUFFIXES, import_tensorrt, TensorRTBackend, TensorRTUnavailable
+)
 
 LOGGER = logging.getLogger(__name__)
 BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
@@ -17,7 +31,7 @@ __all__ = ['BACKENDS', 'create_backend', 'engine_path_for', 'find_cached_engine'
 
 
 def find_cached_engine(onnx_path: str | Path) -> tuple[Path | None, str]:
-    """The engine cached for this GPU and TensorRT version next to the ONNX file, or why not."""
+    """Find the engine cached for this GPU and TensorRT version next to the ONNX file, or why not."""
     try:
         trt = import_tensorrt()
     except TensorRTUnavailable as error:
@@ -33,7 +47,7 @@ def find_cached_engine(onnx_path: str | Path) -> tuple[Path | None, str]:
 
 
 def create_backend(model_path: str | Path, backend: str = 'auto', threads: int = 2) -> Backend:
-    """A ready backend for ``model_path`` (an .onnx file, or an .engine/.plan for TensorRT).
+    """Create a ready backend for ``model_path`` (an .onnx file, or an .engine/.plan for TensorRT).
 
     ``auto`` uses TensorRT when a cached engine for this GPU and TensorRT version sits next to
     the ONNX file and TensorRT and a GPU are usable, else ONNX Runtime (which itself uses the

@@ -1,23 +1,36 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """ONNX Runtime backend: CPU everywhere, CUDA/TensorRT execution providers where installed."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
+import logging
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
 from robot_pose_estimator.inference.base import (
-    HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, InferenceOutput, ModelLoadError, ModelMetadata,
-    check_input_tensor)
+    check_input_tensor, HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError, ModelMetadata
+)
 
 LOGGER = logging.getLogger(__name__)
 PREFERRED_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')
 
 
 def choose_providers(requested: Sequence[str] | None) -> list[str]:
-    """The providers to use, best first, always ending with CPU.
+    """Choose the providers to use, best first, always ending with CPU.
 
     None picks every available one of TensorRT, CUDA, CPU. Requested providers that this
     onnxruntime build lacks are dropped with a warning rather than failing the node.

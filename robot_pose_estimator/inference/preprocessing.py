@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Image -> network input tensor, and decoded heatmap peaks -> original image pixels.
 
 Both directions live here so that the crop used for a frame and its inverse cannot drift apart.
@@ -6,8 +20,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from robot_pose_estimator.core.heatmaps import CropTransform, apply_crop, heatmap_to_input
+from robot_pose_estimator.core.heatmaps import apply_crop, CropTransform, heatmap_to_input
 from robot_pose_estimator.inference.base import ModelMetadata
 
 

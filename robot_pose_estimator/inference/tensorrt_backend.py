@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """TensorRT 10 backend: a serialised engine, run with ``execute_async_v3`` on one CUDA stream.
 
 Engines are built per GPU model and TensorRT version (``build_engine``) and cached next to the
@@ -12,20 +26,19 @@ importing this module never fails; constructing a backend raises ``TensorRTUnava
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 import contextlib
 import json
 import logging
-import re
-from collections.abc import Iterator
 from pathlib import Path
+import re
 from types import ModuleType
 from typing import Any
 
 import numpy as np
-
 from robot_pose_estimator.inference.base import (
-    HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, InferenceOutput, ModelLoadError, ModelMetadata,
-    check_input_tensor)
+    check_input_tensor, HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError, ModelMetadata
+)
 
 LOGGER = logging.getLogger(__name__)
 ENGINE_SUFFIXES = ('.engine', '.plan')
@@ -37,7 +50,7 @@ class TensorRTUnavailable(RuntimeError):
 
 
 def import_tensorrt() -> ModuleType:
-    """The tensorrt module, or TensorRTUnavailable saying how to get it."""
+    """Import the tensorrt module, or raise TensorRTUnavailable saying how to get it."""
     try:
         import tensorrt
     except ImportError as error:
@@ -60,19 +73,19 @@ def engine_path_for(onnx_path: str | Path, gpu_name: str, trt_version: str) -> P
 
 
 def onnx_path_for(engine_path: str | Path) -> Path | None:
-    """The ONNX file an engine named by ``engine_path_for`` was built from (None if not so named)."""
+    """Return the ONNX file an engine named by ``engine_path_for`` was built from (None if not so named)."""
     engine_path = Path(engine_path)
     match = _ENGINE_NAME.match(engine_path.name)
     return engine_path.with_name(match['stem'] + '.onnx') if match else None
 
 
 def sidecar_path(engine_path: str | Path) -> Path:
-    """The JSON metadata file that travels with an engine."""
+    """Return the JSON metadata file that travels with an engine."""
     return Path(str(engine_path) + '.json')
 
 
 def read_onnx_metadata(onnx_path: str | Path) -> ModelMetadata:
-    """An ONNX file's contract metadata, read through onnxruntime (a core dependency)."""
+    """Read an ONNX file's contract metadata through onnxruntime (a core dependency)."""
     import onnxruntime as ort
 
     onnx_path = Path(onnx_path)

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The node's per-frame overhead beyond the Estimator: message conversion, checks, publishing.
 
 The real node class processes real ``sensor_msgs/Image`` messages with an estimator stand-in
@@ -11,11 +25,10 @@ import os
 import time
 
 import numpy as np
-
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import look_at, transform_points
-from robot_pose_estimator.core.types import SINGLE_FRAME, Estimate
+from robot_pose_estimator.core.types import Estimate, SINGLE_FRAME
 
 TARGET_MS = 1.5
 _WARMUP = 20

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``robot_pose_estimator_node``: the ROS 2 node around ``core.estimator.Estimator``.
 
 Threading: the subscription callback only stores the newest image (depth-1 queue, a newer
@@ -21,24 +35,22 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
-from std_msgs.msg import Header
-from tf2_msgs.msg import TFMessage
-
-from robot_pose_estimator.config import (DEFAULT_NODE_NAME, EstimatorConfig, default_config_path,
-                                         load_parameters, resolve_path, robot_config_from_parameters)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from robot_pose_estimator.config import (
+    default_config_path, DEFAULT_NODE_NAME, EstimatorConfig, load_parameters, resolve_path, robot_config_from_parameters
+)
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.core.types import Estimate
 from robot_pose_estimator.ros import diagnostics
-from robot_pose_estimator.ros.conversions import (ImageConversionError, camera_info_to_model,
-                                                  compressed_to_rgb, diagnostic_array,
-                                                  diagnostic_status, estimate_to_joint_state,
-                                                  estimate_to_pose, estimate_to_transform,
-                                                  image_to_rgb, rgb_to_image, stamp_to_seconds)
+from robot_pose_estimator.ros.conversions import (
+    camera_info_to_model, compressed_to_rgb, diagnostic_array, diagnostic_status, estimate_to_joint_state,
+    estimate_to_pose, estimate_to_transform, image_to_rgb, ImageConversionError, rgb_to_image, stamp_to_seconds
+)
 from robot_pose_estimator.ros.overlay import draw_overlay, skeleton_edges
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
 
 THROTTLE_SEC = 5.0
 RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')

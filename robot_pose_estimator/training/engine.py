@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """ONNX -> TensorRT 10 engine, built on the target GPU and cached next to the ONNX file.
 
 The engine is named by ``inference.tensorrt_backend.engine_path_for`` (GPU model and TensorRT
@@ -12,9 +26,9 @@ import logging
 from pathlib import Path
 
 from robot_pose_estimator.inference.base import INPUT_NAME
-from robot_pose_estimator.inference.tensorrt_backend import (TensorRTUnavailable, current_gpu_name,
-                                                             engine_path_for, import_tensorrt,
-                                                             read_onnx_metadata, sidecar_path)
+from robot_pose_estimator.inference.tensorrt_backend import (
+    current_gpu_name, engine_path_for, import_tensorrt, read_onnx_metadata, sidecar_path, TensorRTUnavailable
+)
 
 LOGGER = logging.getLogger(__name__)
 

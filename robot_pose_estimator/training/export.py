@@ -1,5 +1,20 @@
-"""Checkpoint -> ONNX model with the metadata contract, checked against ONNX Runtime, plus the
-model card ``models/<robot>.json``.
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Checkpoint -> ONNX model with the metadata contract, plus the model card.
+
+The ONNX model is checked against ONNX Runtime; the model card is ``models/<robot>.json``.
 
 The ONNX file is self-describing (``inference.base.ModelMetadata``): keypoint names, links and
 offsets, joint names, input size and normalisation travel in ``metadata_props``, so the
@@ -12,28 +27,26 @@ import argparse
 import datetime
 import hashlib
 import json
+from pathlib import Path
 import shlex
 import sys
 import time
-import warnings
-from pathlib import Path
 from typing import Any
+import warnings
 
 import numpy as np
 import onnx
-import torch
-
-from robot_pose_estimator.inference.base import (HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME,
-                                                 ModelMetadata)
-from robot_pose_estimator.training.model import ExportModel, count_parameters
+from robot_pose_estimator.inference.base import HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
+from robot_pose_estimator.training.model import count_parameters, ExportModel
 from robot_pose_estimator.training.train import build_model, hardware_description, load_checkpoint
+import torch
 
 MAX_MODEL_MB = 30.0
 TOLERANCE = 1e-4
 
 
 def metadata_from_checkpoint(checkpoint: dict[str, Any]) -> ModelMetadata:
-    """The ``metadata_props`` contract, filled from what ``train`` stored in the checkpoint."""
+    """Fill the ``metadata_props`` contract from what ``train`` stored in the checkpoint."""
     robot = checkpoint['robot']
     height, width = checkpoint['input_size']
     return ModelMetadata(

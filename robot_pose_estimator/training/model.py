@@ -1,5 +1,20 @@
-"""The keypoint network: a half-width ResNet-18 encoder, an FPN-style decoder to 1/4 resolution
-and a keypoint-conditioned joint-angle head.
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The keypoint network: ResNet-18 encoder, FPN-style decoder, keypoint-conditioned angle head.
+
+The encoder is a half-width ResNet-18 and the decoder upsamples to 1/4 resolution.
 
 Why the angle head reads the keypoints: a global-pool regression head did not learn the angles
 on synthetic Panda data (issue 4), because with a random camera azimuth joint 1 only shows in the
@@ -15,13 +30,13 @@ Plain torch only (no torchvision): the package must train and export on a CPU-on
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
+import math
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn, Tensor
 from torch.nn import functional as F
 
 ANGLE_HEADS = ('keypoint', 'global')
@@ -108,8 +123,11 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Top-down path with lateral connections, ending at stride 4 (nearest upsampling: cheap and
-    exported as a plain ONNX Resize that ONNX Runtime and TensorRT both run)."""
+    """Top-down path with lateral connections, ending at stride 4.
+
+    Upsampling is nearest: cheap, and exported as a plain ONNX Resize that ONNX Runtime and
+    TensorRT both run.
+    """
 
     def __init__(self, encoder_channels: list[int], channels: int):
         super().__init__()
@@ -126,8 +144,11 @@ class Decoder(nn.Module):
 
 @dataclass
 class AngleHint:
-    """Teacher forcing for the angle head: positions (B, K, 2) in the heatmap's [-1, 1] pixel-centre
-    frame, confidences (B, K) and which samples (B,) bool use them instead of the decoded ones."""
+    """Teacher forcing for the angle head: keypoints that replace the decoded ones of some samples.
+
+    Positions (B, K, 2) are in the heatmap's [-1, 1] pixel-centre frame, confidences are (B, K) and
+    a (B,) bool says which samples use them instead of the decoded ones.
+    """
 
     points: Tensor
     confidence: Tensor
@@ -135,16 +156,19 @@ class AngleHint:
 
 
 def _unit_grid(h: int, w: int) -> Tensor:
-    """Pixel centres of an h x w map in [-1, 1], row-major, as (x, y). Built in numpy float32 so
-    the exporter embeds a float32 constant (its linspace is float64 and drags the head along)."""
+    """Return the pixel centres of an h x w map in [-1, 1], row-major, as (x, y).
+
+    Built in numpy float32 so the exporter embeds a float32 constant (its linspace is float64 and
+    drags the head along).
+    """
     ys, xs = np.meshgrid(np.linspace(-1.0, 1.0, h), np.linspace(-1.0, 1.0, w), indexing='ij')
     return torch.from_numpy(np.stack([xs.ravel(), ys.ravel()], axis=-1).astype(np.float32))
 
 
 class KeypointAngleHead(nn.Module):
-    """Joint angles from keypoint positions and confidences (geometry) plus heatmap-pooled and
-    global features (appearance).
+    """Joint angles from keypoints (geometry) plus heatmap-pooled and global features (appearance).
 
+    The geometry input is the keypoints' positions and confidences.
     The two input groups enter through separate first layers whose outputs add up. The geometry
     path alone is a keypoints -> angles map that ``train`` pre-trains on synthetic projections of
     the URDF (``from_keypoints``); the appearance layer starts at zero so that it can only refine
@@ -267,8 +291,11 @@ class ExportModel(nn.Module):
 
 
 def atan2(y: Tensor, x: Tensor) -> Tensor:
-    """``torch.atan2`` from float32 ``Atan``: ONNX has no Atan2 operator and torch's exporter
-    emits one in float64, which ONNX Runtime's CPU ``Atan`` does not implement."""
+    """Compute ``torch.atan2`` from float32 ``Atan``.
+
+    ONNX has no Atan2 operator and torch's exporter emits one in float64, which ONNX Runtime's CPU
+    ``Atan`` does not implement.
+    """
     swap = y.abs() > x.abs()
     numerator = torch.where(swap, x, y)
     denominator = torch.where(swap, y, x)

@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Domain randomisation for synthetic renders: its settings and the numpy image operations.
 
 Everything that does not need the 3D scene happens here in image space (backgrounds,
@@ -50,7 +64,7 @@ class Randomization:
 
     @classmethod
     def default(cls) -> Randomization:
-        """The training distribution."""
+        """Return the training distribution."""
         return cls()
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +86,7 @@ class Randomization:
 # --- procedural patterns -----------------------------------------------------------------------
 
 def random_color(rng: np.random.Generator) -> np.ndarray:
-    """An RGB colour in [0, 1] with a spread of hues, saturations and brightnesses."""
+    """Draw an RGB colour in [0, 1] with a spread of hues, saturations and brightnesses."""
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(40, 255)]]], dtype=np.float32)
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
 
@@ -101,7 +115,7 @@ def _rotated_coordinates(rng: np.random.Generator, h: int, w: int) -> tuple[np.n
 
 
 def procedural_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A random (h, w, 3) float32 RGB pattern in [0, 1]: noise, gradient, checkerboard or stripes."""
+    """Draw a random (h, w, 3) float32 RGB pattern in [0, 1]: noise, gradient, checkerboard or stripes."""
     kind = rng.integers(5)
     a, b = random_color(rng), random_color(rng)
     if kind == 0:      # multi-octave noise between two colours
@@ -135,7 +149,7 @@ def paint(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None
 
 def random_shape_mask(rng: np.random.Generator, h: int, w: int, centre: np.ndarray | None = None,
                       size_range: tuple[float, float] = (0.05, 0.3)) -> np.ndarray:
-    """A bool (h, w) mask of one ellipse, rectangle or polygon of random size and pose."""
+    """Draw a bool (h, w) mask of one ellipse, rectangle or polygon of random size and pose."""
     mask = np.zeros((h, w), dtype=np.uint8)
     side = max(h, w)
     c = centre if centre is not None else rng.uniform([0, 0], [w, h])
@@ -157,7 +171,7 @@ def random_shape_mask(rng: np.random.Generator, h: int, w: int, centre: np.ndarr
 
 
 def background_image(rng: np.random.Generator, h: int, w: int, distractors: int) -> np.ndarray:
-    """A (h, w, 3) float32 background: a procedural texture with ``distractors`` shapes on it."""
+    """Draw a (h, w, 3) float32 background: a procedural texture with ``distractors`` shapes on it."""
     image = procedural_texture(rng, h, w)
     for _ in range(distractors):
         paint(image, random_shape_mask(rng, h, w), rng)
@@ -168,7 +182,7 @@ def background_image(rng: np.random.Generator, h: int, w: int, distractors: int)
 
 def occluder_mask(rng: np.random.Generator, robot: np.ndarray, fraction: float,
                   covered: np.ndarray | None = None) -> np.ndarray:
-    """A bool mask of one shape covering ``fraction`` of the robot's pixels, with ``covered``.
+    """Draw a bool mask of one shape covering ``fraction`` of the robot's pixels, with ``covered``.
 
     The shape (ellipse, rectangle, thin bar or star-shaped blob) is a level set ``g(p) <= r`` of
     a gauge function centred on a robot pixel; r is the quantile of g over the robot pixels that

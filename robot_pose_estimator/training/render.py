@@ -1,5 +1,21 @@
-"""Synthetic training data: pybullet's TinyRenderer with exact intrinsics, domain randomisation,
-camera sampling, coarse/fine framing and a multiprocess dataset writer.
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Synthetic training data rendered with pybullet's TinyRenderer.
+
+Exact intrinsics, domain randomisation, camera sampling, coarse/fine framing and a multiprocess
+dataset writer.
 
 Why TinyRenderer: on a CPU-only machine it is the fastest option that gives a per-link
 segmentation in the same pass (EVIDENCE.md), and it needs no display or GPU. Any URDF with
@@ -12,25 +28,26 @@ camera frame. The robot's root link sits at the pybullet world origin, so world 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import json
 import multiprocessing
+from pathlib import Path
 import shlex
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+import xml.etree.ElementTree as ElementTree
 
 import numpy as np
-
-from robot_pose_estimator.core.heatmaps import (PAD_VALUE, CropTransform, box_from_points, crop_transform,
-                                                letterbox_transform)
+from robot_pose_estimator.core.heatmaps import (
+    box_from_points, crop_transform, CropTransform, letterbox_transform, PAD_VALUE
+)
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.training.dataset import load_shard, open_dataset, write_shard
-from robot_pose_estimator.training.randomization import (Randomization, background_image, color_jitter,
-                                                         occluder_mask, paint, procedural_texture, random_color,
-                                                         random_shape_mask, sensor_effects)
+from robot_pose_estimator.training.randomization import (
+    background_image, color_jitter, occluder_mask, paint, procedural_texture, random_color, random_shape_mask,
+    Randomization, sensor_effects
+)
 from robot_pose_estimator.training.sampling import AdaptiveJointSampler
 
 __all__ = ['AdaptiveJointSampler', 'Randomization', 'RenderResult', 'Renderer', 'add_render_arguments',
@@ -47,7 +64,7 @@ _OPENGL_FROM_OPTICAL = np.diag([1.0, -1.0, -1.0, 1.0])
 # --- camera geometry ---------------------------------------------------------------------------
 
 def projection_matrix(K: np.ndarray, width: int, height: int, near: float = NEAR, far: float = FAR) -> np.ndarray:
-    """OpenGL projection (4x4) that makes TinyRenderer's pixels follow the pinhole model K exactly.
+    """Build the OpenGL projection (4x4) that makes TinyRenderer's pixels follow the pinhole model K exactly.
 
     TinyRenderer samples column j at window x = j and row r at window y = H - 1 - r (it does not
     add the usual half pixel), so with x_window = u and y_window = H - 1 - v the image pixel
@@ -69,12 +86,12 @@ def projection_matrix(K: np.ndarray, width: int, height: int, near: float = NEAR
 
 
 def view_matrix(T_camera_base: np.ndarray) -> np.ndarray:
-    """OpenGL view matrix (camera looks down -z, y up) from the optical-frame T_camera_base."""
+    """Build the OpenGL view matrix (camera looks down -z, y up) from the optical-frame T_camera_base."""
     return _OPENGL_FROM_OPTICAL @ np.asarray(T_camera_base, dtype=float)
 
 
 def _gl(matrix: np.ndarray) -> list[float]:
-    """pybullet takes 4x4 matrices as 16 floats in column-major order."""
+    """Flatten a 4x4 matrix column-major, the 16-float order pybullet takes."""
     return np.asarray(matrix, dtype=float).T.reshape(-1).tolist()
 
 
@@ -111,7 +128,7 @@ def sample_camera(rng: np.random.Generator, robot: RobotModel, q: np.ndarray,
                   elevation_range_deg: tuple[float, float] = (-10.0, 70.0),
                   roll_std_deg: float = 5.0, target_jitter: float = 0.15,
                   principal_point_jitter: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
-    """A random external camera: (K (3x3), T_camera_base (4x4)) for an image of (w, h).
+    """Draw a random external camera: (K (3x3), T_camera_base (4x4)) for an image of (w, h).
 
     The camera sits on a shell (distance, elevation, any azimuth) around a point near the
     centre of the arm's keypoints and looks at it with a small roll. Horizontal FOV, aspect and
@@ -147,7 +164,7 @@ def frame_sample(rng: np.random.Generator, keypoints_full: np.ndarray, in_frame:
                  size: int, image_size: tuple[int, int] = FULL_FRAME_SIZE,
                  margin_range: tuple[float, float] = (0.05, 0.30),
                  jitter: float = 0.05) -> tuple[CropTransform, int]:
-    """The estimator's framing of a full frame: letterbox (coarse pass) or a robot crop (fine pass).
+    """Sample the estimator's framing of a full frame: letterbox (coarse pass) or a robot crop (fine pass).
 
     Returns the transform and the ``framing`` label (FULL or CROP; a crop with no keypoint in
     the frame falls back to FULL).
@@ -289,7 +306,7 @@ class Renderer:
 
     def _free_joints(self, urdf_path: Path, info: list, parent: np.ndarray,
                      joint_index: dict[str, int]) -> list[_FreeJoint]:
-        """The movable joints the RobotModel does not drive, with their mimic relations."""
+        """Find the movable joints the RobotModel does not drive, with their mimic relations."""
         mimic: dict[str, tuple[str, float, float]] = {}
         for joint in ElementTree.parse(urdf_path).getroot().iter('joint'):
             element = joint.find('mimic')
@@ -491,18 +508,18 @@ def _pose_matrix(position, orientation) -> np.ndarray:
 
 
 def _light_parameters(rng: np.random.Generator | None, T_camera_base: np.ndarray) -> dict[str, Any]:
-    """TinyRenderer lighting: a fixed key light over the camera's shoulder, or a random one."""
+    """Choose the TinyRenderer lighting: a fixed key light over the camera's shoulder, or a random one."""
     camera_position = -T_camera_base[:3, :3].T @ T_camera_base[:3, 3]
     if rng is None:
         direction = camera_position + np.array([0.0, 0.0, 1.5])
-        return dict(lightDirection=(direction / np.linalg.norm(direction)).tolist(), lightColor=[1.0, 1.0, 1.0],
-                    lightAmbientCoeff=0.6, lightDiffuseCoeff=0.4, lightSpecularCoeff=0.05, shadow=0)
+        return {'lightDirection': (direction / np.linalg.norm(direction)).tolist(), 'lightColor': [1.0, 1.0, 1.0],
+                'lightAmbientCoeff': 0.6, 'lightDiffuseCoeff': 0.4, 'lightSpecularCoeff': 0.05, 'shadow': 0}
     direction = rng.normal(size=3)
     direction[2] = abs(direction[2])
-    return dict(lightDirection=(direction / np.linalg.norm(direction)).tolist(),
-                lightColor=rng.uniform(0.7, 1.0, size=3).tolist(),
-                lightAmbientCoeff=float(rng.uniform(0.2, 0.8)), lightDiffuseCoeff=float(rng.uniform(0.2, 0.9)),
-                lightSpecularCoeff=float(rng.uniform(0.0, 0.5)), shadow=0)
+    return {'lightDirection': (direction / np.linalg.norm(direction)).tolist(),
+            'lightColor': rng.uniform(0.7, 1.0, size=3).tolist(),
+            'lightAmbientCoeff': float(rng.uniform(0.2, 0.8)), 'lightDiffuseCoeff': float(rng.uniform(0.2, 0.9)),
+            'lightSpecularCoeff': float(rng.uniform(0.0, 0.5)), 'shadow': 0}
 
 
 # --- one training sample -----------------------------------------------------------------------

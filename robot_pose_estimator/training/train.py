@@ -1,3 +1,17 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Time-budgeted training of the keypoint + joint-angle network on rendered shards.
 
 ``robot-pose-estimator train --config config/panda.yaml --data DIR --minutes 100`` trains for a
@@ -9,33 +23,31 @@ joint sampler moved toward the joint-angle bins with high validation error, for 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator, Sequence
 import csv
+from dataclasses import asdict, dataclass, field
 import json
 import math
 import os
+from pathlib import Path
 import platform
 import queue
 import shlex
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torch.nn import functional as F
-
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.heatmaps import decode_heatmaps, heatmap_to_input
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.training.dataset import load_shard, open_dataset
-from robot_pose_estimator.training.model import (AngleHint, KeypointAngleHead, ModelConfig, PoseNet,
-                                                 count_parameters)
+from robot_pose_estimator.training.model import AngleHint, count_parameters, KeypointAngleHead, ModelConfig, PoseNet
 from robot_pose_estimator.training.sampling import AdaptiveJointSampler
+import torch
+from torch import Tensor
+from torch.nn import functional as F
 
 NORMALIZATION_MEAN = (0.485, 0.456, 0.406)
 NORMALIZATION_STD = (0.229, 0.224, 0.225)
@@ -227,8 +239,10 @@ def to_input_tensor(images: np.ndarray, device: torch.device) -> Tensor:
 
 
 def random_masking(x: Tensor, max_fraction: float, generator: torch.Generator) -> Tensor:
-    """RoboPEPP-style occlusion: one rectangle per image covering U(0, max_fraction) of it,
-    filled with a random flat colour (real occluders are objects, not grey holes)."""
+    """Occlude as RoboPEPP does: one rectangle per image covering U(0, max_fraction) of it.
+
+    The rectangle has a random flat colour (real occluders are objects, not grey holes).
+    """
     if max_fraction <= 0:
         return x
     b, _, h, w = x.shape
@@ -251,8 +265,11 @@ def random_masking(x: Tensor, max_fraction: float, generator: torch.Generator) -
 
 def heatmap_targets(keypoints: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int],
                     sigma: float) -> Tensor:
-    """Gaussian targets (B, K, h, w) of amplitude 1, the torch twin of
-    ``core.heatmaps.render_gaussian_heatmaps`` with ``input_to_heatmap``'s convention."""
+    """Render Gaussian targets (B, K, h, w) of amplitude 1.
+
+    The torch twin of ``core.heatmaps.render_gaussian_heatmaps`` with ``input_to_heatmap``'s
+    convention.
+    """
     h, w = heatmap_size
     stride = torch.tensor([input_size[1] / w, input_size[0] / h], device=keypoints.device)
     points = (keypoints + 0.5) / stride - 0.5                          # (B, K, 2) heatmap px
@@ -269,10 +286,13 @@ def heatmap_targets(keypoints: Tensor, heatmap_size: tuple[int, int], input_size
 def keypoint_hint(keypoints: Tensor, in_image: Tensor, heatmap_size: tuple[int, int],
                   input_size: tuple[int, int], noise: float | Tensor, fraction: float,
                   generator: torch.Generator, confidence: Tensor | None = None) -> AngleHint:
-    """Ground-truth keypoints in the angle head's [-1, 1] frame (heatmap pixel centres at the
-    ends), with Gaussian noise of ``noise`` heatmap pixels (a float or per-sample (B, 1, 1)), for a
-    random ``fraction`` of samples. Keypoints outside the image are clamped to the border with
-    confidence 0, as a decoded truncated heatmap would be; ``confidence`` overrides in_image."""
+    """Build a noisy ground-truth keypoint hint for a random ``fraction`` of samples.
+
+    Keypoints are in the angle head's [-1, 1] frame (heatmap pixel centres at the ends), with
+    Gaussian noise of ``noise`` heatmap pixels (a float or per-sample (B, 1, 1)). Keypoints outside
+    the image are clamped to the border with confidence 0, as a decoded truncated heatmap would be;
+    ``confidence`` overrides in_image.
+    """
     h, w = heatmap_size
     b = keypoints.shape[0]
     stride = torch.tensor([input_size[1] / w, input_size[0] / h], device=keypoints.device)
@@ -286,8 +306,11 @@ def keypoint_hint(keypoints: Tensor, in_image: Tensor, heatmap_size: tuple[int, 
 
 def synthetic_keypoints(rng: np.random.Generator, robot: RobotModel, count: int,
                         size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keypoints (N, K, 2) in input pixels, in_image (N, K) and joint angles (N, J) with the
-    renderer's camera, intrinsics and framing distributions, but no pixels: ~0.2 ms a sample."""
+    """Sample keypoints (N, K, 2) in input pixels, in_image (N, K) and joint angles (N, J).
+
+    They follow the renderer's camera, intrinsics and framing distributions, but no pixels are
+    rendered: ~0.2 ms a sample.
+    """
     from robot_pose_estimator.training.render import FULL_FRAME_SIZE, frame_sample, project, sample_camera
 
     q = robot.sample(rng, count)
@@ -374,8 +397,11 @@ def heatmap_loss(logits: Tensor, target: Tensor, kind: str, positive_weight: flo
 
 
 def angle_loss(sincos: Tensor, angles: Tensor, center: Tensor) -> Tensor:
-    """Wrapped angle loss 1 - cos(pred - truth), plus a small pull of |(sin, cos)| to 1 so the
-    raw outputs stay well conditioned for ``atan2``."""
+    """Compute the wrapped angle loss 1 - cos(pred - truth).
+
+    A small pull of |(sin, cos)| to 1 is added so the raw outputs stay well conditioned for
+    ``atan2``.
+    """
     sincos = sincos.float()
     norm = sincos.norm(dim=-1).clamp_min(1e-6)
     offset = angles - center
@@ -394,8 +420,10 @@ def wrapped_error_deg(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def evaluate(net: PoseNet, samples: Samples, device: torch.device, batch_size: int = 64,
              sigma: float = 2.0, heatmap_loss_kind: str = 'mse', positive_weight: float = 10.0,
              autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Validation metrics: keypoint error in input pixels (decoded exactly as the estimator does,
-    in-image keypoints only), per-joint wrapped angle error and the losses.
+    """Compute validation metrics: keypoint error, per-joint wrapped angle error and the losses.
+
+    The keypoint error is in input pixels, decoded exactly as the estimator does, over in-image
+    keypoints only.
 
     ``val_angle_true_keypoints_mean_deg`` is the angle error when the angle head is given the
     true keypoints: it separates the head's own error from that of the heatmaps feeding it.
@@ -490,7 +518,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def hardware_description(device: torch.device) -> dict[str, Any]:
-    """What trained the model, for the model card."""
+    """Describe the hardware that trained the model, for the model card."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
@@ -533,7 +561,7 @@ def joint_centres(lower: np.ndarray, upper: np.ndarray) -> list[float]:
 def _check_dataset(meta: dict, robot: dict[str, Any], source: str) -> None:
     for key in ('keypoint_names', 'joint_names'):
         if key in meta and list(meta[key]) != list(robot[key]):
-            raise ValueError(f'{source}: dataset {key} {meta[key]} differ from the config\'s '
+            raise ValueError(f"{source}: dataset {key} {meta[key]} differ from the config's "
                              f'{robot[key]}; re-render with this config')
 
 
@@ -558,7 +586,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def build_model(checkpoint: dict[str, Any]) -> PoseNet:
-    """The network of a checkpoint, weights loaded, in eval mode."""
+    """Build the network of a checkpoint, weights loaded, in eval mode."""
     net = PoseNet(ModelConfig.from_dict(checkpoint['model_config']))
     net.load_state_dict(checkpoint['model'])
     return net.eval()
@@ -569,10 +597,12 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
           device: str = 'auto', resume: str | Path | None = None, input_size: int | None = None,
           val_dirs: Sequence[str | Path] = (), width: int = 32, angle_head: str = 'keypoint',
           command: str | None = None, progress: bool = True, **options: Any) -> TrainResult:
-    """Train (or resume) for ``minutes`` of wall-clock time in total; see ``TrainSettings`` for
-    ``options``. ``input_size`` defaults to the dataset's image size. On ``resume`` the network,
-    input size and settings come from the checkpoint; only ``minutes`` and explicit ``options``
-    change them. Returns the final state."""
+    """Train (or resume) for ``minutes`` of wall-clock time in total and return the final state.
+
+    See ``TrainSettings`` for ``options``. ``input_size`` defaults to the dataset's image size. On
+    ``resume`` the network, input size and settings come from the checkpoint; only ``minutes`` and
+    explicit ``options`` change them.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
@@ -729,7 +759,7 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
 
 
 def _dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a dataset's meta.json that belong in the model card (not the shard list)."""
+    """Pick the parts of a dataset's meta.json that belong in the model card (not the shard list)."""
     return {k: v for k, v in meta.items() if k != 'shards'}
 
 
@@ -738,9 +768,12 @@ def _dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 def write_bin_errors(out: Path, robot_model: RobotModel, angles: np.ndarray, errors_deg: np.ndarray,
                      robot: dict[str, Any], metas: Sequence[dict[str, Any]]) -> None:
-    """``bin_errors.json`` (mean angle error per joint and bin) and ``sampler.json`` (the render
-    sampler moved toward those bins, for ``render --sampler``). It starts from the sampler that
-    rendered the data (dataset meta ``sampler``), else from a uniform one over the joint limits."""
+    """Write ``bin_errors.json`` and ``sampler.json`` (for ``render --sampler``).
+
+    ``bin_errors.json`` holds the mean angle error per joint and bin; ``sampler.json`` is the render
+    sampler moved toward those bins. It starts from the sampler that rendered the data (dataset
+    meta ``sampler``), else from a uniform one over the joint limits.
+    """
     sampler = None
     for meta in metas:
         if meta.get('sampler'):

@@ -1,0 +1,99 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Image messages -> RGB uint8 arrays, for the node (rclpy messages) and bag replay (rosbags).
+
+Duck-typed on the message fields, so one decoder serves both message libraries and never
+imports ROS. Anything that does not describe itself consistently (encoding, step, size, data
+length, truncated JPEG) is refused with an ``ImageConversionError`` that says why.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+#: encoding -> (channels, bytes per channel). 16-bit images are scaled to 8 bits (value >> 8).
+ENCODINGS: dict[str, tuple[int, int]] = {
+    'rgb8': (3, 1), 'bgr8': (3, 1), 'rgba8': (4, 1), 'bgra8': (4, 1), 'mono8': (1, 1), '8UC1': (1, 1), '8UC3': (3, 1),
+    'rgb16': (3, 2), 'bgr16': (3, 2), 'mono16': (1, 2), '16UC1': (1, 2),
+}
+SUPPORTED_ENCODINGS = tuple(ENCODINGS)
+
+# cv2.cvtColor codes to RGB, per channel order (None: already RGB).
+_TO_RGB = {
+    'rgb8': None, 'rgb16': None, 'bgr8': cv2.COLOR_BGR2RGB, 'bgr16': cv2.COLOR_BGR2RGB,
+    'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB,
+    'mono8': cv2.COLOR_GRAY2RGB, '8UC1': cv2.COLOR_GRAY2RGB,
+    '8UC3': cv2.COLOR_BGR2RGB,  # OpenCV's channel order, as cv_bridge writes it
+    'mono16': cv2.COLOR_GRAY2RGB, '16UC1': cv2.COLOR_GRAY2RGB,
+}
+# JPEG end-of-image marker; encoders may pad a few bytes after it.
+_JPEG_SOI = b'\xff\xd8'
+_JPEG_EOI = b'\xff\xd9'
+_JPEG_EOI_SEARCH = 32
+
+
+class ImageConversionError(ValueError):
+    """An image message that cannot be turned into RGB; the message says which field is wrong."""
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` (rclpy or rosbags) to RGB uint8 (H, W, 3), copying only if needed."""
+    encoding = msg.encoding
+    if encoding not in ENCODINGS:
+        raise ImageConversionError(
+            f'unsupported image encoding {encoding!r}; supported: {", ".join(SUPPORTED_ENCODINGS)}')
+    channels, depth = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * depth
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f'image has an empty size {width}x{height}')
+    if step < row_bytes:
+        raise ImageConversionError(
+            f'image step {step} is smaller than width * bytes per pixel = {width} * '
+            f'{channels * depth} = {row_bytes} ({encoding})')
+    if len(msg.data) != step * height:
+        raise ImageConversionError(
+            f'image data has {len(msg.data)} bytes, expected step * height = {step} * {height} = '
+            f'{step * height}')
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :row_bytes]
+    if depth == 2:
+        dtype = np.dtype('>u2' if msg.is_bigendian else '<u2')
+        pixels = (rows.view(dtype) >> 8).astype(np.uint8)
+    else:
+        pixels = rows
+    pixels = pixels.reshape(height, width, channels)
+    code = _TO_RGB[encoding]
+    if code is None:
+        return np.ascontiguousarray(pixels)
+    return cv2.cvtColor(pixels, code)
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...; rclpy or rosbags) to RGB uint8."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageConversionError(f'compressed image ({msg.format!r}) has no data')
+    head, tail = data[:2].tobytes(), data[-_JPEG_EOI_SEARCH:].tobytes()
+    # libjpeg decodes a truncated JPEG with a grey bottom and only a warning: catch it here.
+    if head == _JPEG_SOI and _JPEG_EOI not in tail:
+        raise ImageConversionError(f'corrupt JPEG ({data.size} bytes, format {msg.format!r}): '
+                                   'no end-of-image marker, the data is truncated')
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageConversionError(
+            f'cannot decode compressed image ({data.size} bytes, format {msg.format!r})')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
