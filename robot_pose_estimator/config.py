@@ -57,6 +57,8 @@ class EstimatorConfig:
     confidence_floor: float = 0.1
     refine_joint_angles: bool = True
     coarse_to_fine: bool = True
+    joint_prior_sigma_deg: float = 10.0
+    multi_start_px: float = 3.0
     onnx_threads: int = 2
     robot: RobotConfig | None = field(default=None)
 
@@ -74,6 +76,10 @@ class EstimatorConfig:
         if not 0.0 < self.confidence_floor <= self.confidence_threshold:
             raise ValueError('confidence_floor must be in (0, confidence_threshold], '
                              f'got {self.confidence_floor}')
+        if not 0.0 < self.joint_prior_sigma_deg <= 180.0:
+            raise ValueError(f'joint_prior_sigma_deg must be in (0, 180], got {self.joint_prior_sigma_deg}')
+        if self.multi_start_px < 0.0:
+            raise ValueError(f'multi_start_px must be >= 0 (0 turns it off), got {self.multi_start_px}')
         if self.min_keypoints < 4:
             raise ValueError(f'min_keypoints must be >= 4 (PnP needs 4), got {self.min_keypoints}')
 

@@ -199,3 +199,22 @@ def test_online_mode_recovers_within_the_frame_after_a_jump(robot):
     assert estimate.success and estimate.mode == 'single_frame'
     assert np.degrees(np.abs(estimate.joint_positions - second.q)).max() < 0.1
     assert len(backend.crops) == 3   # first frame, the stale online crop, the fresh letterbox
+
+
+def test_multi_start_recovers_when_the_network_angles_are_far_off(robot):
+    """Joint 1 predicted 90 deg off (it trades against the camera's yaw): multi-start finds the truth."""
+    loose = SolverOptions(prior_sigma=np.radians(45.0), keypoint_sigma_px=0.5)
+    recovered = {}
+    for multi_start_px in (0.0, 3.0):
+        estimator, backend = make_estimator(robot, solver=loose, multi_start_px=multi_start_px)
+        recovered[multi_start_px] = 0
+        for index in range(12):
+            scene = random_scene(robot, np.random.default_rng(100 + index))
+            wrong = scene.q.copy()
+            wrong[0] += np.radians(90.0) if wrong[0] < 0 else -np.radians(90.0)
+            backend.show(scene, joint_angles=wrong)
+            estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, float(index))
+            if estimate.success and np.degrees(np.abs(estimate.joint_positions - scene.q)).max() < 1.0:
+                recovered[multi_start_px] += 1
+    assert recovered[3.0] >= 11, recovered
+    assert recovered[3.0] > recovered[0.0] + 4, recovered

@@ -58,6 +58,7 @@ class PipelineSettings:
     solver: pose_solver.SolverOptions = pose_solver.SolverOptions()
     outlier_gate_px: float = 40.0        # online mode: drop keypoints this far from the previous solution
     max_distance_m: float = 10.0         # a solved robot base farther than this is reported as a failure
+    multi_start_px: float = 3.0          # single-frame fit worse than this (RMS px): try other angle seeds
     tracker: TrackerConfig = TrackerConfig()
 
 
@@ -122,7 +123,9 @@ class Estimator:
         settings = PipelineSettings(
             mode=config.mode, confidence_threshold=config.confidence_threshold,
             min_keypoints=config.min_keypoints, confidence_floor=config.confidence_floor,
-            refine_joint_angles=config.refine_joint_angles, coarse_to_fine=config.coarse_to_fine)
+            refine_joint_angles=config.refine_joint_angles, coarse_to_fine=config.coarse_to_fine,
+            multi_start_px=config.multi_start_px,
+            solver=pose_solver.SolverOptions(prior_sigma=np.radians(config.joint_prior_sigma_deg)))
         return cls(backend, robot, replace(settings, **overrides))
 
     def reset(self) -> None:
@@ -222,7 +225,12 @@ class Estimator:
                prior: TrackedSolution | None) -> pose_solver.PoseSolution:
         """Refine from the previous frame when tracking; otherwise EPnP on FK of the network's angles.
 
-        A tracked start that does not converge falls back to the single-frame solve at once.
+        A tracked start that does not converge falls back to the single-frame solve at once. A
+        single-frame fit that explains the keypoints poorly (RMS above ``multi_start_px``, or some
+        keypoints left as outliers) is retried from other angle seeds (EVIDENCE.md's M3), keeping
+        the fit that explains the most keypoints best. Joint 1 trades against the camera's yaw
+        with only the base keypoints to tell them apart, so a wrong joint-1 prior typically shows
+        up as exactly those keypoints rejected as outliers.
         """
         settings = self.settings
         refine_joints = settings.refine_joint_angles and np.count_nonzero(used) >= settings.min_keypoints
@@ -232,7 +240,33 @@ class Estimator:
                                          q_init=prior.joint_positions, **common)
             if solution.ok:
                 return solution
-        return pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
+        best = pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
+        if not refine_joints or settings.multi_start_px <= 0 or (
+                best.ok and best.reprojection_error_px <= settings.multi_start_px
+                and np.count_nonzero(best.inliers) == np.count_nonzero(used)):
+            return best
+        for seed in self._multi_start_seeds(q_network):
+            candidate = pose_solver.solve(self.robot, q_network, nccs, used, q_init=seed, ransac=settings.ransac,
+                                          **common)
+            if candidate.ok and (not best.ok or _fit_quality(candidate) > _fit_quality(best)):
+                best = candidate
+        return best
+
+    def _multi_start_seeds(self, q_network: np.ndarray) -> list[np.ndarray]:
+        """Return angle seeds that a local fit from the network's angles cannot reach.
+
+        The first and last joints turned by +-90 deg (they trade against the camera's yaw and
+        roll), then three fixed random perturbations.
+        """
+        seeds = []
+        for joint in dict.fromkeys((0, self.robot.num_joints - 1)):
+            for turn in (-np.pi / 2, np.pi / 2):
+                seed = q_network.copy()
+                seed[joint] += turn
+                seeds.append(self.robot.clip(seed))
+        perturbations = np.random.default_rng(0).normal(0.0, np.radians(30.0), (3, self.robot.num_joints))
+        seeds += [self.robot.clip(q_network + delta) for delta in perturbations]
+        return seeds
 
     def _failure(self, reason: str, mode: str, clock: _StageClock, detections: _Detections | None = None,
                  used: np.ndarray | None = None) -> Estimate:
@@ -258,6 +292,11 @@ class Estimator:
                                                     estimate.keypoints_kept, solution))
         estimate.timings_ms = clock.ms
         return estimate
+
+
+def _fit_quality(solution: pose_solver.PoseSolution) -> tuple[int, float]:
+    """Order fits: more keypoints explained first, then a lower RMS reprojection error."""
+    return int(np.count_nonzero(solution.inliers)), -solution.reprojection_error_px
 
 
 def _input_problem(image_rgb: np.ndarray, camera: CameraModel) -> str | None:
