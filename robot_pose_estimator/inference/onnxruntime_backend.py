@@ -54,8 +54,8 @@ class OnnxRuntimeBackend:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(path, 'model file not found')
-        if threads < 1:
-            raise ValueError(f'threads must be >= 1, got {threads}')
+        if threads < 0:
+            raise ValueError(f'threads must be >= 0 (0: ONNX Runtime decides), got {threads}')
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
