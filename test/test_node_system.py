@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import array
 import math
-import os
 from pathlib import Path
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -47,6 +45,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.transforms import matrix_from_quaternion, rotation_angle_deg  # noqa: E402
+from robot_pose_estimator.evaluation.demo import node_environment, NodeProcess  # noqa: E402
 from robot_pose_estimator.ros.conversions import rgb_to_compressed, rgb_to_image  # noqa: E402
 from robot_pose_estimator.testing import write_bad_model  # noqa: E402
 from ros_helpers import GREY, grey_image, HEIGHT, WIDTH, write_scene_model  # noqa: E402
@@ -67,40 +66,9 @@ def node_command(*arguments: str) -> list[str]:
     return base + ['--ros-args', '--params-file', str(CONFIG), *arguments]
 
 
-def node_environment() -> dict[str, str]:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               PYTHONUNBUFFERED='1')
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
-    return env
-
-
-class NodeProcess:
-    """The node under test; its log goes to a file that failing tests print."""
-
-    def __init__(self, log_path: Path, *arguments: str):
-        self.log_path = log_path
-        self._log = open(log_path, 'w')
-        self.process = subprocess.Popen(node_command(*arguments), cwd=REPO, env=node_environment(),
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> int:
-        """SIGINT, as Ctrl-C would; the exit code."""
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+def start_node(log_path: Path, *arguments: str) -> NodeProcess:
+    """Start the node under test; its log goes to a file that failing tests print."""
+    return NodeProcess(node_command(*arguments), DOMAIN_ID, log_path, cwd=REPO)
 
 
 class Harness:
@@ -243,9 +211,9 @@ def harness():
 @pytest.fixture(scope='module')
 def node(workdir, truth, harness):
     """Start the main node: raw images on /camera/image_raw, default settings but single-frame mode."""
-    process = NodeProcess(workdir / 'node.log', '-p', f'model_path:={truth.model_path}', '-p', 'mode:=single_frame',
-                          '-p', 'coarse_to_fine:=false', '-r', 'image:=/camera/image_raw',
-                          '-r', 'camera_info:=/camera/camera_info')
+    process = start_node(workdir / 'node.log', '-p', f'model_path:={truth.model_path}', '-p', 'mode:=single_frame',
+                         '-p', 'coarse_to_fine:=false', '-r', 'image:=/camera/image_raw',
+                         '-r', 'camera_info:=/camera/camera_info')
     try:
         ready = wait_until(lambda: not process.alive() or (
             harness.image_pub.get_subscription_count() > 0
@@ -253,7 +221,7 @@ def node(workdir, truth, harness):
         assert ready and process.alive(), f'node did not come up:\n{process.log}'
         yield process
     finally:
-        code = process.stop()
+        code = process.stop(timeout=15)
         print(process.log)
     assert code == 0, f'node exited with {code} on SIGINT'
 
@@ -473,9 +441,9 @@ MAX_RATE = 8.0
 @pytest.fixture(scope='module')
 def compressed_node(workdir, truth, harness):
     """Start a second node: CompressedImage input, at most MAX_RATE frames per second, in /cam2."""
-    process = NodeProcess(workdir / 'node_compressed.log', '-r', '__ns:=/cam2', '-p', f'model_path:={truth.model_path}',
-                          '-p', 'mode:=single_frame', '-p', 'coarse_to_fine:=false', '-p', 'input_compressed:=true',
-                          '-p', f'max_rate:={MAX_RATE}', '-r', 'image:=/cam2/image_raw')
+    process = start_node(workdir / 'node_compressed.log', '-r', '__ns:=/cam2', '-p', f'model_path:={truth.model_path}',
+                         '-p', 'mode:=single_frame', '-p', 'coarse_to_fine:=false', '-p', 'input_compressed:=true',
+                         '-p', f'max_rate:={MAX_RATE}', '-r', 'image:=/cam2/image_raw')
     try:
         ready = wait_until(lambda: not process.alive() or (
             harness.compressed_pub.get_subscription_count() > 0
@@ -483,7 +451,7 @@ def compressed_node(workdir, truth, harness):
         assert ready and process.alive(), f'compressed node did not come up:\n{process.log}'
         yield process
     finally:
-        code = process.stop()
+        code = process.stop(timeout=15)
         print(process.log)
     assert code == 0
 
@@ -558,7 +526,7 @@ def test_overload_keeps_latency_bounded(compressed_node, harness, truth):
 
 
 def run_node(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(node_command(*arguments), cwd=REPO, env=node_environment(), capture_output=True,
+    return subprocess.run(node_command(*arguments), cwd=REPO, env=node_environment(DOMAIN_ID), capture_output=True,
                           text=True, timeout=60)
 
 

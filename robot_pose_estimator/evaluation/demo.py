@@ -108,23 +108,34 @@ def _parameter_text(value: Any) -> str:
     return str(value)
 
 
+def node_environment(domain_id: int) -> dict[str, str]:
+    """Environment for a node subprocess: its own ROS domain on loopback, this package importable."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               PYTHONUNBUFFERED='1')
+    package_root = str(Path(__file__).resolve().parents[2])
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [package_root, env.get('PYTHONPATH')]))
+    return env
+
+
 class NodeProcess:
     """The node subprocess in its own domain; stdout and stderr go to ``log_path``."""
 
-    def __init__(self, command: Sequence[str], domain_id: int, log_path: Path) -> None:
+    def __init__(self, command: Sequence[str], domain_id: int, log_path: Path, cwd: Path | None = None) -> None:
         self.log_path = log_path
         self._log = log_path.open('w')
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-                   PYTHONUNBUFFERED='1')
-        package_root = str(Path(__file__).resolve().parents[2])
-        env['PYTHONPATH'] = os.pathsep.join(filter(None, [package_root, env.get('PYTHONPATH')]))
-        self.process = subprocess.Popen(list(command), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(list(command), cwd=cwd, env=node_environment(domain_id), stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+
+    @property
+    def log(self) -> str:
+        """Everything the node has printed so far."""
+        return self.log_path.read_text(errors='replace')
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def log_tail(self, lines: int = 15) -> str:
-        return '\n'.join(self.log_path.read_text(errors='replace').splitlines()[-lines:])
+        return '\n'.join(self.log.splitlines()[-lines:])
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGINT, as Ctrl-C would; kill if it does not exit in time. Returns the exit code."""
