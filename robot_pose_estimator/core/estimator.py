@@ -30,7 +30,7 @@ import numpy as np
 from robot_pose_estimator.core import pose_solver
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import (
-    box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, heatmap_to_input,
+    box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence,
     letterbox_transform
 )
 from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
@@ -138,7 +138,7 @@ class Estimator:
         prior = self.tracker.prior_for(stamp) if self.settings.mode == ONLINE else None
         problem = _input_problem(image_rgb, camera)
         if problem is not None:
-            return self._finish(stamp, self._failure(problem, SINGLE_FRAME, clock), clock)
+            return self._finish(stamp, self._failure(problem, SINGLE_FRAME), clock)
         estimate = self._attempt(image_rgb, camera, prior, clock)
         if not estimate.success and prior is not None:
             # The previous frame's crop or pose does not fit this one (a jump, a cut in the
@@ -173,7 +173,7 @@ class Estimator:
                 if np.count_nonzero(gated) >= settings.min_keypoints:
                     used = gated
         if not kept.ok:
-            estimate = self._failure(kept.reason or 'too few confident keypoints', mode, clock, detections, used)
+            estimate = self._failure(kept.reason or 'too few confident keypoints', mode, detections, used)
             estimate.confidence_threshold = kept.threshold_used
             return estimate
 
@@ -183,13 +183,13 @@ class Estimator:
         with clock.stage('solve'):
             q_network = self.robot.clip(detections.joint_angles.astype(float))
             solution = self._solve(q_network, nccs, used, camera, prior)
-        if solution.ok and np.linalg.norm(solution.T_camera_base[:3, 3]) > settings.max_distance_m:
+        distance = np.linalg.norm(solution.T_camera_base[:3, 3]) if solution.ok else 0.0
+        if distance > settings.max_distance_m:
             solution.status, solution.message = pose_solver.SolveStatus.DEGENERATE, (
-                f'robot base {np.linalg.norm(solution.T_camera_base[:3, 3]):.1f} m from the camera '
-                f'(max_distance_m {settings.max_distance_m:g})')
+                f'robot base {distance:.1f} m from the camera (max_distance_m {settings.max_distance_m:g})')
         if not solution.ok:
             reason = f'pose solver: {solution.status}' + (f' ({solution.message})' if solution.message else '')
-            estimate = self._failure(reason, mode, clock, detections, used)
+            estimate = self._failure(reason, mode, detections, used)
             estimate.joint_positions = q_network
             estimate.confidence_threshold = kept.threshold_used
             return estimate
@@ -207,18 +207,16 @@ class Estimator:
 
     def _detect(self, image_rgb: np.ndarray, transform: CropTransform, clock: _StageClock) -> _Detections:
         """One network pass on the crop ``transform`` describes, peaks mapped back to original pixels."""
-        from robot_pose_estimator.inference.preprocessing import preprocess
+        from robot_pose_estimator.inference import preprocessing
 
         metadata = self.backend.metadata
         with clock.stage('preprocess'):
-            tensor = preprocess(image_rgb, transform, metadata)
+            tensor = preprocessing.preprocess(image_rgb, transform, metadata)
         with clock.stage('inference'):
             output = self.backend.infer(tensor)
         with clock.stage('decode'):
             peaks, confidences = decode_heatmaps(output.heatmaps)
-            input_points = heatmap_to_input(peaks, output.heatmaps.shape[1:],
-                                            (metadata.input_height, metadata.input_width))
-            keypoints_px = transform.to_original(input_points)
+            keypoints_px = preprocessing.peaks_to_original(peaks, output.heatmaps.shape[1:], metadata, transform)
         return _Detections(keypoints_px, confidences, np.asarray(output.joint_angles, dtype=float))
 
     def _solve(self, q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
@@ -268,7 +266,7 @@ class Estimator:
         seeds += [self.robot.clip(q_network + delta) for delta in perturbations]
         return seeds
 
-    def _failure(self, reason: str, mode: str, clock: _StageClock, detections: _Detections | None = None,
+    def _failure(self, reason: str, mode: str, detections: _Detections | None = None,
                  used: np.ndarray | None = None) -> Estimate:
         count = self.robot.num_keypoints
         return Estimate(
