@@ -24,7 +24,7 @@ test can switch detection off and on through the image alone. Needs the ``onnx``
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 import json
@@ -34,7 +34,7 @@ from typing import Any, TYPE_CHECKING
 import numpy as np
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
-from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
 from robot_pose_estimator.core.transforms import look_at, transform_points
 from robot_pose_estimator.inference.base import (
     HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
@@ -49,20 +49,26 @@ OPSET = 17
 IR_VERSION = 8   # readable by every onnxruntime >= 1.17 and TensorRT 10
 
 
-def metadata_for(robot_config: RobotConfig, input_size: tuple[int, int],
-                 robot_name: str = 'panda') -> dict[str, str]:
-    """Build the ``metadata_props`` dict for a robot config and an input size (H, W)."""
+def model_metadata(robot_name: str, keypoints: Sequence[KeypointSpec], joint_names: Sequence[str],
+                   input_size: tuple[int, int]) -> ModelMetadata:
+    """Build the metadata of a model predicting these keypoints and joints; input_size is (H, W)."""
     return ModelMetadata(
         robot_name=robot_name,
-        keypoint_names=tuple(k.name for k in robot_config.keypoints),
-        keypoint_links=tuple(k.link for k in robot_config.keypoints),
-        keypoint_offsets=tuple(tuple(float(v) for v in k.offset) for k in robot_config.keypoints),
-        joint_names=tuple(robot_config.joint_names),
+        keypoint_names=tuple(k.name for k in keypoints),
+        keypoint_links=tuple(k.link for k in keypoints),
+        keypoint_offsets=tuple(tuple(float(v) for v in k.offset) for k in keypoints),
+        joint_names=tuple(joint_names),
         input_height=int(input_size[0]),
         input_width=int(input_size[1]),
         normalization_mean=IMAGENET_MEAN,
         normalization_std=IMAGENET_STD,
-    ).to_props()
+    )
+
+
+def metadata_for(robot_config: RobotConfig, input_size: tuple[int, int],
+                 robot_name: str = 'panda') -> dict[str, str]:
+    """Build the ``metadata_props`` dict for a robot config and an input size (H, W)."""
+    return model_metadata(robot_name, robot_config.keypoints, robot_config.joint_names, input_size).to_props()
 
 
 def gate_for(image_rgb_input: np.ndarray) -> float:
@@ -207,12 +213,7 @@ def random_scene(robot: RobotModel, rng: np.random.Generator, distorted: bool = 
 
 def metadata_for_robot(robot: RobotModel, input_size: tuple[int, int] = (256, 256)) -> ModelMetadata:
     """Model metadata describing exactly ``robot``'s keypoints and joints; input_size is (H, W)."""
-    return ModelMetadata(
-        robot_name=robot.name, keypoint_names=tuple(robot.keypoint_names),
-        keypoint_links=tuple(k.link for k in robot.keypoint_specs),
-        keypoint_offsets=tuple(tuple(k.offset) for k in robot.keypoint_specs),
-        joint_names=tuple(robot.joint_names), input_height=input_size[0], input_width=input_size[1],
-        normalization_mean=(0.485, 0.456, 0.406), normalization_std=(0.229, 0.224, 0.225))
+    return model_metadata(robot.name, robot.keypoint_specs, robot.joint_names, input_size)
 
 
 class IdealHeatmapBackend:
