@@ -49,13 +49,14 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0
     """Return T_camera_base of a camera at ``eye`` looking at ``target``.
 
     The camera frame is optical (z forward, x right, y down), ``eye`` and ``target`` are in the base
-    frame and image 'up' points toward ``up`` (another axis when parallel).
+    frame and image 'up' points toward ``up``. Within 2.6 deg of ``up`` (|cos| >= 0.999) the image
+    x axis would swing with tiny changes of the view, so another axis serves as 'up' there.
     """
     eye = np.asarray(eye, dtype=float)
     z = np.asarray(target, dtype=float) - eye
     z /= np.linalg.norm(z)
     up = np.asarray(up, dtype=float)
-    if np.linalg.norm(np.cross(z, up)) < 1e-6 * np.linalg.norm(up):
+    if abs(z @ up) >= 0.999 * np.linalg.norm(up):
         up = np.roll(up, 1)
     x = np.cross(z, up)
     x /= np.linalg.norm(x)

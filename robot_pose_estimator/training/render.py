@@ -39,10 +39,12 @@ from typing import Any
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
+from robot_pose_estimator.core import transforms
 from robot_pose_estimator.core.heatmaps import (
     box_from_points, crop_transform, CropTransform, letterbox_transform, PAD_VALUE
 )
 from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.transforms import make_transform
 from robot_pose_estimator.training.dataset import load_shard, open_dataset, write_shard
 from robot_pose_estimator.training.randomization import (
     background_image, color_jitter, occluder_mask, paint, procedural_texture, random_color, random_shape_mask,
@@ -105,20 +107,10 @@ def project(points_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarray:
-    """T_camera_base of an optical-frame camera at ``eye`` looking at ``target``, base z up."""
-    z = np.asarray(target, float) - np.asarray(eye, float)
-    z /= np.linalg.norm(z)
-    up = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.999 else np.array([1.0, 0.0, 0.0])
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])                         # rows: camera axes in the base frame
+    """T_camera_base of ``transforms.look_at`` (base z up), rolled by ``roll`` about the optical axis."""
     c, s = np.cos(roll), np.sin(roll)
-    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ R
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = -R @ np.asarray(eye, float)
-    return T
+    rolled = make_transform(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.zeros(3))
+    return rolled @ transforms.look_at(eye, target)
 
 
 def sample_camera(rng: np.random.Generator, robot: RobotModel, q: np.ndarray,
