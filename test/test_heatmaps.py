@@ -85,18 +85,19 @@ def test_decode_peak_on_border_is_finite_and_close():
 
 
 def test_decode_rejects_nan_inf_and_empty_heatmaps():
-    points = np.array([[10.3, 12.7]] * 5)
+    points = np.array([[10.3, 12.7]] * 6)
     heatmaps = render_gaussian_heatmaps(points, (32, 32), 2.0)
     heatmaps[0, 3, 4] = np.nan          # one NaN anywhere poisons the keypoint
     heatmaps[1, 12, 10] = np.inf
     heatmaps[2] = 0.0                  # nothing detected
     heatmaps[3] = -1.0                 # no positive value
+    heatmaps[4, 30, 1] = -np.inf       # far from the peak, below every other value
     peaks, confidences = decode_heatmaps(heatmaps)
     assert not np.isnan(confidences).any()
-    np.testing.assert_array_equal(confidences[:4], 0.0)
-    assert np.isnan(peaks[:4]).all()
-    np.testing.assert_allclose(peaks[4], [10.3, 12.7], atol=1e-4)
-    assert confidences[4] > 0.9
+    np.testing.assert_array_equal(confidences[:5], 0.0)
+    assert np.isnan(peaks[:5]).all()
+    np.testing.assert_allclose(peaks[5], [10.3, 12.7], atol=1e-4)
+    assert confidences[5] > 0.9
 
 
 def test_decode_rejects_wrong_shapes():

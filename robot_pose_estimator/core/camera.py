@@ -68,6 +68,8 @@ class CameraModel:
             self.distortion_model, self.D = PLUMB_BOB, np.zeros(0)
         self._fisheye = self.distortion_model == EQUIDISTANT
         self._distorted = bool(np.any(self.D != 0.0))
+        self._focal = self.K[[0, 1], [0, 1]].copy()
+        self._principal = self.K[:2, 2].copy()
 
     @classmethod
     def from_fov(cls, width: int, height: int, horizontal_fov_deg: float,
@@ -114,10 +116,11 @@ class CameraModel:
         ok = np.isfinite(pixels).all(axis=1)
         if not ok.any():
             return out
-        src = np.ascontiguousarray(pixels[ok]).reshape(-1, 1, 2)
         if not self._distorted:
-            out[ok] = (pixels[ok] - (self.cx, self.cy)) / (self.fx, self.fy)
-        elif self._fisheye:
+            out[ok] = (pixels[ok] - self._principal) / self._focal
+            return out
+        src = np.ascontiguousarray(pixels[ok]).reshape(-1, 1, 2)
+        if self._fisheye:
             out[ok] = cv2.fisheye.undistortPoints(src, self.K, self.D, criteria=_UNDISTORT_CRITERIA).reshape(-1, 2)
         else:
             out[ok] = cv2.undistortPoints(src, self.K, self.D, criteria=_UNDISTORT_CRITERIA).reshape(-1, 2)
@@ -131,7 +134,7 @@ class CameraModel:
         if not ok.any():
             return out
         if not self._distorted:
-            out[ok] = points_cam[ok, :2] / points_cam[ok, 2:] * (self.fx, self.fy) + (self.cx, self.cy)
+            out[ok] = points_cam[ok, :2] / points_cam[ok, 2:] * self._focal + self._principal
         elif self._fisheye:
             src = np.ascontiguousarray(points_cam[ok]).reshape(-1, 1, 3)
             out[ok] = cv2.fisheye.projectPoints(src, _ZERO3, _ZERO3, self.K, self.D)[0].reshape(-1, 2)

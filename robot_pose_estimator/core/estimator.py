@@ -21,8 +21,8 @@ solution) -> Levenberg-Marquardt over pose and angles.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -63,18 +63,26 @@ class PipelineSettings:
 
 
 class _StageClock:
-    """Accumulates per-stage wall time in milliseconds for one frame."""
+    """Accumulates per-stage wall time in milliseconds for one frame.
+
+    ``with clock.stage(name):`` times a block; a plain class rather than a generator-based
+    context manager because it wraps every stage of every frame.
+    """
 
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}
+        self._name = ''
+        self._start = 0.0
 
-    @contextmanager
-    def stage(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] = self.ms.get(name, 0.0) + 1e3 * (time.perf_counter() - start)
+    def stage(self, name: str) -> _StageClock:
+        self._name = name
+        return self
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.ms[self._name] = self.ms.get(self._name, 0.0) + 1e3 * (time.perf_counter() - self._start)
 
 
 @dataclass
@@ -168,8 +176,8 @@ class Estimator:
                                         settings.min_keypoints, settings.confidence_floor)
             used = kept.mask.copy()
             if prior is not None:
-                gated = used & (np.linalg.norm(detections.keypoints_px - prior.keypoints_px, axis=1)
-                                <= settings.outlier_gate_px)
+                jump = detections.keypoints_px - prior.keypoints_px
+                gated = used & ((jump * jump).sum(axis=1) <= settings.outlier_gate_px ** 2)
                 if np.count_nonzero(gated) >= settings.min_keypoints:
                     used = gated
         if not kept.ok:
@@ -183,7 +191,7 @@ class Estimator:
         with clock.stage('solve'):
             q_network = self.robot.clip(detections.joint_angles.astype(float))
             solution = self._solve(q_network, nccs, used, camera, prior)
-        distance = np.linalg.norm(solution.T_camera_base[:3, 3]) if solution.ok else 0.0
+        distance = math.hypot(*solution.T_camera_base[:3, 3].tolist()) if solution.ok else 0.0
         if distance > settings.max_distance_m:
             solution.status, solution.message = pose_solver.SolveStatus.DEGENERATE, (
                 f'robot base {distance:.1f} m from the camera (max_distance_m {settings.max_distance_m:g})')

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import math
 
 import cv2
 import numpy as np
@@ -36,6 +37,13 @@ import numpy as np
 # Values below this (relative to nothing: heatmaps are in [0, 1]) are clamped before the log
 # in the sub-pixel fit, so a peak next to exact zeros still gives a finite, small offset.
 _LOG_FLOOR = 1e-10
+
+_NEIGHBOURS = np.array([-1, 0, 1])
+# Central differences on a row-major 3x3 patch (entries [row, col] flattened): gx, gy, hxx, hyy, hxy.
+_LOG_DERIVATIVES = np.array([
+    [0, 0, 0, 0, 0.25], [0, -0.5, 0, 1, 0], [0, 0, 0, 0, -0.25],
+    [-0.5, 0, 1, 0, 0], [0, 0, -2, -2, 0], [0.5, 0, 1, 0, 0],
+    [0, 0, 0, 0, -0.25], [0, 0.5, 0, 1, 0], [0, 0, 0, 0, 0.25]])
 
 PAD_VALUE = (0, 0, 0)
 """Fill colour of ``apply_crop`` outside the original image (black, so it reads as "no robot")."""
@@ -61,41 +69,35 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if k == 0 or h == 0 or w == 0:
         return np.full((k, 2), np.nan), np.zeros(k)
     flat = heatmaps.reshape(k, h * w)
-    finite = np.isfinite(flat).all(axis=1)
-    if not finite.all():
-        flat = np.where(finite[:, None], flat, 0.0)
+    # argmax lands on a NaN or +inf if there is one and the minimum reveals a -inf: two fast
+    # passes instead of a full isfinite mask; peak + minimum is finite only when both are.
     index = flat.argmax(axis=1)
     rows = np.arange(k)
     peak = flat[rows, index].astype(np.float64)
-    valid = finite & (peak > 0.0)
+    valid = (peak > 0.0) & np.isfinite(peak + flat.min(axis=1))
     y, x = np.divmod(index, w)
 
     # 3x3 neighbourhood with clamped indices; offsets across a border are zeroed below.
-    xs = np.clip(x[:, None] + np.array([-1, 0, 1]), 0, w - 1)
-    ys = np.clip(y[:, None] + np.array([-1, 0, 1]), 0, h - 1)
-    patch = flat[rows[:, None, None], ys[:, :, None] * w + xs[:, None, :]].astype(np.float64)
-    log = np.log(np.maximum(patch, _LOG_FLOOR))            # (K, 3, 3) indexed [row, col]
-    centre = log[:, 1, 1]
-    gx = 0.5 * (log[:, 1, 2] - log[:, 1, 0])
-    gy = 0.5 * (log[:, 2, 1] - log[:, 0, 1])
-    hxx = log[:, 1, 2] - 2.0 * centre + log[:, 1, 0]
-    hyy = log[:, 2, 1] - 2.0 * centre + log[:, 0, 1]
-    hxy = 0.25 * (log[:, 2, 2] - log[:, 2, 0] - log[:, 0, 2] + log[:, 0, 0])
-    inside_x = (x > 0) & (x < w - 1)
-    inside_y = (y > 0) & (y < h - 1)
-
+    xs = np.minimum(np.maximum(x[:, None] + _NEIGHBOURS, 0), w - 1)
+    ys = np.minimum(np.maximum(y[:, None] + _NEIGHBOURS, 0), h - 1)
+    patch = flat[rows[:, None], (ys[:, :, None] * w + xs[:, None, :]).reshape(k, 9)].astype(np.float64)
+    patch[~valid] = 1.0                                     # keeps rejected rows finite below
+    # Gradient and Hessian of the log patch in one product: columns gx, gy, hxx, hyy, hxy.
+    gx, gy, hxx, hyy, hxy = (np.log(np.maximum(patch, _LOG_FLOOR)) @ _LOG_DERIVATIVES).T
+    inside_x = (x > 0) & (x < w - 1) & (hxx < 0.0)
+    inside_y = (y > 0) & (y < h - 1) & (hyy < 0.0)
     det = hxx * hyy - hxy * hxy
-    newton = inside_x & inside_y & (hxx < 0.0) & (det > 1e-12)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        # Newton step -H^-1 g for the 2x2 Hessian, written out.
-        dx_2d = -(hyy * gx - hxy * gy) / det
-        dy_2d = -(hxx * gy - hxy * gx) / det
-        dx_1d = np.where(inside_x & (hxx < 0.0), -gx / hxx, 0.0)
-        dy_1d = np.where(inside_y & (hyy < 0.0), -gy / hyy, 0.0)
-    dx = np.clip(np.where(newton, dx_2d, dx_1d), -1.0, 1.0)
-    dy = np.clip(np.where(newton, dy_2d, dy_1d), -1.0, 1.0)
-
-    peaks = np.stack([x + dx, y + dy], axis=1)
+    newton = inside_x & inside_y & (det > 1e-12)
+    # Newton step -H^-1 g for the 2x2 Hessian where it is a maximum, else per axis; safe
+    # denominators where a branch is not taken.
+    det = np.where(newton, det, 1.0)
+    dx = np.where(newton, (hxy * gy - hyy * gx) / det, -gx / np.where(inside_x, hxx, -np.inf))
+    dy = np.where(newton, (hxy * gx - hxx * gy) / det, -gy / np.where(inside_y, hyy, -np.inf))
+    offsets = np.empty((k, 2))
+    offsets[:, 0], offsets[:, 1] = dx, dy
+    peaks = np.minimum(np.maximum(offsets, -1.0), 1.0)
+    peaks[:, 0] += x
+    peaks[:, 1] += y
     peaks[~valid] = np.nan
     confidences = np.where(valid, peak, 0.0)
     return peaks, confidences
@@ -173,10 +175,10 @@ def filter_by_confidence(confidences: np.ndarray, threshold: float, min_keypoint
         raise ValueError(f'min_keypoints must be >= 0, got {min_keypoints}')
     conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
     conf = np.where(np.isfinite(conf), conf, 0.0)
-    steps = int(np.ceil((threshold - floor) / step - 1e-9))
+    steps = math.ceil((threshold - floor) / step - 1e-9)
     for i in range(steps + 1):
         level = max(threshold - i * step, floor)
-        mask = (conf >= level) & (conf > 0.0)
+        mask = conf >= level  # level >= floor > 0: zero confidences never pass
         if np.count_nonzero(mask) >= min_keypoints:
             return ConfidenceFilterResult(mask, float(level), True)
     kept = int(np.count_nonzero(mask))

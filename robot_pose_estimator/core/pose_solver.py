@@ -37,6 +37,7 @@ MIN_POINTS = 4                 # PnP needs at least 4 correspondences
 _DEGENERATE_RATIO = 1e-3       # second / first singular value of the centred points below this: collinear
 _MIN_DEPTH = 1e-6              # metres; points closer to the camera plane count as behind it
 _IDENTITY3 = np.eye(3)
+_HOMOGENEOUS_ROW = np.array([0.0, 0.0, 0.0, 1.0])
 _SOLVE_FLAGS = cv2.DECOMP_CHOLESKY
 _STEP_TOLERANCE = 1e-5         # rad and m: a step this small changes nothing that matters
 _COST_TOLERANCE = 1e-4         # chi^2 decrease (cost is in keypoint sigmas): within ~1% of a sigma
@@ -139,10 +140,9 @@ def solve_epnp(points_base: np.ndarray, nccs: np.ndarray, ransac: bool = False,
         return _epnp_failure(SolveStatus.NOT_ENOUGH_POINTS, n, f'{n} points, PnP needs {MIN_POINTS}')
     if not (np.isfinite(points_base).all() and np.isfinite(nccs).all()):
         return _epnp_failure(SolveStatus.INVALID_INPUT, n, 'NaN or inf in the PnP input')
-    for name, points in (('3D', points_base), ('2D', nccs)):
-        reason = _degeneracy(points)
-        if reason:
-            return _epnp_failure(SolveStatus.DEGENERATE, n, f'{name} keypoints are {reason}')
+    reason = _correspondence_degeneracy(points_base, nccs)
+    if reason:
+        return _epnp_failure(SolveStatus.DEGENERATE, n, reason)
     object_points = np.ascontiguousarray(points_base)
     image_points = np.ascontiguousarray(nccs)
     inliers = np.ones(n, dtype=bool)
@@ -212,9 +212,9 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
         return _failure(SolveStatus.INVALID_INPUT, K, J, np.full(J, np.nan),
                         f'expected q ({J},), nccs ({K}, 2), used ({K},), T (4, 4); got {q_prior.shape}, '
                         f'{q_init.shape}, {nccs.shape}, {used.shape}, {None if T_init is None else T_init.shape}')
-    if not (np.isfinite(q_prior).all() and np.isfinite(q_init).all()):
+    if not _finite(q_prior, q_init):
         return _failure(SolveStatus.INVALID_INPUT, K, J, q_init, 'NaN/inf in the joint angles')
-    if T_init is not None and not np.isfinite(T_init).all():
+    if T_init is not None and not _finite(T_init):
         return _failure(SolveStatus.INVALID_INPUT, K, J, q_init, 'NaN/inf in the initial pose')
     if not (pixel_scale > 0.0 and math.isfinite(pixel_scale)):
         return _failure(SolveStatus.INVALID_INPUT, K, J, q_init, f'bad pixel_scale {pixel_scale}')
@@ -238,10 +238,9 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
             fit = used.copy()
             fit[used] = epnp.inliers
     else:
-        for name, cloud in (('3D', points[used]), ('2D', nccs[used])):
-            reason = _degeneracy(cloud)
-            if reason:
-                return _failure(SolveStatus.DEGENERATE, K, J, q_init, f'{name} keypoints are {reason}', T_init)
+        reason = _correspondence_degeneracy(points[used], nccs[used])
+        if reason:
+            return _failure(SolveStatus.DEGENERATE, K, J, q_init, reason, T_init)
     solution = _Problem(robot, nccs, fit, q_prior, pixel_scale, refine_joints, options, points).run(T_init, q_init)
     if fit is used or solution.status not in (SolveStatus.OK, SolveStatus.HIGH_RESIDUAL):
         return solution
@@ -287,7 +286,7 @@ class _Problem:
         self.prior_weight = 1.0 / options.prior_sigma**2
         self.n_params = 6 + (robot.num_joints if refine_joints else 0)
         self.loss = _LOSSES[options.loss]
-        self.prior_hessian = self.prior_weight * np.eye(robot.num_joints)
+        self.prior_hessian = self.prior_weight * np.eye(robot.num_joints) if refine_joints else None
         self._points_fixed = points[self.index]
         # Jacobian buffer, (n, 2, params); the two structural zeros are written once.
         self._A = np.empty((len(self.index), 2, self.n_params))
@@ -384,14 +383,14 @@ class _Problem:
                 elif gain < 0.25:
                     lam *= 2.0
                 growth = 2.0
-                H, g = self._normal_equations(R, q, state)
-                if converged:
+                if converged:  # H of the last linearisation, a negligible step away, serves joint_std
                     break
+                H, g = self._normal_equations(R, q, state)
             else:
                 lam, growth = lam * growth, growth * 2.0
                 if lam > 1e12 or small_step:  # no descent left: a (local) minimum
                     break
-        if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
+        if not _finite(R, t, q):
             return self._finish(SolveStatus.DIVERGED, R, t, q, None, iterations, 'non-finite pose')
         joint_std = np.full(J, np.nan)
         if self.refine_joints:
@@ -409,7 +408,7 @@ class _Problem:
         on a limit converges instead of inflating the damping.
         """
         A = H.copy()
-        A.flat[::len(g) + 1] += lam * np.maximum(np.diag(H), 1e-9)
+        A.reshape(-1)[::len(g) + 1] += lam * np.maximum(H.diagonal(), 1e-9)   # a view: A is contiguous
         b = -g
         free = None
         if self.refine_joints:
@@ -429,13 +428,13 @@ class _Problem:
 
     def _finish(self, status: SolveStatus, R: np.ndarray, t: np.ndarray, q: np.ndarray, state: _State | None,
                 iterations: int, message: str, joint_std: np.ndarray | None = None) -> PoseSolution:
-        T = np.eye(4)
-        T[:3, :3], T[:3, 3] = R, t
+        T = np.empty((4, 4))
+        T[:3, :3], T[:3, 3], T[3] = R, t, _HOMOGENEOUS_ROW
         K = len(self.used)
         inliers = np.zeros(K, dtype=bool)
         rms = math.nan
         if state is not None:
-            error_px = np.linalg.norm(state.error, axis=1) * self.options.keypoint_sigma_px
+            error_px = np.sqrt(state.sq) * self.options.keypoint_sigma_px
             gate = error_px < self.options.inlier_threshold_px
             inliers[self.index[gate]] = True
             if gate.any():
@@ -471,21 +470,32 @@ def _residual_px(robot: RobotModel, solution: PoseSolution, nccs: np.ndarray, pi
     return np.where((pc[:, 2] > _MIN_DEPTH) & np.isfinite(error), error, np.inf)
 
 
-def _degeneracy(points: np.ndarray) -> str:
-    """'' if the points (N, 2 or 3) span at least a plane, else why not (coincident or collinear).
+def _correspondence_degeneracy(points_base: np.ndarray, nccs: np.ndarray) -> str:
+    """'' if the 3D points (N, 3) and their 2D observations (N, 2) each span at least a plane.
 
-    With C the scatter matrix, the sum of its 2x2 principal minors over trace(C)^2 is about
-    (s2/s1)^2 for nearly collinear points: cheaper than an SVD on every frame.
+    Otherwise why not, e.g. '2D keypoints are collinear'. With C a scatter matrix, the sum of
+    its 2x2 principal minors over trace(C)^2 is about (s2/s1)^2 for nearly collinear points:
+    cheaper than an SVD on every frame. One product gives both clouds' scatter matrices.
     """
-    centred = points - points.sum(axis=0) / len(points)
+    stacked = np.concatenate((points_base, nccs), axis=1)
+    centred = stacked - stacked.sum(axis=0) / len(stacked)
     c = (centred.T @ centred).tolist()
-    trace = sum(c[i][i] for i in range(len(c)))
-    if trace < 1e-18:
-        return 'all coincident'
-    minors = sum(c[i][i] * c[j][j] - c[i][j] * c[i][j] for i in range(len(c)) for j in range(i + 1, len(c)))
-    if minors < (_DEGENERATE_RATIO * trace) ** 2:
-        return 'collinear'
+    for name, axes in (('3D', (0, 1, 2)), ('2D', (3, 4))):
+        trace = sum(c[i][i] for i in axes)
+        if trace < 1e-18:
+            return f'{name} keypoints are all coincident'
+        minors = sum(c[i][i] * c[j][j] - c[i][j] * c[i][j] for i in axes for j in axes if j > i)
+        if minors < (_DEGENERATE_RATIO * trace) ** 2:
+            return f'{name} keypoints are collinear'
     return ''
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    """Every value finite: NaN and inf survive a sum, so one reduction per array is enough.
+
+    (Finite values would have to exceed 1e300 to overflow it: no angle, pose or pixel does.)
+    """
+    return all(math.isfinite(float(a.sum())) for a in arrays)
 
 
 # Robust losses of the squared 2D error s per keypoint: rho(s), the IRLS weight rho'(s) and the

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NamedTuple, TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 REVOLUTE_TYPES = ('revolute', 'continuous')
 MOVABLE_TYPES = REVOLUTE_TYPES + ('prismatic',)
+_IDENTITY3 = np.eye(3)
+_IDENTITY4 = np.eye(4)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,20 @@ class KeypointSpec:
     name: str
     link: str
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+class _Chain(NamedTuple):
+    """The per-joint arrays of the joints one FK query walks, in topological order."""
+
+    variable: np.ndarray        # (n,) index into q
+    multiplier: np.ndarray      # (n,) 0 for joints that q does not drive
+    offset: np.ndarray          # (n,) mimic offset or held position
+    revolute: np.ndarray        # (n,) 1.0 for revolute joints, else 0.0
+    # parent_T_child = terms[0] + sin(angle) terms[1] + cos(angle) terms[2] + position terms[3]:
+    # Rodrigues' formula (I + sin K + (1 - cos) K^2, K = [axis]_x) and the prismatic shift,
+    # premultiplied by the joint origin, so a query needs no matrix products for the motion.
+    terms: np.ndarray           # (4, n, 4, 4)
+    steps: list[tuple[int, int]]  # (child link index, parent link index) per joint
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,9 @@ class RobotModel:
         link_index = {name: i for i, name in enumerate(self.link_names)}
         self._parent_index = np.array([link_index[j.parent] for j in joints])
         self._keypoint_link = np.array([link_index[k.link] for k in keypoints])
-        self._keypoint_offset = np.array([k.offset for k in keypoints], dtype=float)
+        self._keypoint_offset = np.array([k.offset for k in keypoints], dtype=float).reshape(-1, 3)
+        self._keypoint_offset_h = np.concatenate([self._keypoint_offset, np.ones((len(keypoints), 1))],
+                                                 axis=1)[:, :, None]     # (K, 4, 1) homogeneous
         # ancestry[k, i]: joint i lies on the path from the base to keypoint k's link.
         ancestry = np.zeros((len(keypoints), len(joints)), dtype=bool)
         for k, link in enumerate(self._keypoint_link):
@@ -100,12 +118,9 @@ class RobotModel:
         self._joint_offset = np.array([j.offset for j in joints])
         axes = np.array([j.axis for j in joints]).reshape(-1, 3)
         self._axes = axes
-        self._skew = np.zeros((len(joints), 3, 3))
-        self._skew[:, 0, 1], self._skew[:, 0, 2] = -axes[:, 2], axes[:, 1]
-        self._skew[:, 1, 0], self._skew[:, 1, 2] = axes[:, 2], -axes[:, 0]
-        self._skew[:, 2, 0], self._skew[:, 2, 1] = -axes[:, 1], axes[:, 0]
-        self._skew_squared = self._skew @ self._skew
-        self._prismatic_axis = axes * np.array([j.kind == 'prismatic' for j in joints])[:, None]
+        self._is_prismatic = np.array([j.kind == 'prismatic' for j in joints], dtype=bool)
+        self._full_chain = self._chain(np.arange(len(joints)))
+        self._keypoint_chain_arrays = self._chain(self._keypoint_chain)
 
     @classmethod
     def from_urdf(cls, urdf_path: str | Path, keypoints: Sequence[KeypointSpec],
@@ -202,7 +217,7 @@ class RobotModel:
 
     def clip(self, q: np.ndarray) -> np.ndarray:
         """Joint angles clipped into the URDF limits."""
-        return np.clip(q, self.lower, self.upper)
+        return np.minimum(np.maximum(q, self.lower), self.upper)  # np.clip's wrapper costs more than the work
 
     def sample(self, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
         """Joint angles uniform within the limits ((J,) or (n, J)); unbounded joints in [-pi, pi]."""
@@ -211,29 +226,42 @@ class RobotModel:
         size = (self.num_joints,) if n is None else (n, self.num_joints)
         return rng.uniform(lower, upper, size=size)
 
-    def _link_frames(self, q: np.ndarray, joints: np.ndarray | None = None) -> np.ndarray:
-        """base_T_link for every link: q (B, J) -> (B, links, 4, 4).
+    def _chain(self, joints: np.ndarray) -> _Chain:
+        """Gather the per-joint arrays of ``joints`` once, so FK calls do no fancy indexing."""
+        n = len(joints)
+        skew = np.zeros((n, 3, 3))
+        axes = self._axes[joints]
+        skew[:, 0, 1], skew[:, 0, 2] = -axes[:, 2], axes[:, 1]
+        skew[:, 1, 0], skew[:, 1, 2] = axes[:, 2], -axes[:, 0]
+        skew[:, 2, 0], skew[:, 2, 1] = -axes[:, 1], axes[:, 0]
+        skew_squared = skew @ skew
+        motion = np.zeros((4, n, 4, 4))
+        motion[0, :, :3, :3] = _IDENTITY3 + skew_squared
+        motion[0, :, 3, 3] = 1.0
+        motion[1, :, :3, :3] = skew
+        motion[2, :, :3, :3] = -skew_squared
+        motion[3, :, :3, 3] = axes * self._is_prismatic[joints][:, None]
+        return _Chain(
+            variable=self._joint_variable[joints], multiplier=self._joint_multiplier[joints],
+            offset=self._joint_offset[joints], revolute=self._is_revolute[joints].astype(float),
+            terms=self._origins[joints] @ motion,
+            steps=[(int(i) + 1, int(parent)) for i, parent in zip(joints, self._parent_index[joints])])
+
+    def _link_frames(self, q: np.ndarray, chain: _Chain) -> np.ndarray:
+        """base_T_link for the links of ``chain``: q (B, J) -> (B, links, 4, 4).
 
         All joint motions are built in one batched Rodrigues step; only the chain products
-        remain a loop, one small matmul per joint. With ``joints`` (indices, topological order)
-        only those joints' child links are filled in; the other entries are left undefined.
+        remain a loop, one small matmul per joint. Links outside the chain are left undefined.
         """
-        if joints is None:
-            joints = np.arange(len(self._joints))
         batch = q.shape[0]
-        position = self._joint_offset[joints] + self._joint_multiplier[joints] * q[:, self._joint_variable[joints]]
-        angle = position * self._is_revolute[joints]
-        s = np.sin(angle)[..., None, None]
-        c = np.cos(angle)[..., None, None]
-        motion = np.zeros((batch, len(joints), 4, 4))
-        motion[..., :3, :3] = np.eye(3) + s * self._skew[joints] + (1.0 - c) * self._skew_squared[joints]
-        motion[..., :3, 3] = self._prismatic_axis[joints] * position[..., None]
-        motion[..., 3, 3] = 1.0
-        local = self._origins[joints] @ motion
+        position = (chain.offset + chain.multiplier * q[:, chain.variable])[..., None, None]
+        angle = position * chain.revolute[:, None, None]
+        terms = chain.terms
+        local = terms[0] + np.sin(angle) * terms[1] + np.cos(angle) * terms[2] + position * terms[3]
         frames = np.empty((batch, len(self.link_names), 4, 4))
-        frames[:, 0] = np.eye(4)
-        for n, (i, parent) in enumerate(zip(joints, self._parent_index[joints])):
-            frames[:, i + 1] = frames[:, parent] @ local[:, n]
+        frames[:, 0] = _IDENTITY4
+        for n, (child, parent) in enumerate(chain.steps):
+            frames[:, child] = frames[:, parent] @ local[:, n]
         return frames
 
     def _as_batch(self, q: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -246,14 +274,14 @@ class RobotModel:
     def link_transforms(self, q: np.ndarray) -> dict[str, np.ndarray]:
         """base_T_link (4x4) for every link at joint angles q (J,)."""
         batch, _ = self._as_batch(q)
-        frames = self._link_frames(batch[:1])[0]
+        frames = self._link_frames(batch[:1], self._full_chain)[0]
         return {name: frames[i] for i, name in enumerate(self.link_names)}
 
     def keypoints(self, q: np.ndarray) -> np.ndarray:
         """Keypoints in the base frame: q (J,) -> (K, 3); q (B, J) -> (B, K, 3)."""
         batch, single = self._as_batch(q)
-        frames = self._link_frames(batch, self._keypoint_chain)[:, self._keypoint_link]  # (B, K, 4, 4)
-        points = np.einsum('bkij,kj->bki', frames[..., :3, :3], self._keypoint_offset) + frames[..., :3, 3]
+        frames = self._link_frames(batch, self._keypoint_chain_arrays)[:, self._keypoint_link]  # (B, K, 4, 4)
+        points = (frames[..., :3, :] @ self._keypoint_offset_h)[..., 0]
         return points[0] if single else points
 
     def keypoints_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +291,7 @@ class RobotModel:
         chain, axis x (p - origin) for revolute and axis for prismatic joints, times the multiplier.
         """
         batch, _ = self._as_batch(q)
-        frames = self._link_frames(batch[:1], self._keypoint_chain)[0]
+        frames = self._link_frames(batch[:1], self._keypoint_chain_arrays)[0]
         link_frames = frames[self._keypoint_link]
         points = np.einsum('kij,kj->ki', link_frames[:, :3, :3], self._keypoint_offset) + link_frames[:, :3, 3]
         if self._jacobian_joints.size == 0:
