@@ -192,8 +192,24 @@ class BagTopics:
 DEFAULT_TOPICS = BagTopics()
 
 
+class StampedGroundTruth:
+    """``stamp`` and ``has_ground_truth`` for frame records with ``stamp_ns`` and the two ``*_gt`` fields."""
+
+    stamp_ns: int
+    joint_positions_gt: np.ndarray | None
+    T_camera_base_gt: np.ndarray | None
+
+    @property
+    def stamp(self) -> float:
+        return self.stamp_ns * 1e-9
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.joint_positions_gt is not None and self.T_camera_base_gt is not None
+
+
 @dataclass
-class BagFrame:
+class BagFrame(StampedGroundTruth):
     """One image of a bag with what belongs to it. Ground truth is None when the bag has none."""
 
     index: int
@@ -204,14 +220,6 @@ class BagFrame:
     camera: CameraModel
     joint_positions_gt: np.ndarray | None = None   # (J,) in the reader's joint order
     T_camera_base_gt: np.ndarray | None = None     # (4, 4)
-
-    @property
-    def stamp(self) -> float:
-        return self.stamp_ns * 1e-9
-
-    @property
-    def has_ground_truth(self) -> bool:
-        return self.joint_positions_gt is not None and self.T_camera_base_gt is not None
 
 
 class _StampIndex:

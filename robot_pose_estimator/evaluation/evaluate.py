@@ -37,7 +37,9 @@ from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.types import Estimate
 from robot_pose_estimator.evaluation import metrics
-from robot_pose_estimator.evaluation.bag import BagFrame, BagReader, BagTopics, DEFAULT_TOPICS
+from robot_pose_estimator.evaluation.bag import (
+    BagFrame, BagReader, BagTopics, DEFAULT_TOPICS, StampedGroundTruth
+)
 from tqdm import tqdm
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class FrameRecord:
+class FrameRecord(StampedGroundTruth):
     """One frame's prediction and ground truth, as scoring and the report need them.
 
     ``joint_positions`` and ``T_camera_base`` are what would be published: NaN / None when the
@@ -67,14 +69,6 @@ class FrameRecord:
     failure_reason: str | None = None
     joint_positions_gt: np.ndarray | None = None
     T_camera_base_gt: np.ndarray | None = None
-
-    @property
-    def stamp(self) -> float:
-        return self.stamp_ns * 1e-9
-
-    @property
-    def has_ground_truth(self) -> bool:
-        return self.joint_positions_gt is not None and self.T_camera_base_gt is not None
 
     @classmethod
     def from_estimate(cls, frame: BagFrame, estimate: Estimate, total_ms: float) -> FrameRecord:
