@@ -258,7 +258,7 @@ def test_export_matches_torch_and_follows_the_contract(trained, robot, tmp_path)
     assert np.abs(out.joint_angles - angles[0].numpy()).max() < 1e-4
 
 
-def test_model_card_has_provenance_and_keeps_evaluation_numbers(trained, tmp_path):
+def test_model_card_has_provenance_and_keeps_only_its_own_evaluation_numbers(trained, tmp_path):
     onnx_path = tmp_path / 'panda.onnx'
     info = export_onnx(trained.checkpoint, onnx_path)              # static batch, checked too
     assert max(info['max_abs_diff'].values()) < 1e-4
@@ -268,6 +268,8 @@ def test_model_card_has_provenance_and_keeps_evaluation_numbers(trained, tmp_pat
     card = write_model_card(card_path, state, info, 'robot-pose-estimator export (test)')
     assert card['accuracy']['pipeline'] == {'auc': 1.0}      # survives a re-export
     assert 'val_kp_median_px' in card['accuracy']['training_validation']
+    other_model = write_model_card(card_path, state, {**info, 'sha256': '0' * 64}, 'export of another model')
+    assert 'pipeline' not in other_model['accuracy']           # never carried over to a different model
     for key in ('keypoints', 'joint_names', 'input', 'training', 'export', 'architecture'):
         assert key in card, key
     assert card['training']['command'] == 'robot-pose-estimator train (test)'

@@ -168,8 +168,9 @@ def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: 
                      latency: dict[str, float] | None = None) -> dict[str, Any]:
     """Write ``models/<robot>.json`` and return it.
 
-    ``accuracy`` is merged over the ``accuracy`` of an existing card (so numbers that evaluation
-    added survive a re-export) and over the training run's last validation metrics.
+    ``accuracy`` is merged over the training run's last validation metrics and, when the card
+    describes this very ONNX file (same sha256), over its ``accuracy``: numbers that evaluation
+    added survive a re-export of the same model, but never carry over to a different one.
     """
     path = Path(path)
     robot = checkpoint['robot']
@@ -180,7 +181,8 @@ def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: 
         except json.JSONDecodeError:
             previous = {}
     validation = {k: v for k, v in checkpoint.get('validation', {}).items() if not k.startswith('_')}
-    merged_accuracy = {**previous.get('accuracy', {}),
+    same_model = previous.get('sha256') == export_info['sha256']
+    merged_accuracy = {**(previous.get('accuracy', {}) if same_model else {}),
                        'training_validation': {**validation, 'units': 'keypoints in network-input px, '
                                                'angles in degrees (wrapped), held-out renders'},
                        **(accuracy or {})}
