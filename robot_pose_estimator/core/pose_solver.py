@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.robot_model import KeypointKinematics, RobotModel
 
 MIN_POINTS = 4                 # PnP needs at least 4 correspondences
 _DEGENERATE_RATIO = 1e-3       # second / first singular value of the centred points below this: collinear
@@ -225,7 +225,8 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
                         f'{n_used} usable keypoints, need {MIN_POINTS}')
     # A pose-only fit trusts the network: a tracker's previous angles would be stale.
     q_init = robot.clip(q_init if refine_joints else q_prior)
-    points = robot.keypoints(q_init)
+    initial = robot.keypoint_kinematics(q_init)
+    points = initial.points
     fit = used
     if T_init is None:
         epnp = solve_epnp(points[used], nccs[used], ransac=ransac,
@@ -241,7 +242,8 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
         reason = _correspondence_degeneracy(points[used], nccs[used])
         if reason:
             return _failure(SolveStatus.DEGENERATE, K, J, q_init, reason, T_init)
-    solution = _Problem(robot, nccs, fit, q_prior, pixel_scale, refine_joints, options, points).run(T_init, q_init)
+    solution = _Problem(robot, nccs, fit, q_prior, pixel_scale, refine_joints, options, points).run(
+        T_init, q_init, initial)
     if fit is used or solution.status not in (SolveStatus.OK, SolveStatus.HIGH_RESIDUAL):
         return solution
     # RANSAC dropped keypoints: take back those the refined solution explains, then report the
@@ -265,7 +267,7 @@ class _State(NamedTuple):
     sq: np.ndarray             # (n,) squared error
     weight: np.ndarray         # (n,) IRLS weight of the robust loss
     alpha: np.ndarray          # (n,) radial curvature correction of the robust loss
-    jac_q: np.ndarray | None   # (n, 3, J) d(base point)/dq when refining joints
+    kinematics: KeypointKinematics | None   # when refining joints: what the Jacobian is computed from
 
 
 class _Problem:
@@ -293,16 +295,14 @@ class _Problem:
         self._A[:, 0, 4] = 0.0
         self._A[:, 1, 3] = 0.0
 
-    def _geometry(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Return the used keypoints in the base frame and, when refining joints, their Jacobian wrt q."""
-        if not self.refine_joints:
-            return self._points_fixed, None
-        points, jacobian = self.robot.keypoints_and_jacobian(q)
-        return points[self.index], jacobian[self.index]
-
-    def _evaluate(self, R: np.ndarray, t: np.ndarray, q: np.ndarray) -> tuple[float, _State | None]:
+    def _evaluate(self, R: np.ndarray, t: np.ndarray, q: np.ndarray,
+                  kinematics: KeypointKinematics | None = None) -> tuple[float, _State | None]:
         """Cost and everything the next linearisation needs; cost is inf behind the camera."""
-        points, jac_q = self._geometry(q)
+        if self.refine_joints:
+            kinematics = kinematics or self.robot.keypoint_kinematics(q)
+            points = kinematics.points[self.index]
+        else:
+            points = self._points_fixed
         pc = points @ R.T + t
         z = pc[:, 2]
         if not z.min() > _MIN_DEPTH:  # also catches NaN
@@ -316,11 +316,11 @@ class _Problem:
         if self.refine_joints:
             dq = q - self.q_prior
             cost += self.prior_weight * float(dq @ dq)
-        return cost, _State(inv_z, uv, error, sq, weight, alpha, jac_q)
+        return cost, _State(inv_z, uv, error, sq, weight, alpha, kinematics)
 
     def _normal_equations(self, R: np.ndarray, q: np.ndarray, state: _State) -> tuple[np.ndarray, np.ndarray]:
         """IRLS-weighted Gauss-Newton H and gradient g (of half the cost)."""
-        inv_z, uv, error, sq, weight, alpha, jac_q = state
+        inv_z, uv, error, sq, weight, alpha, kinematics = state
         u, v = uv[:, 0], uv[:, 1]
         A = self._A
         uv_ = u * v
@@ -330,8 +330,9 @@ class _Problem:
         A[:, 0, 3], A[:, 0, 5] = inv_z, -u * inv_z
         A[:, 1, 4], A[:, 1, 5] = inv_z, -v * inv_z
         if self.refine_joints:
-            # d(u, v)/d(camera point) @ R @ d(base point)/dq, batched over keypoints.
-            A[:, :, 6:] = (A[:, :, 3:6] @ R) @ jac_q
+            # d(u, v)/d(camera point) @ R @ d(base point)/dq, batched over keypoints. Only accepted
+            # steps are linearised, so the Jacobian is computed here rather than in _evaluate.
+            A[:, :, 6:] = (A[:, :, 3:6] @ R) @ self.robot.keypoint_jacobian(kinematics)[self.index]
         Aw = A * (self.whiten * np.sqrt(weight))[:, None, None]
         g = Aw.reshape(-1, self.n_params).T @ (error * np.sqrt(weight)[:, None]).reshape(-1)
         # The curvature correction changes H only, never the gradient. Measured: it halves the
@@ -348,10 +349,11 @@ class _Problem:
             g[6:] += self.prior_weight * (q - self.q_prior)
         return H, g
 
-    def run(self, T: np.ndarray, q: np.ndarray) -> PoseSolution:
+    def run(self, T: np.ndarray, q: np.ndarray, kinematics: KeypointKinematics | None = None) -> PoseSolution:
+        """Minimise from (T, q); ``kinematics`` may pass FK already computed at q."""
         R, t = T[:3, :3].copy(), T[:3, 3].copy()
         J = self.robot.num_joints
-        cost, state = self._evaluate(R, t, q)
+        cost, state = self._evaluate(R, t, q, kinematics)
         if state is None:
             return self._finish(SolveStatus.BEHIND_CAMERA, R, t, q, None, 0,
                                 'the initial pose puts used keypoints behind the camera')

@@ -59,6 +59,13 @@ class _Chain(NamedTuple):
     steps: list[tuple[int, int]]  # (child link index, parent link index) per joint
 
 
+class KeypointKinematics(NamedTuple):
+    """Keypoints at one joint vector and the link frames that give their Jacobian."""
+
+    points: np.ndarray   # (K, 3) in the base frame
+    frames: np.ndarray   # (links, 4, 4) base_T_link; only the keypoints' chains are filled in
+
+
 @dataclass(frozen=True)
 class _CompiledJoint:
     """One URDF joint with its motion reduced to 'which variable, how much'."""
@@ -119,6 +126,9 @@ class RobotModel:
         axes = np.array([j.axis for j in joints]).reshape(-1, 3)
         self._axes = axes
         self._is_prismatic = np.array([j.kind == 'prismatic' for j in joints], dtype=bool)
+        self._driven_axes = axes[self._jacobian_joints][:, :, None]                       # (n, 3, 1)
+        self._driven_prismatic = self._is_prismatic[self._jacobian_joints]
+        self._driven_weights = self._jacobian_weights[:, self._jacobian_joints, :]        # (K, n, J)
         self._full_chain = self._chain(np.arange(len(joints)))
         self._keypoint_chain_arrays = self._chain(self._keypoint_chain)
 
@@ -284,28 +294,39 @@ class RobotModel:
         points = (frames[..., :3, :] @ self._keypoint_offset_h)[..., 0]
         return points[0] if single else points
 
-    def keypoints_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints (K, 3) and d keypoint / d q (K, 3, J) in the base frame at q (J,).
+    def keypoint_kinematics(self, q: np.ndarray) -> KeypointKinematics:
+        """Keypoints (K, 3) at q (J,), with the link frames ``keypoint_jacobian`` needs.
+
+        The solver evaluates every trial step but linearises only at accepted ones, so the two
+        halves are separate calls.
+        """
+        batch, _ = self._as_batch(q)
+        frames = self._link_frames(batch[:1], self._keypoint_chain_arrays)[0]
+        points = (frames[self._keypoint_link, :3, :] @ self._keypoint_offset_h)[:, :, 0]
+        return KeypointKinematics(points, frames)
+
+    def keypoint_jacobian(self, kinematics: KeypointKinematics) -> np.ndarray:
+        """d keypoint / d q (K, 3, J) in the base frame, at the joint angles of ``kinematics``.
 
         Column j sums, over the joints that q_j drives (itself and its mimics) on the keypoint's
         chain, axis x (p - origin) for revolute and axis for prismatic joints, times the multiplier.
         """
-        batch, _ = self._as_batch(q)
-        frames = self._link_frames(batch[:1], self._keypoint_chain_arrays)[0]
-        link_frames = frames[self._keypoint_link]
-        points = np.einsum('kij,kj->ki', link_frames[:, :3, :3], self._keypoint_offset) + link_frames[:, :3, 3]
-        if self._jacobian_joints.size == 0:
-            return points, np.zeros((self.num_keypoints, 3, self.num_joints))
         driven = self._jacobian_joints
+        if driven.size == 0:
+            return np.zeros((self.num_keypoints, 3, self.num_joints))
         # A moving joint's frame is its parent frame composed with its origin; the axis lives there.
-        joint_frames = frames[self._parent_index[driven]] @ self._origins[driven]
-        axes = np.einsum('nij,nj->ni', joint_frames[:, :3, :3], self._axes[driven])
-        origins = joint_frames[:, :3, 3]
-        lever = points[:, None, :] - origins[None, :, :]                       # (K, n, 3)
-        revolute = self._is_revolute[driven]
+        joint_frames = kinematics.frames[self._parent_index[driven]] @ self._origins[driven]
+        axes = (joint_frames[:, :3, :3] @ self._driven_axes)[:, :, 0]             # (n, 3)
+        lever = kinematics.points[:, None, :] - joint_frames[None, :, :3, 3]      # (K, n, 3)
         ax, ay, az = axes.T
         lx, ly, lz = lever[..., 0], lever[..., 1], lever[..., 2]
-        columns = np.where(revolute[None, None, :],
-                           np.stack([ay * lz - az * ly, az * lx - ax * lz, ax * ly - ay * lx], axis=1),
-                           axes.T[None, :, :])                                  # (K, 3, n)
-        return points, columns @ self._jacobian_weights[:, driven, :]
+        columns = np.empty((len(lever), 3, len(driven)))                            # (K, 3, n)
+        columns[:, 0], columns[:, 1], columns[:, 2] = ay * lz - az * ly, az * lx - ax * lz, ax * ly - ay * lx
+        if self._driven_prismatic.any():
+            columns[:, :, self._driven_prismatic] = axes.T[:, self._driven_prismatic]
+        return columns @ self._driven_weights
+
+    def keypoints_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (K, 3) and d keypoint / d q (K, 3, J) in the base frame at q (J,)."""
+        kinematics = self.keypoint_kinematics(q)
+        return kinematics.points, self.keypoint_jacobian(kinematics)
