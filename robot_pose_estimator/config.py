@@ -57,6 +57,7 @@ class EstimatorConfig:
     confidence_floor: float = 0.1
     refine_joint_angles: bool = True
     coarse_to_fine: bool = True
+    crop_margin: float = 0.15
     joint_prior_sigma_deg: float = 10.0
     multi_start_px: float = 3.0
     onnx_threads: int = 2
@@ -80,6 +81,8 @@ class EstimatorConfig:
             raise ValueError(f'joint_prior_sigma_deg must be in (0, 180], got {self.joint_prior_sigma_deg}')
         if self.multi_start_px < 0.0:
             raise ValueError(f'multi_start_px must be >= 0 (0 turns it off), got {self.multi_start_px}')
+        if not 0.0 <= self.crop_margin <= 1.0:
+            raise ValueError(f'crop_margin must be in [0, 1], got {self.crop_margin}')
         if self.min_keypoints < 4:
             raise ValueError(f'min_keypoints must be >= 4 (PnP needs 4), got {self.min_keypoints}')
 

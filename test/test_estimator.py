@@ -172,6 +172,23 @@ def test_coarse_to_fine_runs_a_second_pass_on_a_crop(robot):
     assert np.degrees(np.abs(estimate.joint_positions - scene.q)).max() < 0.1
 
 
+def test_config_crop_margin_sets_the_fine_crop(robot):
+    scene = random_scene(robot, np.random.default_rng(9), distance=(2.5, 3.0))
+    scales = {}
+    for margin in (0.05, 0.3):
+        config = load_config(REPO / 'config' / 'panda.yaml', crop_margin=margin, mode='single_frame')
+        backend = IdealHeatmapBackend(robot)
+        estimator = Estimator.from_config(config, backend=backend)
+        backend.show(scene)
+        with backend.watching_crops():
+            assert estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0).success
+        scales[margin] = backend.crops[1].scale
+    # The crop side is (1 + 2 margin) times the robot box's larger side (before the aspect fit).
+    assert scales[0.05] / scales[0.3] == pytest.approx(1.6 / 1.1, rel=1e-6)
+    with pytest.raises(ValueError, match='crop_margin must be in'):
+        load_config(REPO / 'config' / 'panda.yaml', crop_margin=1.5)
+
+
 def test_implausibly_distant_pose_is_reported(robot):
     estimator, backend = make_estimator(robot, max_distance_m=2.0)
     scene = random_scene(robot, np.random.default_rng(12), distance=(2.8, 3.0))

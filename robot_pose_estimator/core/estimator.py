@@ -132,6 +132,7 @@ class Estimator:
             mode=config.mode, confidence_threshold=config.confidence_threshold,
             min_keypoints=config.min_keypoints, confidence_floor=config.confidence_floor,
             refine_joint_angles=config.refine_joint_angles, coarse_to_fine=config.coarse_to_fine,
+            crop_margin=config.crop_margin,
             multi_start_px=config.multi_start_px,
             solver=pose_solver.SolverOptions(prior_sigma=np.radians(config.joint_prior_sigma_deg)))
         return cls(backend, robot, replace(settings, **overrides))
