@@ -31,7 +31,7 @@ FAILED = FrameOutcome(False, float('nan'), 0, None)
 
 @pytest.fixture
 def tracking() -> Tracker:
-    tracker = Tracker(TrackerConfig(max_gap_s=0.5, max_reprojection_px=8.0, min_keypoints=6))
+    tracker = Tracker(TrackerConfig(max_gap_s=0.5, max_reprojection_px=8.0, min_keypoints=6, box_margin=0.2))
     assert tracker.prior_for(0.0) is None
     assert tracker.update(0.0, good(0.0)) is Transition.ACQUIRED
     return tracker

@@ -51,7 +51,10 @@ class TrackerConfig:
     max_gap_s: float = 0.5
     max_reprojection_px: float = 8.0
     min_keypoints: int = 6
-    box_margin: float = 0.2          # crop margin around the previous keypoints, fraction of box size
+    # Room for motion since the previous frame, as a fraction of the keypoints' box; the estimator
+    # then adds its crop_margin. Measured on validation bags: 0.2 on top of that shrank the robot
+    # in the crop enough to raise the median keypoint error from 6.9 to 9.0 px.
+    box_margin: float = 0.05
 
 
 @dataclass(frozen=True)
