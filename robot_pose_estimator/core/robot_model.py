@@ -306,7 +306,7 @@ class RobotModel:
         return KeypointKinematics(points, frames)
 
     def keypoint_jacobian(self, kinematics: KeypointKinematics) -> np.ndarray:
-        """d keypoint / d q (K, 3, J) in the base frame, at the joint angles of ``kinematics``.
+        """Return d keypoint / d q (K, 3, J) in the base frame, at the joint angles of ``kinematics``.
 
         Column j sums, over the joints that q_j drives (itself and its mimics) on the keypoint's
         chain, axis x (p - origin) for revolute and axis for prismatic joints, times the multiplier.
