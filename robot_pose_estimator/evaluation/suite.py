@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -53,6 +52,7 @@ from typing import Any
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag, EvaluationResult, FrameRecord, Scorer
+from robot_pose_estimator.inference.base import file_sha256
 from tqdm import tqdm
 
 CONFIDENCE_OFF = {'confidence_threshold': 1e-6, 'confidence_floor': 1e-6}
@@ -284,7 +284,7 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
                       'mode': pooled[run].info['mode'], 'overrides': dict(row.overrides),
                       **{key: summary.get(key) for key in TABLE_METRICS}})
     header = {
-        'model': str(model_path), 'model_sha256': _sha256(model_path), 'config': str(config_path.resolve()),
+        'model': str(model_path), 'model_sha256': file_sha256(model_path), 'config': str(config_path.resolve()),
         'config_mode': config.mode, 'frames_per_sequence': frames, 'sequences': sequences, 'seeds': seeds,
         'frames_per_row': frames * sequences, 'image_size': list(image_size), 'fps_recorded': FPS,
         'jpeg_quality': JPEG_QUALITY, 'camera_motion': CAMERA_MOTION, 'bags_dir': str(bags_dir),
@@ -298,14 +298,6 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
     (out / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': table}, indent=2) + '\n')
     (out / 'benchmarks.md').write_text(benchmarks_markdown(result, groups))
     return result
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open('rb') as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def suite_command(out: Path, config_path: Path, model_path: Path, frames: int, sequences: int, reuse: bool,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -216,3 +217,12 @@ def check_input_tensor(input_tensor: np.ndarray, metadata: ModelMetadata) -> np.
     if input_tensor.shape != expected:
         raise ValueError(f'input tensor must have shape {expected}, got {input_tensor.shape}')
     return np.ascontiguousarray(input_tensor, dtype=np.float32)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks: the identity of a model that numbers are measured on."""
+    digest = hashlib.sha256()
+    with Path(path).open('rb') as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()

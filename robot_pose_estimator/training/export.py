@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 from pathlib import Path
 import shlex
@@ -36,7 +35,9 @@ import warnings
 
 import numpy as np
 import onnx
-from robot_pose_estimator.inference.base import HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
+from robot_pose_estimator.inference.base import (
+    file_sha256, HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
+)
 from robot_pose_estimator.training.model import count_parameters, ExportModel
 from robot_pose_estimator.training.train import build_model, hardware_description, load_checkpoint
 import torch
@@ -104,7 +105,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, dynamic_batch: boo
     if size_mb > MAX_MODEL_MB:
         raise ValueError(f'{out} is {size_mb:.1f} MB, over the {MAX_MODEL_MB:.0f} MB limit; use a smaller --width')
     info: dict[str, Any] = {
-        'path': str(out), 'size_mb': round(size_mb, 3), 'sha256': _sha256(out), 'opset': opset,
+        'path': str(out), 'size_mb': round(size_mb, 3), 'sha256': file_sha256(out), 'opset': opset,
         'dynamic_batch': dynamic_batch, 'parameters': count_parameters(net),
         'heatmap_size': [metadata.input_height // state['heatmap_stride'],
                          metadata.input_width // state['heatmap_stride']],
@@ -157,10 +158,6 @@ def measure_latency(path: str | Path, threads: int = 2, runs: int = 30) -> dict[
         session.run(None, {INPUT_NAME: image})
         times.append((time.perf_counter() - start) * 1e3)
     return {'threads': threads, 'median_ms': float(np.median(times)), 'p95_ms': float(np.percentile(times, 95))}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: dict[str, Any],
