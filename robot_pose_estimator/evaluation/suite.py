@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config
-from robot_pose_estimator.evaluation.evaluate import evaluate_bag, EvaluationResult, FrameRecord, Scorer
+from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord, run_estimator, Scorer
 from robot_pose_estimator.inference.base import file_sha256
 from tqdm import tqdm
 
@@ -210,18 +210,19 @@ def _pooled_images(bags: Sequence[Path], frames: int):
 
 def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_path: Path,
                  overrides: Mapping[str, Any], out_dir: Path | None) -> EvaluationResult:
-    """Evaluate every sequence with one estimator and score the pooled frames."""
+    """Evaluate every sequence with one estimator and score the pooled frames once."""
     from robot_pose_estimator.core.estimator import Estimator
+    from robot_pose_estimator.evaluation.bag import BagReader
     from robot_pose_estimator.evaluation.report import write_outputs
 
-    settings = {**overrides, 'model_path': str(model_path)}
-    config = load_config(config_path, **settings)
+    config = load_config(config_path, **overrides, model_path=str(model_path))
     estimator = Estimator.from_config(config)
+    scorer = Scorer(config, estimator.robot.joint_names, estimator.robot.keypoint_names)
     records: list[FrameRecord] = []
     for sequence, bag in enumerate(bags):
-        result = evaluate_bag(bag, config_path, estimator=estimator, config_overrides=settings, progress=False)
-        records += [replace(r, index=sequence * frames + r.index) for r in result.records]
-    scorer = Scorer(config, estimator.robot.joint_names, estimator.robot.keypoint_names)
+        with BagReader(bag, base_frame=scorer.base_frame, joint_names=scorer.joint_names) as reader:
+            sequence_records = run_estimator(estimator, reader.frames(), len(reader), progress=False)
+        records += [replace(r, index=sequence * frames + r.index) for r in sequence_records]
     info = {'bag': ', '.join(str(b) for b in bags), 'config': str(config_path), 'model': str(model_path),
             'mode': estimator.settings.mode}
     pooled = scorer.score(records, info=info)
