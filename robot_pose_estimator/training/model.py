@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -234,6 +234,14 @@ class GlobalAngleHead(nn.Module):
         return self.mlp(global_features)
 
 
+class Trunk(NamedTuple):
+    """PoseNet's outputs before the angle head."""
+
+    logits: Tensor            # (B, K, H/4, W/4) heatmap logits
+    decoded: Tensor           # (B, C, H/4, W/4) decoder features
+    global_features: Tensor   # (B, C') pooled deepest encoder features
+
+
 class PoseNet(nn.Module):
     """Image -> heatmap logits (B, K, H/4, W/4) and raw angle (sin, cos) pairs (B, J, 2).
 
@@ -266,12 +274,19 @@ class PoseNet(nn.Module):
         self.register_buffer('joint_center', torch.tensor(config.joint_center, dtype=torch.float32))
 
     def forward(self, image: Tensor, hint: AngleHint | None = None) -> tuple[Tensor, Tensor]:
+        trunk = self.trunk(image)
+        return trunk.logits, self.angles(trunk, hint)
+
+    def trunk(self, image: Tensor) -> Trunk:
+        """Run everything but the angle head, so several hints can share one pass (validation)."""
         features = self.encoder(image)
         decoded = self.decoder(features)
-        logits = self.heatmap_head(decoded)
-        global_features = features[-1].mean(dim=(2, 3))
-        angles = self.angle_head(logits, decoded, global_features, hint)
-        return logits, angles.view(-1, self.config.num_joints, 2)
+        return Trunk(self.heatmap_head(decoded), decoded, features[-1].mean(dim=(2, 3)))
+
+    def angles(self, trunk: Trunk, hint: AngleHint | None = None) -> Tensor:
+        """Raw (B, J, 2) (sin, cos) pairs of the angle head on a trunk's outputs."""
+        angles = self.angle_head(trunk.logits, trunk.decoded, trunk.global_features, hint)
+        return angles.view(-1, self.config.num_joints, 2)
 
     def joint_angles(self, sincos: Tensor) -> Tensor:
         """Raw (B, J, 2) (sin, cos) offsets from the range centres -> angles (B, J) in rad."""

@@ -439,10 +439,11 @@ def evaluate(net: PoseNet, samples: Samples, device: torch.device, batch_size: i
         keypoints = torch.from_numpy(batch.keypoints).to(device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                             enabled=autocast_dtype is not None):
-            logits, sincos = net(x)
+            trunk = net.trunk(x)
+            logits, sincos = trunk.logits, net.angles(trunk)
             hint = keypoint_hint(keypoints, torch.from_numpy(batch.in_image).to(device), tuple(logits.shape[2:]),
                                  (size, size), 0.0, 1.0, generator)
-            _, sincos_true_kp = net(x, hint)
+            sincos_true_kp = net.angles(trunk, hint)
         angles_true_kp.append(net.joint_angles(sincos_true_kp.float()).cpu().numpy())
         angles = torch.from_numpy(batch.joint_angles).to(device)
         target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (size, size), sigma)
