@@ -263,6 +263,13 @@ def random_masking(x: Tensor, max_fraction: float, generator: torch.Generator) -
     return torch.where(inside, colour.to(x.dtype), x)
 
 
+def _to_heatmap_pixels(keypoints: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int]) -> Tensor:
+    """Input pixels (..., 2) -> heatmap pixels: the torch twin of ``core.heatmaps.input_to_heatmap``."""
+    h, w = heatmap_size
+    stride = torch.tensor([input_size[1] / w, input_size[0] / h], device=keypoints.device)
+    return (keypoints + 0.5) / stride - 0.5
+
+
 def heatmap_targets(keypoints: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int],
                     sigma: float) -> Tensor:
     """Render Gaussian targets (B, K, h, w) of amplitude 1.
@@ -271,8 +278,7 @@ def heatmap_targets(keypoints: Tensor, heatmap_size: tuple[int, int], input_size
     convention.
     """
     h, w = heatmap_size
-    stride = torch.tensor([input_size[1] / w, input_size[0] / h], device=keypoints.device)
-    points = (keypoints + 0.5) / stride - 0.5                          # (B, K, 2) heatmap px
+    points = _to_heatmap_pixels(keypoints, heatmap_size, input_size)   # (B, K, 2)
     finite = torch.isfinite(points).all(dim=-1, keepdim=True)
     points = torch.where(finite, points, torch.zeros_like(points))
     xs = torch.arange(w, device=keypoints.device, dtype=points.dtype)
@@ -295,9 +301,8 @@ def keypoint_hint(keypoints: Tensor, in_image: Tensor, heatmap_size: tuple[int, 
     """
     h, w = heatmap_size
     b = keypoints.shape[0]
-    stride = torch.tensor([input_size[1] / w, input_size[0] / h], device=keypoints.device)
     scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=keypoints.device)
-    points = ((keypoints + 0.5) / stride - 0.5) * scale - 1.0
+    points = _to_heatmap_pixels(keypoints, heatmap_size, input_size) * scale - 1.0
     points = points + noise * scale * torch.randn(points.shape, generator=generator).to(points.device)
     points = torch.nan_to_num(points, nan=0.0).clamp(-1.0, 1.0)
     use = torch.rand(b, generator=generator).to(keypoints.device) < fraction
@@ -693,6 +698,7 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
     bar = tqdm(total=round(budget), initial=min(round(elapsed), round(budget)), unit='s',
                desc='train', disable=not progress, dynamic_ncols=True, mininterval=2.0)
     center = net.joint_center
+    heatmap_size = (size // HEATMAP_STRIDE, size // HEATMAP_STRIDE)
     net.train()
     while elapsed < budget and (settings.max_steps is None or step < settings.max_steps):
         batch = next(stream)
@@ -701,7 +707,6 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
         angles = torch.from_numpy(batch.joint_angles).to(torch_device)
         for group in optimizer.param_groups:
             group['lr'] = _learning_rate(settings, step, elapsed)
-        heatmap_size = (size // HEATMAP_STRIDE, size // HEATMAP_STRIDE)
         hint = keypoint_hint(keypoints, torch.from_numpy(batch.in_image).to(torch_device), heatmap_size,
                              (size, size), settings.hint_noise, settings.hint_fraction, generator)
         with torch.autocast(torch_device.type, dtype=autocast_dtype or torch.bfloat16,
