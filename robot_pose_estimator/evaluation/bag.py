@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb  # noqa: F401 (API)
+from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb
 from robot_pose_estimator.core.transforms import (
     invert_transform, make_transform, matrix_from_quaternion, quaternion_from_matrix
 )
