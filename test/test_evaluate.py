@@ -158,6 +158,9 @@ def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorCo
     assert summary['joint_error_deg']['panda_joint1'] > 0.0
     assert summary['dream_variant']['eligible_frames'] == 7
     assert summary['keypoint_error_median_px'] < 15.0
+    per_keypoint = summary['keypoint_error_px']
+    assert list(per_keypoint) == robot.keypoint_names and per_keypoint['panda_link0']['median_px'] < 15.0
+    assert '| panda_hand_y |' in (out / 'report.md').read_text()
     assert set(summary['latency']) >= {'preprocess', 'inference', 'decode', 'solve', 'total'}
     for name in ('report.md', 'add_curve.png', 'joint_errors.png', 'add_over_time.png', 'latency.png',
                  'worst_frames.png'):

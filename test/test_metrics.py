@@ -177,6 +177,24 @@ def test_keypoint_pixel_error_only_in_frame():
     assert errors[0, 0] == 5.0 and np.isnan(errors[0, 1:]).all()
 
 
+def test_keypoint_errors_are_broken_down_per_keypoint():
+    """Two keypoints over 4 frames; one is off by 30 px in two frames, the other never in frame."""
+    px_gt = np.zeros((4, 2, 2))
+    px_est = px_gt.copy()
+    px_est[:, 0, 0] = [1.0, 3.0, 30.0, 30.0]
+    in_frame = np.array([[True, False]] * 4)
+    errors = metrics.FrameErrors(success=np.ones(4, bool), add=np.zeros(4), rotation_deg=np.zeros(4),
+                                 translation_cm=np.zeros(4), joint_abs_rad=np.zeros((4, len(JOINTS))),
+                                 keypoint_px=metrics.keypoint_pixel_errors(px_est, px_gt, in_frame))
+    summary = metrics.summarize(errors, JOINTS, keypoint_names=['hand', 'base'])
+    hand = summary['keypoint_error_px']['hand']
+    assert hand['median_px'] == pytest.approx(16.5) and hand['beyond_20px'] == 0.5 and hand['scored'] == 4
+    assert hand['p90_px'] == pytest.approx(30.0)
+    assert summary['keypoint_error_px']['base'] == {'median_px': None, 'p90_px': None, 'beyond_20px': None,
+                                                    'scored': 0}
+    assert 'keypoint_error_px' not in metrics.summarize(errors, JOINTS)
+
+
 def test_latency_percentiles_and_fps():
     timings = [{'inference': float(i), 'total': 10.0} for i in range(1, 101)]
     summary = metrics.summarize(None, JOINTS, timings)

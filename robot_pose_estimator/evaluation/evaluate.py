@@ -171,7 +171,7 @@ class Scorer:
         """Errors and the metrics.json content of a run."""
         errors, scored = self.errors(records)
         summary = metrics.summarize(errors, self.joint_names, [r.timings_ms for r in records if r.timings_ms],
-                                    fps=fps, frames=len(records))
+                                    fps=fps, frames=len(records), keypoint_names=self.keypoint_names)
         summary['frames_without_ground_truth'] = len(records) - int(scored.size)
         if errors is None and records:  # no ground truth: the fraction of frames with an estimate still counts
             summary['success_fraction'] = float(np.mean([r.success for r in records]))

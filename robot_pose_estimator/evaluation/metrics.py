@@ -225,11 +225,13 @@ def latency_summary(timings_ms: Sequence[Mapping[str, float]]) -> dict[str, dict
 
 def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
               timings_ms: Sequence[Mapping[str, float]] = (), fps: float | None = None,
-              frames: int | None = None) -> dict[str, Any]:
+              frames: int | None = None, keypoint_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Build the metrics.json content; ``errors`` None: no ground truth, latency and success only.
 
     ``frames`` is the number of processed frames (defaults to len(errors)); ``fps`` defaults to
-    frames / summed ``total`` latency when the timings have a ``total`` stage.
+    frames / summed ``total`` latency when the timings have a ``total`` stage. With
+    ``keypoint_names`` (the columns of ``errors.keypoint_px``) the 2D error is also broken down
+    per keypoint: the keypoint a network cannot find is where a joint goes unobserved.
     """
     if frames is None:
         frames = len(errors) if errors is not None else len(timings_ms)
@@ -264,6 +266,9 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
             result['keypoint_error_mean_px'] = _mean(scored)
             result['keypoint_error_median_px'] = _median(scored)
             result['keypoints_scored'] = int(scored.size)
+            if keypoint_names is not None:
+                result['keypoint_error_px'] = {
+                    name: _keypoint_error_stats(errors.keypoint_px[:, k]) for k, name in enumerate(keypoint_names)}
     latency = latency_summary(timings_ms)
     if latency:
         result['latency'] = latency
@@ -272,6 +277,15 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
         fps = latency[TOTAL_STAGE]['frames'] / total_s if total_s > 0 else None
     result['fps'] = _finite_or_none(fps)
     return result
+
+
+def _keypoint_error_stats(errors_px: np.ndarray) -> dict[str, Any]:
+    """Median, 90th percentile and share beyond 20 px of one keypoint's in-frame errors."""
+    scored = errors_px[~np.isnan(errors_px)]
+    if not scored.size:
+        return {'median_px': None, 'p90_px': None, 'beyond_20px': None, 'scored': 0}
+    return {'median_px': float(np.median(scored)), 'p90_px': float(np.percentile(scored, 90)),
+            'beyond_20px': float(np.mean(scored > 20.0)), 'scored': int(scored.size)}
 
 
 def _mean(values: np.ndarray) -> float | None:

@@ -356,6 +356,14 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
         lines += ['', '### Joint error (deg)', '', '| joint | mean abs error |', '|---|---|']
         lines += [f'| {name} | {_fmt(value)} |' for name, value in s.get('joint_error_deg', {}).items()]
         lines.append('')
+        if 'keypoint_error_px' in s:
+            lines += ['### 2D keypoint error (px, in-frame keypoints)', '',
+                      'A keypoint that is often far off leaves the joints it moves with poorly observed.', '',
+                      '| keypoint | median | p90 | beyond 20 px (%) | scored |', '|---|---|---|---|---|']
+            lines += [f"| {name} | {_fmt(v['median_px'], digits=1)} | {_fmt(v['p90_px'], digits=1)} | "
+                      f"{_fmt(v['beyond_20px'], 100, 0)} | {v['scored']} |"
+                      for name, v in s['keypoint_error_px'].items()]
+            lines.append('')
     if 'latency' in s:
         lines += ['## Latency (ms)', '', f"Throughput: {_fmt(s.get('fps'), digits=1)} frames/s "
                   '(frames / summed per-frame total latency unless measured live).', '',
