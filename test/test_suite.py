@@ -116,3 +116,41 @@ def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):
     model.write_bytes(b'')
     with pytest.raises(ValueError, match='unknown groups'):
         suite.run_benchmark_suite(tmp_path, CONFIG, model, groups=['lighting'], progress=False)
+
+
+def _camera_row(camera: str, mode: str, auc: float, joint1: float, joint2: float, frames: int,
+                success: float = 1.0) -> dict:
+    return {'group': suite.CARD_GROUP, 'condition': f'{camera}, {mode}', 'bag': f'camera_{camera}',
+            'run': f'camera_{camera}_{mode}', 'mode': mode, 'overrides': {'mode': mode},
+            'add_auc_0.1m_percent': auc, 'joint_error_mean_deg': (joint1 + joint2) / 2, 'success_fraction': success,
+            'joint_error_deg': {'j1': joint1, 'j2': joint2}, 'keypoint_error_median_px': 3.0, 'frames': frames}
+
+
+def test_card_accuracy_pools_the_held_out_cameras_per_mode(tmp_path: Path):
+    rows = [_camera_row('a', 'single_frame', 40.0, 10.0, 20.0, 100),
+            _camera_row('b', 'single_frame', 70.0, 30.0, 40.0, 300, success=0.5),
+            _camera_row('a', 'online', 50.0, 5.0, 5.0, 100),
+            {**_camera_row('a', 'online', 0.0, 0.0, 0.0, 1), 'group': 'mode'}]      # not a camera row
+    header = {'command': 'robot-pose-estimator benchmark-suite ...', 'model_sha256': 'ab' * 32,
+              'frames_per_row': 100, 'image_size': [640, 480]}
+    (tmp_path / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': rows}))
+
+    accuracy = suite.card_accuracy(tmp_path)
+    assert accuracy['model_sha256'] == 'ab' * 32 and '640x480' in accuracy['source']
+    assert set(accuracy['per_camera']) == {'a, single_frame', 'b, single_frame', 'a, online'}
+    single = accuracy['pooled_single_frame']
+    assert single['frames'] == 400
+    assert single['add_auc_0.1m_percent'] == pytest.approx((40 * 100 + 70 * 300) / 400)
+    assert single['success_fraction'] == pytest.approx((100 + 150) / 400)
+    # Joint errors are over frames with an estimate: 100 from camera a, 150 from camera b.
+    assert single['joint_error_deg'] == pytest.approx({'j1': (10 * 100 + 30 * 150) / 250,
+                                                       'j2': (20 * 100 + 40 * 150) / 250})
+    assert accuracy['pooled_online']['add_auc_0.1m_percent'] == pytest.approx(50.0)
+
+
+def test_card_accuracy_says_what_is_missing(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match='run `robot-pose-estimator benchmark-suite'):
+        suite.card_accuracy(tmp_path)
+    (tmp_path / 'benchmarks.json').write_text(json.dumps({'header': {}, 'rows': []}))
+    with pytest.raises(ValueError, match='no complete "cameras" rows'):
+        suite.card_accuracy(tmp_path)

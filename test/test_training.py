@@ -36,7 +36,8 @@ from robot_pose_estimator.inference.base import METADATA_KEYS  # noqa: E402
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from robot_pose_estimator.training.dataset import SHARD_KEYS, write_shard  # noqa: E402
 from robot_pose_estimator.training.engine import build_engine, run_build_engine  # noqa: E402
-from robot_pose_estimator.training.export import export_onnx, write_model_card  # noqa: E402
+from robot_pose_estimator.training.export import (  # noqa: E402
+    add_export_arguments, export_onnx, run_export, write_model_card)
 from robot_pose_estimator.training.model import count_parameters, ExportModel, ModelConfig, PoseNet  # noqa: E402
 from robot_pose_estimator.training.train import (  # noqa: E402
     angle_loss, heatmap_loss, heatmap_targets, joint_centres, load_checkpoint, pretrain_angle_head, random_masking,
@@ -226,6 +227,33 @@ def test_resume_continues_the_step_count(trained, dataset, tmp_path):
     state = load_checkpoint(result.checkpoint)
     assert state['step'] == 3 and state['images_seen'] > load_checkpoint(trained.checkpoint)['images_seen']
     assert state['model_config']['width'] == 8
+
+
+def test_export_takes_card_accuracy_only_from_a_suite_run_on_the_same_model(trained, tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    suite_dir = tmp_path / 'suite'
+    suite_dir.mkdir()
+    row = {'group': 'cameras', 'condition': 'd435, online', 'mode': 'online', 'add_auc_0.1m_percent': 61.0,
+           'joint_error_mean_deg': 7.0, 'success_fraction': 1.0, 'joint_error_deg': {'j1': 7.0}, 'frames': 10}
+
+    def export_with_suite(sha256: str) -> tuple[int, dict]:
+        header = {'command': 'suite', 'model_sha256': sha256, 'frames_per_row': 10, 'image_size': [640, 480]}
+        (suite_dir / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': [row]}))
+        args = parser.parse_args(['--checkpoint', str(trained.checkpoint), '--output', str(tmp_path / 'm.onnx'),
+                                  '--accuracy', str(suite_dir), '--accuracy-note', 'toy', '--no-latency'])
+        code = run_export(args)
+        return code, json.loads((tmp_path / 'm.json').read_text())
+
+    code, card = export_with_suite('0' * 64)
+    assert code == 2 and 'pooled_online' not in card['accuracy'] and 'note' not in card['accuracy']
+    assert 'was measured on the model with sha256 0000000000000000' in capsys.readouterr().err
+    code, card = export_with_suite(card['sha256'])          # the export is deterministic: same file, same sha
+    assert code == 0
+    assert card['accuracy']['pooled_online']['add_auc_0.1m_percent'] == 61.0
+    assert card['accuracy']['model_sha256'] == card['sha256'] and card['accuracy']['note'] == 'toy'
 
 
 def test_export_matches_torch_and_follows_the_contract(trained, robot, tmp_path):

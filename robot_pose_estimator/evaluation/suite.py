@@ -127,7 +127,10 @@ GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
 }
 
 TABLE_METRICS = ('add_auc_0.1m_percent', 'add_mean_m', 'add_median_m', 'joint_error_mean_deg', 'success_fraction',
-                 'rotation_error_mean_deg', 'translation_error_mean_cm', 'fps', 'frames')
+                 'rotation_error_mean_deg', 'translation_error_mean_cm', 'fps', 'frames', 'joint_error_deg',
+                 'keypoint_error_median_px')
+#: The suite group whose rows are the model card's accuracy (issue #4's held-out test cameras).
+CARD_GROUP = 'cameras'
 
 
 @dataclass
@@ -299,6 +302,50 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
     (out / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': table}, indent=2) + '\n')
     (out / 'benchmarks.md').write_text(benchmarks_markdown(result, groups))
     return result
+
+
+def card_accuracy(out: str | Path) -> dict[str, Any]:
+    """Return the model card's ``accuracy`` entries from a benchmark-suite output folder.
+
+    Per held-out camera and mode the row as measured, then each mode pooled over the cameras:
+    AUC frame-weighted (it is a mean over frames of a per-frame curve, so this is the pooled
+    AUC), joint errors weighted by the frames that have an estimate. The sha256 of the model
+    they were measured on comes along, so that ``export`` can refuse to put them on another.
+    """
+    path = Path(out) / 'benchmarks.json'
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} not found: run `robot-pose-estimator benchmark-suite --out {out}` first')
+    data = json.loads(path.read_text())
+    header, rows = data['header'], [r for r in data['rows'] if r['group'] == CARD_GROUP]
+    if not rows or any(r.get('joint_error_deg') is None for r in rows):
+        raise ValueError(f'{path} has no complete "{CARD_GROUP}" rows; run the suite with that group '
+                         '(this version of the suite records per-joint errors)')
+    accuracy: dict[str, Any] = {
+        'source': f'robot-pose-estimator benchmark-suite (docs/benchmarks.md), group "{CARD_GROUP}": held-out '
+                  f"make-bag sequences at {header['image_size'][0]}x{header['image_size'][1]}",
+        'command': header['command'], 'model_sha256': header['model_sha256'],
+        'frames_per_row': header['frames_per_row'],
+        'per_camera': {r['condition']: {k: v for k, v in r.items() if k in TABLE_METRICS} for r in rows}}
+    for mode in dict.fromkeys(r['mode'] for r in rows):
+        picked = [r for r in rows if r['mode'] == mode]
+        frames = [r['frames'] for r in picked]
+        # Joint errors are means over the frames with an estimate; AUC and success over all frames.
+        estimated = [r['frames'] * (r['success_fraction'] or 0.0) for r in picked]
+        accuracy[f'pooled_{mode}'] = {
+            'frames': sum(frames),
+            'add_auc_0.1m_percent': _weighted([r['add_auc_0.1m_percent'] for r in picked], frames),
+            'success_fraction': _weighted([r['success_fraction'] for r in picked], frames),
+            'joint_error_mean_deg': _weighted([r['joint_error_mean_deg'] for r in picked], estimated),
+            'joint_error_deg': {joint: _weighted([r['joint_error_deg'].get(joint) for r in picked], estimated)
+                                for joint in picked[0]['joint_error_deg']}}
+    return accuracy
+
+
+def _weighted(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
+    """Weighted mean of the values that exist; None when none do."""
+    pairs = [(v, w) for v, w in zip(values, weights) if v is not None and w > 0]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else None
 
 
 def suite_command(out: Path, config_path: Path, model_path: Path, frames: int, sequences: int, reuse: bool,

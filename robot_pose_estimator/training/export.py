@@ -234,9 +234,31 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--card', help='model card path (default: the ONNX path with .json)')
     parser.add_argument('--dynamic-batch', action='store_true', help='symbolic batch dimension')
     parser.add_argument('--opset', type=int, default=17)
-    parser.add_argument('--accuracy', help='JSON file of measured accuracy to put in the model card')
+    parser.add_argument('--accuracy', help='measured accuracy for the model card: a benchmark-suite output folder '
+                        '(its held-out camera rows; they must have been measured on this very model) or a JSON file')
+    parser.add_argument('--accuracy-note', help='a sentence for the card next to the accuracy (caveats, tuning)')
     parser.add_argument('--no-check', action='store_true', help='skip the ONNX Runtime vs torch check')
     parser.add_argument('--no-latency', action='store_true', help='skip the ONNX Runtime latency measurement')
+
+
+def _read_accuracy(source: str, model_sha256: str) -> tuple[dict[str, Any], str | None]:
+    """Card accuracy from a benchmark-suite folder or a JSON file, and why it was refused (or None).
+
+    A suite folder measured on another model is refused: its numbers would describe a different file.
+    The ONNX is written either way; the card then keeps only the training validation numbers.
+    """
+    if not Path(source).is_dir():
+        return json.loads(Path(source).read_text()), None
+    from robot_pose_estimator.evaluation.suite import card_accuracy
+
+    try:
+        accuracy = card_accuracy(source)
+    except (FileNotFoundError, ValueError) as error:
+        return {}, str(error)
+    if accuracy['model_sha256'] != model_sha256:
+        return {}, (f"{source} was measured on the model with sha256 {accuracy['model_sha256'][:16]}, not on the "
+                    f'exported one ({model_sha256[:16]}); run benchmark-suite on it, then export again')
+    return accuracy, None
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -245,11 +267,16 @@ def run_export(args: argparse.Namespace) -> int:
     output = Path(args.output or Path('models') / f"{state['robot']['robot_name']}.onnx")
     info = export_onnx(args.checkpoint, output, dynamic_batch=args.dynamic_batch, opset=args.opset,
                        check=not args.no_check)
+    accuracy, refused = _read_accuracy(args.accuracy, info['sha256']) if args.accuracy else ({}, None)
+    if args.accuracy_note and not refused:
+        accuracy['note'] = args.accuracy_note
     latency = None if args.no_latency else measure_latency(output)
-    accuracy = json.loads(Path(args.accuracy).read_text()) if args.accuracy else None
     card_path = Path(args.card) if args.card else output.with_suffix('.json')
-    write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy, latency)
+    write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy or None, latency)
     print(f"wrote {output} ({info['size_mb']:.1f} MB"
           + (f", ONNX Runtime {latency['median_ms']:.1f} ms on {latency['threads']} threads" if latency else '')
           + f') and {card_path}')
+    if refused:
+        print(f'export: the card has no suite accuracy: {refused}', file=sys.stderr)
+        return 2
     return 0
