@@ -41,7 +41,9 @@ class Estimate:
     used: np.ndarray                            # (K,) bool, kept by the confidence filter (and inliers)
     mode: str = SINGLE_FRAME                    # which path produced it: single_frame or online
     reprojection_error_px: float = float('nan')  # RMS over used keypoints, in pixels
-    joint_std: np.ndarray | None = None         # (J,) rad, 1-sigma from the fit's Hessian
+    # (J,) rad, 1-sigma from the fit's Hessian: local curvature only, blind to a wrong local
+    # minimum, which is where most joint error comes from; so it is not published.
+    joint_std: np.ndarray | None = None
     confidence_threshold: float = float('nan')  # the threshold the filter ended up using
     failure_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
