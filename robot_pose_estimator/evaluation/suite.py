@@ -247,7 +247,8 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
     out = Path(out)
     config_path = Path(config_path) if config_path is not None else default_config_path()
     config = load_config(config_path, **(overrides or {}))
-    model_path = Path(model_path).resolve() if model_path is not None else Path(config.model_path)
+    model_argument = Path(model_path) if model_path is not None else Path(config.model_path)
+    model_path = model_argument.resolve()
     if not model_path.is_file():
         raise FileNotFoundError(f'model not found: {model_path}; pass --model PATH or train and export one')
     if frames < 1 or sequences < 1:
@@ -293,7 +294,7 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
         'frames_per_row': frames * sequences, 'image_size': list(image_size), 'fps_recorded': FPS,
         'jpeg_quality': JPEG_QUALITY, 'camera_motion': CAMERA_MOTION, 'bags_dir': str(bags_dir),
         'bags_rendered': rendered, 'bags_reused': steps - len(runs) - rendered, 'overrides': dict(overrides or {}),
-        'command': command or suite_command(out, config_path, model_path, frames, sequences, reuse, groups,
+        'command': command or suite_command(out, config_path, model_argument, frames, sequences, reuse, groups,
                                             bags_dir, seed),
         'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} '
                    f'{platform.python_version()}, onnx_threads {config.onnx_threads}',
