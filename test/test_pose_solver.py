@@ -215,7 +215,7 @@ def test_unseen_joint_falls_back_to_the_prior_with_a_large_std(panda):
     rng = np.random.default_rng(6)
     scene = random_scene(panda, rng)
     used = np.ones(panda.num_keypoints, dtype=bool)
-    used[[panda.keypoint_names.index(name) for name in ('panda_link7_x', 'panda_hand_y')]] = False
+    used[[panda.keypoint_names.index(name) for name in ('panda_link7_xy', 'panda_hand_y')]] = False
     prior = noisy_prior(panda, rng, scene.q, 3.0, 6.0)
     options = SolverOptions(keypoint_sigma_px=1.0)
     solution = solve(panda, prior, scene.nccs, used, pixel_scale=scene.camera.pixel_scale, refine_joints=True,

@@ -328,7 +328,7 @@ def test_skeleton_connects_every_panda_keypoint():
     assert {i for edge in edges for i in edge} == set(range(len(keypoints)))
     names = [k.name for k in keypoints]
     assert (names.index('panda_link0'), names.index('panda_link2')) in edges
-    assert (names.index('panda_link7'), names.index('panda_link7_x')) in edges
+    assert (names.index('panda_link7'), names.index('panda_link7_xy')) in edges
     assert (names.index('panda_link0'), names.index('panda_link1_x')) in edges   # link1 has no origin point
 
 
