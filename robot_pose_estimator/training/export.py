@@ -272,7 +272,7 @@ def run_export(args: argparse.Namespace) -> int:
         accuracy['note'] = args.accuracy_note
     latency = None if args.no_latency else measure_latency(output)
     card_path = Path(args.card) if args.card else output.with_suffix('.json')
-    write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy or None, latency)
+    write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy, latency)
     print(f"wrote {output} ({info['size_mb']:.1f} MB"
           + (f", ONNX Runtime {latency['median_ms']:.1f} ms on {latency['threads']} threads" if latency else '')
           + f') and {card_path}')
