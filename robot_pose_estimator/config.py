@@ -58,6 +58,7 @@ class EstimatorConfig:
     refine_joint_angles: bool = True
     coarse_to_fine: bool = True
     crop_margin: float = 0.15
+    extra_pass_zoom: float = 0.85
     joint_prior_sigma_deg: float = 10.0
     multi_start_px: float = 3.0
     onnx_threads: int = 2
@@ -83,6 +84,8 @@ class EstimatorConfig:
             raise ValueError(f'multi_start_px must be >= 0 (0 turns it off), got {self.multi_start_px}')
         if not 0.0 <= self.crop_margin <= 1.0:
             raise ValueError(f'crop_margin must be in [0, 1], got {self.crop_margin}')
+        if self.extra_pass_zoom != 0.0 and not 0.5 <= self.extra_pass_zoom <= 2.0:
+            raise ValueError(f'extra_pass_zoom must be 0 (off) or in [0.5, 2], got {self.extra_pass_zoom}')
         if self.min_keypoints < 4:
             raise ValueError(f'min_keypoints must be >= 4 (PnP needs 4), got {self.min_keypoints}')
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.estimator import Estimator, PipelineSettings
+from robot_pose_estimator.core.estimator import _Detections, _fuse, Estimator, PipelineSettings
 from robot_pose_estimator.core.pose_solver import SolverOptions
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import rotation_angle_deg, transform_points
@@ -187,6 +187,39 @@ def test_config_crop_margin_sets_the_fine_crop(robot):
     assert scales[0.05] / scales[0.3] == pytest.approx(1.6 / 1.1, rel=1e-6)
     with pytest.raises(ValueError, match='crop_margin must be in'):
         load_config(REPO / 'config' / 'panda.yaml', crop_margin=1.5)
+
+
+def test_extra_pass_zooms_out_about_the_fine_crop_and_stays_exact(robot):
+    estimator, backend = make_estimator(robot, coarse_to_fine=True, extra_pass_zoom=0.85)
+    scene = random_scene(robot, np.random.default_rng(9), distance=(2.5, 3.0))
+    backend.show(scene)
+    with backend.watching_crops():
+        estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
+    assert estimate.success
+    letterbox, fine, wider = backend.crops
+    assert wider.scale == pytest.approx(0.85 * fine.scale)
+    centre = fine.to_original(np.array([[127.5, 127.5]]))
+    np.testing.assert_allclose(wider.to_original(np.array([[127.5, 127.5]])), centre, atol=1e-9)
+    assert np.degrees(np.abs(estimate.joint_positions - scene.q)).max() < 0.1
+
+
+def test_fuse_averages_agreeing_peaks_and_lets_the_confident_pass_win_a_disagreement():
+    first = _Detections(np.array([[100.0, 100.0], [200.0, 50.0], [np.nan, np.nan], [10.0, 10.0]]),
+                        np.array([0.6, 0.9, 0.0, 0.5]), np.array([3.0, 0.2]))
+    second = _Detections(np.array([[104.0, 100.0], [260.0, 50.0], [30.0, 40.0], [np.nan, np.nan]]),
+                         np.array([0.2, 0.4, 0.7, 0.0]), np.array([-3.0, 0.4]))
+    fused = _fuse(first, second, radius_px=16.0)
+    np.testing.assert_allclose(fused.keypoints_px, [[101.0, 100.0], [200.0, 50.0], [30.0, 40.0], [10.0, 10.0]])
+    np.testing.assert_allclose(fused.confidences, [0.6, 0.9, 0.7, 0.5])
+    # 3.0 and -3.0 rad are 0.28 rad apart across +-pi: the midpoint is pi, not 0.
+    np.testing.assert_allclose(fused.joint_angles, [np.pi, 0.3])
+
+
+def test_config_extra_pass_zoom_is_validated():
+    assert load_config(REPO / 'config' / 'panda.yaml').extra_pass_zoom == 0.85
+    assert load_config(REPO / 'config' / 'panda.yaml', extra_pass_zoom=0.0).extra_pass_zoom == 0.0
+    with pytest.raises(ValueError, match=r'extra_pass_zoom must be 0 \(off\) or in \[0.5, 2\], got 0.3'):
+        load_config(REPO / 'config' / 'panda.yaml', extra_pass_zoom=0.3)
 
 
 def test_implausibly_distant_pose_is_reported(robot):

@@ -212,6 +212,18 @@ def test_crop_transform_centres_and_grows_box():
         crop_transform((np.nan, 10, 20, 20), (128, 128))
 
 
+def test_zoomed_crop_keeps_the_centre_and_scales_the_region():
+    transform = crop_transform((100.0, 50.0, 300.0, 150.0), (256, 192), margin=0.15)
+    wider = transform.zoomed(0.8, (256, 192))
+    assert wider.scale == pytest.approx(0.8 * transform.scale)
+    # The box centre stays at the input centre; a point 100 px right of it lands 0.8x as far.
+    np.testing.assert_allclose(wider.to_input(np.array([[200.0, 100.0]])), [[127.5, 95.5]], atol=1e-9)
+    np.testing.assert_allclose(wider.to_input(np.array([[300.0, 100.0]]))[0, 0] - 127.5,
+                               0.8 * 100.0 * transform.scale, atol=1e-9)
+    with pytest.raises(ValueError, match='zoom factor must be positive'):
+        transform.zoomed(0.0, (256, 192))
+
+
 @pytest.mark.parametrize('transform', [
     letterbox_transform((640, 480), (256, 192)),
     letterbox_transform((480, 640), (256, 256)),

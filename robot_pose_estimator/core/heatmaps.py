@@ -211,6 +211,16 @@ class CropTransform:
         """(N, 2) network-input pixels -> original pixels."""
         return (np.asarray(points, dtype=np.float64) - np.asarray(self.offset)) / self.scale
 
+    def zoomed(self, factor: float, input_size: tuple[int, int]) -> CropTransform:
+        """Return the crop about the same centre, its scale times ``factor`` (< 1: zoom out, a larger region)."""
+        if not factor > 0.0:
+            raise ValueError(f'zoom factor must be positive, got {factor}')
+        centre_input = (np.array(input_size, dtype=np.float64) - 1.0) / 2.0
+        centre = self.to_original(centre_input[None])[0]
+        scale = self.scale * factor
+        offset = centre_input - scale * centre
+        return CropTransform(float(scale), (float(offset[0]), float(offset[1])))
+
 
 def _edge_to_centre(scale: float, edge_offset: np.ndarray) -> CropTransform:
     """Build from a map written in pixel-edge coordinates (x_edge = x + 0.5) on both sides."""

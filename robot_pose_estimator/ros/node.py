@@ -79,6 +79,8 @@ ESTIMATOR_PARAMETERS: dict[str, tuple[str, tuple[str, float, float] | None]] = {
                        'around the robot', None),
     'crop_margin': ('the crop around the robot grows by this fraction of its larger side on every side '
                     '(fine pass and online mode)', (_FLOAT_RANGE, 0.0, 1.0)),
+    'extra_pass_zoom': ('a second network pass on that crop zoomed out by this factor, fused with the first '
+                        '(more accurate, twice the network time); 0 turns it off', (_FLOAT_RANGE, 0.0, 2.0)),
     'joint_prior_sigma_deg': ("1-sigma of the network's joint angles: how far the 2D keypoints may pull the "
                               'refined angles away from them', (_FLOAT_RANGE, 0.1, 180.0)),
     'multi_start_px': ('single-frame fits with an RMS reprojection error above this (or with keypoints left '
