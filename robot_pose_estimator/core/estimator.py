@@ -241,8 +241,8 @@ class Estimator:
     def _detect_crop(self, image_rgb: np.ndarray, transform: CropTransform, clock: _StageClock) -> _Detections:
         """Detect on the crop around the robot, plus a zoomed-out pass when ``extra_pass_zoom`` is set.
 
-        Test-time augmentation: the two views quantise the heatmaps differently and the wider
-        one keeps a robot that moved or was boxed too tightly inside the crop.
+        Test-time augmentation: the two views quantise the heatmaps differently, and the wider
+        one keeps parts near the first crop's edge in view.
         """
         detections = self._detect(image_rgb, transform, clock)
         zoom = self.settings.extra_pass_zoom
