@@ -215,11 +215,8 @@ class CropTransform:
         """Return the crop about the same centre, its scale times ``factor`` (< 1: zoom out, a larger region)."""
         if not factor > 0.0:
             raise ValueError(f'zoom factor must be positive, got {factor}')
-        centre_input = (np.array(input_size, dtype=np.float64) - 1.0) / 2.0
-        centre = self.to_original(centre_input[None])[0]
-        scale = self.scale * factor
-        offset = centre_input - scale * centre
-        return CropTransform(float(scale), (float(offset[0]), float(offset[1])))
+        centre = self.to_original(_input_centre(input_size)[None])[0]
+        return _centred(self.scale * factor, centre, input_size)
 
 
 def _edge_to_centre(scale: float, edge_offset: np.ndarray) -> CropTransform:
@@ -256,9 +253,17 @@ def crop_transform(box: Sequence[float], input_size: tuple[int, int], margin: fl
     height = max(y1 - y0 + grow, min_size)
     width, height = max(width, height * w_in / h_in), max(height, width * h_in / w_in)
     scale = w_in / width
-    centre = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0])
-    # The box centre goes to the input centre ((w_in - 1) / 2, (h_in - 1) / 2).
-    offset = (np.array([w_in, h_in]) - 1.0) / 2.0 - scale * centre
+    return _centred(scale, np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0]), input_size)
+
+
+def _input_centre(input_size: tuple[int, int]) -> np.ndarray:
+    """Return the input's centre ((w - 1) / 2, (h - 1) / 2) in the pixel-centre convention."""
+    return (np.array(input_size, dtype=np.float64) - 1.0) / 2.0
+
+
+def _centred(scale: float, centre: np.ndarray, input_size: tuple[int, int]) -> CropTransform:
+    """Build the transform of ``scale`` that puts the original point ``centre`` at the input centre."""
+    offset = _input_centre(input_size) - scale * centre
     return CropTransform(float(scale), (float(offset[0]), float(offset[1])))
 
 
