@@ -61,6 +61,7 @@ class EstimatorConfig:
     extra_pass_zoom: float = 0.85
     joint_prior_sigma_deg: float = 10.0
     multi_start_px: float = 3.0
+    confidence_weighting_step: float = 0.1
     onnx_threads: int = 2
     robot: RobotConfig | None = field(default=None)
 
@@ -86,6 +87,9 @@ class EstimatorConfig:
             raise ValueError(f'crop_margin must be in [0, 1], got {self.crop_margin}')
         if self.extra_pass_zoom != 0.0 and not 0.5 <= self.extra_pass_zoom <= 2.0:
             raise ValueError(f'extra_pass_zoom must be 0 (off) or in [0.5, 2], got {self.extra_pass_zoom}')
+        if not 0.0 <= self.confidence_weighting_step <= 1.0:
+            raise ValueError('confidence_weighting_step must be in [0, 1] (0 weighs all keypoints alike), '
+                             f'got {self.confidence_weighting_step}')
         if self.min_keypoints < 4:
             raise ValueError(f'min_keypoints must be >= 4 (PnP needs 4), got {self.min_keypoints}')
 

@@ -233,6 +233,7 @@ class IdealHeatmapBackend:
         self.scene: Scene | None = None
         self.joint_angles: np.ndarray | None = None
         self.pixel_noise = np.zeros((robot.num_keypoints, 2))
+        self.peaks = np.ones(robot.num_keypoints)
         self.transform = letterbox_transform((WIDTH, HEIGHT), self.metadata.input_wh)
         self.crops: list = []
 
@@ -256,11 +257,12 @@ class IdealHeatmapBackend:
             preprocessing.preprocess = original
 
     def show(self, scene: Scene, joint_angles: np.ndarray | None = None,
-             pixel_noise: np.ndarray | None = None) -> None:
-        """Set what the next infer() calls see: the scene, the network's angles and 2D noise (px)."""
+             pixel_noise: np.ndarray | None = None, peaks: np.ndarray | None = None) -> None:
+        """Set what the next infer() calls see: the scene, the network's angles, 2D noise (px) and heatmap peaks."""
         self.scene = scene
         self.joint_angles = scene.q if joint_angles is None else joint_angles
         self.pixel_noise = np.zeros_like(scene.pixels) if pixel_noise is None else pixel_noise
+        self.peaks = np.ones(len(scene.pixels)) if peaks is None else np.asarray(peaks, dtype=float)
 
     def infer(self, input_tensor: np.ndarray) -> InferenceOutput:
         input_points = self.transform.to_input(self.scene.pixels + self.pixel_noise)
@@ -270,4 +272,5 @@ class IdealHeatmapBackend:
         points = input_to_heatmap(input_points, self.heatmap_size, (h_in, w_in))
         heatmaps = render_gaussian_heatmaps(points, self.heatmap_size, self.sigma,
                                             visible=self.scene.in_image & in_crop)
+        heatmaps *= self.peaks.astype(heatmaps.dtype)[:, None, None]
         return InferenceOutput(heatmaps, self.joint_angles.astype(np.float32))

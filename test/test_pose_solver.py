@@ -312,6 +312,28 @@ def test_pose_behind_the_camera_is_reported(panda):
     assert result.status is SolveStatus.BEHIND_CAMERA and result.message
 
 
+def test_per_keypoint_sigma_weighs_keypoints_and_reports_pixels(panda):
+    """One keypoint 15 px off: a large sigma on it leaves the fit on the others; errors stay in pixels."""
+    rng = np.random.default_rng(13)
+    scene = random_scene(panda, rng)
+    f = scene.camera.pixel_scale
+    nccs = scene.nccs.copy()
+    nccs[5] += np.array([15.0, 0.0]) / f
+    uniform = solve(panda, scene.q, nccs, pixel_scale=f, options=EXACT)
+    assert uniform.T_camera_base is not None
+    same = solve(panda, scene.q, nccs, pixel_scale=f, options=EXACT,
+                 sigma_px=np.full(panda.num_keypoints, EXACT.keypoint_sigma_px))
+    np.testing.assert_array_equal(same.T_camera_base, uniform.T_camera_base)
+    sigma = np.full(panda.num_keypoints, 0.01)
+    sigma[5] = 1e4
+    weighted = solve(panda, scene.q, nccs, pixel_scale=f, options=EXACT, sigma_px=sigma)
+    translation, rotation, _ = errors(scene, weighted)
+    assert translation < 1e-5 and rotation < 1e-4
+    assert weighted.inliers.sum() == panda.num_keypoints - 1 and not weighted.inliers[5]
+    assert weighted.reprojection_error_px < 1e-3
+    assert errors(scene, uniform)[0] > 100 * translation
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match='loss'):
         SolverOptions(loss='l1')

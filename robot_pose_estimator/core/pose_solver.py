@@ -68,9 +68,9 @@ class SolverOptions:
     """
 
     prior_sigma: float = math.radians(10.0)   # rad, 1-sigma of the network's joint angles
-    keypoint_sigma_px: float = 2.0            # 1-sigma of the 2D keypoints
+    keypoint_sigma_px: float = 2.0            # 1-sigma of the 2D keypoints (``solve``'s sigma_px: per keypoint)
     loss: str = 'huber'                       # 'linear' | 'huber' | 'cauchy'
-    robust_scale_px: float = 4.0              # where the robust loss stops being quadratic
+    robust_scale_px: float = 4.0              # where the robust loss bends (x a keypoint's sigma / keypoint_sigma_px)
     max_iterations: int = 30
     inlier_threshold_px: float = 10.0         # residual gate for the returned inlier mask
     min_inlier_fraction: float = 0.5          # fewer inliers among the used points: HIGH_RESIDUAL
@@ -190,12 +190,15 @@ def refine(robot: RobotModel, T_init: np.ndarray, q_init: np.ndarray, nccs: np.n
 def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.ndarray | None = None, *,
           pixel_scale: float, refine_joints: bool = False, ransac: bool = False,
           T_init: np.ndarray | None = None, q_init: np.ndarray | None = None,
-          options: SolverOptions | None = None) -> PoseSolution:
+          options: SolverOptions | None = None, sigma_px: np.ndarray | None = None) -> PoseSolution:
     """Solve one frame: FK(q_init) -> EPnP (skipped when T_init is given) -> refine.
 
     ``q_prior`` are the network's angles; ``q_init`` (default ``q_prior``) and ``T_init`` let the
     online tracker start from the previous frame's solution (then ``ransac`` does not apply).
     ``q_init`` only seeds the joint refinement: a pose-only fit uses ``q_prior``.
+    ``sigma_px`` (K,) gives each keypoint its own 1-sigma in pixels, so that detections known to
+    be poor weigh less (default: ``options.keypoint_sigma_px`` for all); the robust loss then
+    bends at the same multiple of each keypoint's sigma.
     Non-finite keypoints count as unused. With RANSAC, refinement first runs on the RANSAC
     inliers, then once more with every used keypoint that the refined pose explains (the RANSAC
     gate cannot tell a wrong angle from a wrong detection).
@@ -242,7 +245,7 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
         reason = _correspondence_degeneracy(points[used], nccs[used])
         if reason:
             return _failure(SolveStatus.DEGENERATE, K, J, q_init, reason, T_init)
-    solution = _Problem(robot, nccs, fit, q_prior, pixel_scale, refine_joints, options, points).run(
+    solution = _Problem(robot, nccs, fit, q_prior, pixel_scale, refine_joints, options, points, sigma_px).run(
         T_init, q_init, initial)
     if fit is used or solution.status not in (SolveStatus.OK, SolveStatus.HIGH_RESIDUAL):
         return solution
@@ -251,7 +254,7 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
     readmitted = used & ~fit & (_residual_px(robot, solution, nccs, pixel_scale) < options.inlier_threshold_px)
     if readmitted.any():
         solution = _Problem(robot, nccs, fit | readmitted, q_prior, pixel_scale, refine_joints, options,
-                            points).run(solution.T_camera_base, solution.joint_positions)
+                            points, sigma_px).run(solution.T_camera_base, solution.joint_positions)
     if solution.status in (SolveStatus.OK, SolveStatus.HIGH_RESIDUAL):
         solution.inliers = used & (_residual_px(robot, solution, nccs, pixel_scale) < options.inlier_threshold_px)
         _judge(solution, n_used, options)
@@ -274,7 +277,8 @@ class _Problem:
     """One refinement: the fixed data, the whitening and the LM loop."""
 
     def __init__(self, robot: RobotModel, nccs: np.ndarray, used: np.ndarray, q_prior: np.ndarray,
-                 pixel_scale: float, refine_joints: bool, options: SolverOptions, points: np.ndarray) -> None:
+                 pixel_scale: float, refine_joints: bool, options: SolverOptions, points: np.ndarray,
+                 sigma_px: np.ndarray | None = None) -> None:
         """``points``: all keypoints in the base frame at the initial angles (fixed when pose-only)."""
         self.robot = robot
         self.index = np.flatnonzero(used)
@@ -283,7 +287,9 @@ class _Problem:
         self.q_prior = q_prior
         self.refine_joints = refine_joints
         self.options = options
-        self.whiten = pixel_scale / options.keypoint_sigma_px      # NCCS -> units of keypoint sigma
+        self.sigma_px = (np.full(len(self.index), options.keypoint_sigma_px) if sigma_px is None
+                         else np.asarray(sigma_px, dtype=np.float64)[self.index])
+        self.whiten = pixel_scale / self.sigma_px                  # (n,) NCCS -> units of keypoint sigma
         self.robust = options.robust_scale_px / options.keypoint_sigma_px
         self.prior_weight = 1.0 / options.prior_sigma**2
         self.n_params = 6 + (robot.num_joints if refine_joints else 0)
@@ -309,7 +315,7 @@ class _Problem:
             return math.inf, None
         inv_z = 1.0 / z
         uv = pc[:, :2] * inv_z[:, None]
-        error = (uv - self.target) * self.whiten                    # (n, 2) in keypoint sigmas
+        error = (uv - self.target) * self.whiten[:, None]           # (n, 2) in keypoint sigmas
         sq = (error * error).sum(axis=1)
         rho, weight, alpha = self.loss(sq, self.robust)
         cost = float(rho.sum())
@@ -436,7 +442,7 @@ class _Problem:
         inliers = np.zeros(K, dtype=bool)
         rms = math.nan
         if state is not None:
-            error_px = np.sqrt(state.sq) * self.options.keypoint_sigma_px
+            error_px = np.sqrt(state.sq) * self.sigma_px
             gate = error_px < self.options.inlier_threshold_px
             inliers[self.index[gate]] = True
             if gate.any():

@@ -86,6 +86,9 @@ ESTIMATOR_PARAMETERS: dict[str, tuple[str, tuple[str, float, float] | None]] = {
     'multi_start_px': ('single-frame fits with an RMS reprojection error above this (or with keypoints left '
                        'unexplained) are retried from other joint-angle seeds; 0 turns it off',
                        (_FLOAT_RANGE, 0.0, 1000.0)),
+    'confidence_weighting_step': ("weigh keypoints by their heatmap peak: a keypoint's assumed 2D error doubles "
+                                  'for every this much lower peak (below 0.9); 0 weighs all kept keypoints '
+                                  'alike', (_FLOAT_RANGE, 0.0, 1.0)),
     'onnx_threads': ('intra-op threads of ONNX Runtime (0: its default)', (_INT_RANGE, 0, 256)),
 }
 NODE_PARAMETERS: dict[str, tuple[object, str, tuple[str, float, float] | None]] = {
