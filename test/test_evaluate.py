@@ -161,6 +161,10 @@ def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorCo
     per_keypoint = summary['keypoint_error_px']
     assert list(per_keypoint) == robot.keypoint_names and per_keypoint['panda_link0']['median_px'] < 15.0
     assert '| panda_hand_y |' in (out / 'report.md').read_text()
+    by_peak = summary['keypoint_error_by_peak']
+    assert len(by_peak['bands']) == 10
+    assert sum(band['scored'] for band in by_peak['bands']) == summary['keypoints_scored']
+    assert '### 2D keypoint error by heatmap peak' in (out / 'report.md').read_text()
     assert set(summary['latency']) >= {'preprocess', 'inference', 'decode', 'solve', 'total'}
     for name in ('report.md', 'add_curve.png', 'joint_errors.png', 'add_over_time.png', 'latency.png',
                  'worst_frames.png'):

@@ -195,6 +195,24 @@ def test_keypoint_errors_are_broken_down_per_keypoint():
     assert 'keypoint_error_px' not in metrics.summarize(errors, JOINTS)
 
 
+def test_error_by_peak_fits_the_step_that_doubles_the_error():
+    """Errors of 2 px at peak 0.95 doubling per 0.1 lower: the fitted step is 0.1; bands hold them all."""
+    rng = np.random.default_rng(0)
+    confidences = rng.uniform(0.3, 1.0, (400, 5))
+    errors = 2.0 * np.exp2((0.95 - confidences) / 0.1) * rng.uniform(0.9, 1.1, confidences.shape)
+    errors[0, 0] = np.nan                                   # not in frame: not scored
+    result = metrics.keypoint_error_by_peak(errors, confidences)
+    assert result['doubling_step'] == pytest.approx(0.1, rel=0.05)
+    assert sum(band['scored'] for band in result['bands']) == errors.size - 1
+    top = result['bands'][9]
+    assert (top['peak_from'], top['peak_to']) == (0.9, 1.0) and top['median_px'] == pytest.approx(2.0, rel=0.1)
+    assert result['bands'][0] == {'peak_from': 0.0, 'peak_to': 0.1, 'scored': 0, 'median_px': None, 'p90_px': None}
+    # Errors that do not fall as the peak rises, or too few keypoints, suggest no step.
+    assert metrics.keypoint_error_by_peak(np.full_like(confidences, 5.0) + confidences, confidences)[
+        'doubling_step'] is None
+    assert metrics.keypoint_error_by_peak(errors[:10], confidences[:10])['doubling_step'] is None
+
+
 def test_latency_percentiles_and_fps():
     timings = [{'inference': float(i), 'total': 10.0} for i in range(1, 101)]
     summary = metrics.summarize(None, JOINTS, timings)

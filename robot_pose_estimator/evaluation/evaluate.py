@@ -51,8 +51,8 @@ class FrameRecord(StampedGroundTruth):
     """One frame's prediction and ground truth, as scoring and the report need them.
 
     ``joint_positions`` and ``T_camera_base`` are what would be published: NaN / None when the
-    frame has no estimate. ``keypoints_px`` and ``used`` (the estimator's keypoints, in its
-    order) are optional: a live run (``demo``) only sees the published topics.
+    frame has no estimate. ``keypoints_px``, ``used`` and ``confidences`` (the estimator's
+    keypoints, in its order) are optional: a live run (``demo``) only sees the published topics.
     """
 
     index: int
@@ -64,6 +64,7 @@ class FrameRecord(StampedGroundTruth):
     T_camera_base: np.ndarray | None
     keypoints_px: np.ndarray | None = None           # (K, 2)
     used: np.ndarray | None = None                   # (K,) bool
+    confidences: np.ndarray | None = None            # (K,) heatmap peaks
     timings_ms: dict[str, float] = field(default_factory=dict)
     mode: str = ''
     failure_reason: str | None = None
@@ -83,6 +84,7 @@ class FrameRecord(StampedGroundTruth):
             T_camera_base=np.asarray(estimate.T_camera_base, dtype=np.float64) if ok else None,
             keypoints_px=np.asarray(estimate.keypoints_px, dtype=np.float64),
             used=np.asarray(estimate.used, dtype=bool),
+            confidences=np.asarray(estimate.confidences, dtype=np.float64),
             timings_ms={**estimate.timings_ms, metrics.TOTAL_STAGE: float(total_ms)},
             mode=estimate.mode, failure_reason=estimate.failure_reason,
             joint_positions_gt=frame.joint_positions_gt, T_camera_base_gt=frame.T_camera_base_gt)
@@ -157,8 +159,11 @@ class Scorer:
         model_index = {name: i for i, name in enumerate(self.keypoint_names)}
         detected = np.stack([used[:, model_index[name]] if name in model_index else np.zeros(len(rows), bool)
                              for name in self.metric_names], axis=1)
-        return {'metric_detected': detected, 'metric_in_frame': metric_in_frame,
-                'px_est': np.stack([r.keypoints_px for r in rows]), 'px_gt': px_gt, 'px_in_frame': px_in_frame}
+        inputs = {'metric_detected': detected, 'metric_in_frame': metric_in_frame,
+                  'px_est': np.stack([r.keypoints_px for r in rows]), 'px_gt': px_gt, 'px_in_frame': px_in_frame}
+        if all(r.confidences is not None for r in rows):
+            inputs['px_confidence'] = np.stack([r.confidences for r in rows])
+        return inputs
 
     @staticmethod
     def _in_frame(rows: Sequence[FrameRecord], points_cam: np.ndarray, px: np.ndarray | None = None) -> np.ndarray:

@@ -58,6 +58,11 @@ AUC_STEP_M = 1e-5
 DREAM_MIN_IN_FRAME = 4
 LATENCY_PERCENTILES = (50, 95, 99)
 TOTAL_STAGE = 'total'
+# The 2D error by heatmap peak: 10 bands of 0.1; the doubling step is fitted from 0.5 up (the
+# default confidence_threshold) over bands with enough keypoints to give a stable median.
+PEAK_BANDS = 10
+PEAK_FIT_FROM = 0.5
+PEAK_BAND_MIN_SCORED = 20
 
 
 def auc_thresholds(threshold: float = AUC_THRESHOLD_M, step: float = AUC_STEP_M) -> np.ndarray:
@@ -173,6 +178,7 @@ class FrameErrors:
     joint_abs_rad: np.ndarray                  # (N, J)
     dream_add: np.ndarray | None = None        # (N,) m, NaN where ineligible
     keypoint_px: np.ndarray | None = None      # (N, K), NaN where not in frame / no peak
+    keypoint_confidence: np.ndarray | None = None   # (N, K) heatmap peaks of those keypoints
 
     def __len__(self) -> int:
         return int(self.success.size)
@@ -183,13 +189,14 @@ def frame_errors(*, success: np.ndarray, T_est: np.ndarray, T_gt: np.ndarray,
                  q_est: np.ndarray, q_gt: np.ndarray,
                  metric_detected: np.ndarray | None = None, metric_in_frame: np.ndarray | None = None,
                  px_est: np.ndarray | None = None, px_gt: np.ndarray | None = None,
-                 px_in_frame: np.ndarray | None = None) -> FrameErrors:
+                 px_in_frame: np.ndarray | None = None, px_confidence: np.ndarray | None = None) -> FrameErrors:
     """Score N frames.
 
     ``metric_*_base`` are FK(q) of the M metric keypoints in the base frame (N, M, 3). Rows of
     failed frames may hold anything (NaN is fine): they are masked by ``success``. The DREAM variant
     needs ``metric_detected`` and ``metric_in_frame`` (N, M); the 2D error needs ``px_est``,
-    ``px_gt`` (N, K, 2) and ``px_in_frame`` (N, K).
+    ``px_gt`` (N, K, 2) and ``px_in_frame`` (N, K); ``px_confidence`` (N, K) breaks it down by
+    heatmap peak.
     """
     success = np.asarray(success, dtype=bool)
     mask = success[:, None, None]
@@ -205,6 +212,8 @@ def frame_errors(*, success: np.ndarray, T_est: np.ndarray, T_gt: np.ndarray,
         errors.dream_add = dream_add_per_frame(est_cam, gt_cam, success, metric_detected, metric_in_frame)
     if px_est is not None and px_gt is not None and px_in_frame is not None:
         errors.keypoint_px = keypoint_pixel_errors(px_est, px_gt, px_in_frame)
+        if px_confidence is not None:
+            errors.keypoint_confidence = np.asarray(px_confidence, dtype=float)
     return errors
 
 
@@ -269,6 +278,9 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
             if keypoint_names is not None:
                 result['keypoint_error_px'] = {
                     name: _keypoint_error_stats(errors.keypoint_px[:, k]) for k, name in enumerate(keypoint_names)}
+            if errors.keypoint_confidence is not None:
+                result['keypoint_error_by_peak'] = keypoint_error_by_peak(errors.keypoint_px,
+                                                                          errors.keypoint_confidence)
     latency = latency_summary(timings_ms)
     if latency:
         result['latency'] = latency
@@ -277,6 +289,35 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
         fps = latency[TOTAL_STAGE]['frames'] / total_s if total_s > 0 else None
     result['fps'] = _finite_or_none(fps)
     return result
+
+
+def keypoint_error_by_peak(errors_px: np.ndarray, confidences: np.ndarray) -> dict[str, Any]:
+    """Break the 2D error down by 0.1-wide bands of heatmap peak; fit the peak drop that doubles it.
+
+    The estimator weighs a keypoint by its peak (``confidence_weighting_step``: the assumed error
+    doubles for every that much lower peak); ``doubling_step`` is the value these errors suggest,
+    fitted as log2(median error) against the band centre over the bands from ``PEAK_FIT_FROM`` up
+    with at least ``PEAK_BAND_MIN_SCORED`` keypoints. None when fewer than three bands qualify or
+    the error does not fall as the peak rises.
+    """
+    errors_px, confidences = np.asarray(errors_px, float), np.asarray(confidences, float)
+    scored = ~np.isnan(errors_px) & np.isfinite(confidences)
+    band_of = np.clip(np.floor(confidences * PEAK_BANDS + 1e-9), 0, PEAK_BANDS - 1)
+    bands, centres, log_medians = [], [], []
+    for band in range(PEAK_BANDS):
+        values = errors_px[scored & (band_of == band)]
+        median = _median(values)
+        bands.append({'peak_from': band / PEAK_BANDS, 'peak_to': (band + 1) / PEAK_BANDS, 'scored': int(values.size),
+                      'median_px': median, 'p90_px': float(np.percentile(values, 90)) if values.size else None})
+        if band / PEAK_BANDS >= PEAK_FIT_FROM and values.size >= PEAK_BAND_MIN_SCORED and median > 0.0:
+            centres.append((band + 0.5) / PEAK_BANDS)
+            log_medians.append(np.log2(median))
+    doubling_step = None
+    if len(centres) >= 3:
+        slope = float(np.polyfit(centres, log_medians, 1)[0])   # doublings per unit of peak
+        if slope < 0.0:
+            doubling_step = -1.0 / slope
+    return {'bands': bands, 'doubling_step': doubling_step}
 
 
 def _keypoint_error_stats(errors_px: np.ndarray) -> dict[str, Any]:

@@ -364,6 +364,19 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
                       f"{_fmt(v['beyond_20px'], 100, 0)} | {v['scored']} |"
                       for name, v in s['keypoint_error_px'].items()]
             lines.append('')
+        if 'keypoint_error_by_peak' in s:
+            by_peak = s['keypoint_error_by_peak']
+            step = by_peak['doubling_step']
+            fitted = (f'These errors double every {step:.2f} (fitted from 0.5 up): a step far from the '
+                      'configured one means the weighting does not suit this model.' if step is not None else
+                      'No step fitted (too few keypoints, or an error that does not fall as the peak rises).')
+            lines += ['### 2D keypoint error by heatmap peak (px, in-frame keypoints)', '',
+                      "The solver assumes a keypoint's error doubles for every `confidence_weighting_step` "
+                      f'lower peak. {fitted}', '', '| peak | median | p90 | scored |', '|---|---|---|---|']
+            lines += [f"| {band['peak_from']:.1f}-{band['peak_to']:.1f} | {_fmt(band['median_px'], digits=1)} | "
+                      f"{_fmt(band['p90_px'], digits=1)} | {band['scored']} |"
+                      for band in by_peak['bands'] if band['scored']]
+            lines.append('')
     if 'latency' in s:
         lines += ['## Latency (ms)', '', f"Throughput: {_fmt(s.get('fps'), digits=1)} frames/s "
                   '(frames / summed per-frame total latency unless measured live).', '',
