@@ -23,13 +23,14 @@ import csv
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
 
-from robot_pose_estimator.config import default_config_path, load_config  # noqa: E402
+from robot_pose_estimator.config import default_config_path, load_config, REPO_ROOT  # noqa: E402
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, render_gaussian_heatmaps  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.inference.base import METADATA_KEYS  # noqa: E402
@@ -305,6 +306,8 @@ def test_model_card_has_provenance_and_keeps_only_its_own_evaluation_numbers(tra
     assert card['training']['hardware']['cpu']
     assert card['input']['height'] == INPUT_SIZE
     assert card['keypoints']['names'] == state['robot']['keypoint_names']
+    if Path(state['robot']['urdf_path']).resolve().is_relative_to(REPO_ROOT):   # a source checkout:
+        assert not Path(card['urdf']).is_absolute() and (REPO_ROOT / card['urdf']).is_file()   # no machine path
 
 
 @pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None, reason='TensorRT is installed')

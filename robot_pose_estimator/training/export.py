@@ -35,6 +35,7 @@ import warnings
 
 import numpy as np
 import onnx
+from robot_pose_estimator.config import REPO_ROOT
 from robot_pose_estimator.inference.base import (
     file_sha256, HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
 )
@@ -189,8 +190,8 @@ def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: 
         'sha256': export_info['sha256'],
         'size_mb': export_info['size_mb'],
         'robot_name': robot['robot_name'],
-        'robot_config': robot.get('config_path'),
-        'urdf': robot.get('urdf_path'),
+        'robot_config': _portable_path(robot.get('config_path')),
+        'urdf': _portable_path(robot.get('urdf_path')),
         'keypoints': {'names': robot['keypoint_names'], 'links': robot['keypoint_links'],
                       'offsets': robot['keypoint_offsets']},
         'joint_names': robot['joint_names'],
@@ -225,6 +226,16 @@ def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(card, indent=2) + '\n')
     return card
+
+
+def _portable_path(path: str | None) -> str | None:
+    """Return ``path`` relative to the repository when it lies inside: the card travels, this checkout does not."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
