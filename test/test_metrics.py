@@ -206,7 +206,8 @@ def test_error_by_peak_fits_the_step_that_doubles_the_error():
     assert sum(band['scored'] for band in result['bands']) == errors.size - 1
     top = result['bands'][9]
     assert (top['peak_from'], top['peak_to']) == (0.9, 1.0) and top['median_px'] == pytest.approx(2.0, rel=0.1)
-    assert result['bands'][0] == {'peak_from': 0.0, 'peak_to': 0.1, 'scored': 0, 'median_px': None, 'p90_px': None}
+    assert result['bands'][0] == {'peak_from': 0.0, 'peak_to': 0.1, 'scored': 0, 'median_px': None, 'p90_px': None,
+                                  'beyond_20px': None}
     # Errors that do not fall as the peak rises, or too few keypoints, suggest no step.
     assert metrics.keypoint_error_by_peak(np.full_like(confidences, 5.0) + confidences, confidences)[
         'doubling_step'] is None

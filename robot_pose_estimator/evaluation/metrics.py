@@ -305,13 +305,11 @@ def keypoint_error_by_peak(errors_px: np.ndarray, confidences: np.ndarray) -> di
     band_of = np.clip(np.floor(confidences * PEAK_BANDS + 1e-9), 0, PEAK_BANDS - 1)
     bands, centres, log_medians = [], [], []
     for band in range(PEAK_BANDS):
-        values = errors_px[scored & (band_of == band)]
-        median = _median(values)
-        bands.append({'peak_from': band / PEAK_BANDS, 'peak_to': (band + 1) / PEAK_BANDS, 'scored': int(values.size),
-                      'median_px': median, 'p90_px': float(np.percentile(values, 90)) if values.size else None})
-        if band / PEAK_BANDS >= PEAK_FIT_FROM and values.size >= PEAK_BAND_MIN_SCORED and median > 0.0:
+        stats = _keypoint_error_stats(errors_px[scored & (band_of == band)])
+        bands.append({'peak_from': band / PEAK_BANDS, 'peak_to': (band + 1) / PEAK_BANDS, **stats})
+        if band / PEAK_BANDS >= PEAK_FIT_FROM and stats['scored'] >= PEAK_BAND_MIN_SCORED and stats['median_px'] > 0.0:
             centres.append((band + 0.5) / PEAK_BANDS)
-            log_medians.append(np.log2(median))
+            log_medians.append(np.log2(stats['median_px']))
     doubling_step = None
     if len(centres) >= 3:
         slope = float(np.polyfit(centres, log_medians, 1)[0])   # doublings per unit of peak
@@ -321,7 +319,7 @@ def keypoint_error_by_peak(errors_px: np.ndarray, confidences: np.ndarray) -> di
 
 
 def _keypoint_error_stats(errors_px: np.ndarray) -> dict[str, Any]:
-    """Median, 90th percentile and share beyond 20 px of one keypoint's in-frame errors."""
+    """Median, 90th percentile and share beyond 20 px of in-frame errors (one keypoint's, or one peak band's)."""
     scored = errors_px[~np.isnan(errors_px)]
     if not scored.size:
         return {'median_px': None, 'p90_px': None, 'beyond_20px': None, 'scored': 0}

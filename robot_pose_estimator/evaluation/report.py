@@ -372,9 +372,10 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
                       'No step fitted (too few keypoints, or an error that does not fall as the peak rises).')
             lines += ['### 2D keypoint error by heatmap peak (px, in-frame keypoints)', '',
                       "The solver assumes a keypoint's error doubles for every `confidence_weighting_step` "
-                      f'lower peak. {fitted}', '', '| peak | median | p90 | scored |', '|---|---|---|---|']
+                      f'lower peak. {fitted}', '', '| peak | median | p90 | beyond 20 px (%) | scored |',
+                      '|---|---|---|---|---|']
             lines += [f"| {band['peak_from']:.1f}-{band['peak_to']:.1f} | {_fmt(band['median_px'], digits=1)} | "
-                      f"{_fmt(band['p90_px'], digits=1)} | {band['scored']} |"
+                      f"{_fmt(band['p90_px'], digits=1)} | {_fmt(band['beyond_20px'], 100, 0)} | {band['scored']} |"
                       for band in by_peak['bands'] if band['scored']]
             lines.append('')
     if 'latency' in s:
