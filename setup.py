@@ -48,7 +48,7 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
-        ('share/' + PACKAGE + '/models', glob('models/*.onnx') + glob('models/*.json')),
+        ('share/' + PACKAGE + '/models', glob('models/*.onnx') + glob('models/*.npz') + glob('models/*.json')),
         *tree('urdf'),
         *tree('test/data/demo_panda'),
     ],

@@ -46,8 +46,8 @@ def _nodes(context):
     parameters = flatten_parameters(load_parameters(params_file))
     if arg('model_path'):
         parameters['model_path'] = arg('model_path')
-    for key in ('model_path', 'urdf_path'):
-        if key in parameters:
+    for key in ('model_path', 'urdf_path', 'lifter_path'):
+        if parameters.get(key):
             parameters[key] = str(resolve_path(parameters[key], params_file.parent))
     parameters['tf_child_prefix'] = arg('frame_prefix')
     namespace = arg('namespace')

@@ -57,10 +57,13 @@ def geometry_benchmark(config_path: Path | None = None, frames: int = 300, seed:
     from robot_pose_estimator.core import pose_solver
     from robot_pose_estimator.core.estimator import Estimator, PipelineSettings
     from robot_pose_estimator.core.heatmaps import decode_heatmaps
+    from robot_pose_estimator.core.lifter import KeypointLifter
     from robot_pose_estimator.core.robot_model import RobotModel
     from robot_pose_estimator.testing import HEIGHT, WIDTH, IdealHeatmapBackend, random_scene
 
-    robot = RobotModel.from_config(load_config(config_path or default_config_path()))
+    config = load_config(config_path or default_config_path())
+    robot = RobotModel.from_config(config)
+    lifter = KeypointLifter.load(config.lifter_path) if config.lifter_path else None
     rng = np.random.default_rng(seed)
     backend = IdealHeatmapBackend(robot)
     image = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
@@ -88,27 +91,29 @@ def geometry_benchmark(config_path: Path | None = None, frames: int = 300, seed:
                 pixel_scale=scene.camera.pixel_scale, q_prior=prior, refine_joints=refine_joints))
 
     pipelines = {}
-    for mode in ('single_frame', 'online'):
-        for refine in (False, True):
-            estimator = Estimator(backend, robot, PipelineSettings(mode=mode, coarse_to_fine=False,
-                                                                   refine_joint_angles=refine))
-            totals, successes = [], 0
-            for index, (scene, prior, noise) in enumerate(zip(scenes, priors, noises)):
-                # Online mode sees each view twice, 1/30 s apart: the second frame is tracked. A
-                # 1 s gap separates views, so the tracker restarts instead of chasing a jump.
-                stamp = float(index)
-                for _ in range(2 if mode == 'online' else 1):
-                    backend.show(scene, prior, noise)
-                    with backend.watching_crops():
-                        estimate = estimator.estimate(image, scene.camera, stamp)
-                    stamp += 1.0 / 30.0
-                successes += estimate.success
-                if mode == 'online' and estimate.mode != 'online':
-                    continue
-                timings = estimate.timings_ms
-                totals.append(sum(v for k, v in timings.items() if k not in ('preprocess', 'inference')))
-            name = f'{mode}{"_with_angles" if refine else "_pose_only"}'
-            pipelines[name] = {**_summary(totals), 'frames': len(totals), 'success_rate': successes / frames}
+    variants = [(mode, refine, None) for mode in ('single_frame', 'online') for refine in (False, True)]
+    if lifter is not None:
+        variants.append(('single_frame', True, lifter))
+    for mode, refine, variant_lifter in variants:
+        estimator = Estimator(backend, robot, PipelineSettings(mode=mode, coarse_to_fine=False,
+                                                               refine_joint_angles=refine), variant_lifter)
+        totals, successes = [], 0
+        for index, (scene, prior, noise) in enumerate(zip(scenes, priors, noises)):
+            # Online mode sees each view twice, 1/30 s apart: the second frame is tracked. A
+            # 1 s gap separates views, so the tracker restarts instead of chasing a jump.
+            stamp = float(index)
+            for _ in range(2 if mode == 'online' else 1):
+                backend.show(scene, prior, noise)
+                with backend.watching_crops():
+                    estimate = estimator.estimate(image, scene.camera, stamp)
+                stamp += 1.0 / 30.0
+            successes += estimate.success
+            if mode == 'online' and estimate.mode != 'online':
+                continue
+            timings = estimate.timings_ms
+            totals.append(sum(v for k, v in timings.items() if k not in ('preprocess', 'inference')))
+        name = f'{mode}{"_with_angles" if refine else "_pose_only"}{"_and_lifter" if variant_lifter else ""}'
+        pipelines[name] = {**_summary(totals), 'frames': len(totals), 'success_rate': successes / frames}
     return {'benchmark': 'geometry', 'robot': robot.name, 'keypoints': robot.num_keypoints,
             'frames': frames, 'stages': {k: _summary(v) for k, v in stages.items()},
             'pipeline_after_inference': pipelines}

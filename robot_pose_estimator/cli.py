@@ -47,6 +47,8 @@ SUBCOMMANDS = (
                'robot_pose_estimator.training.render', 'add_render_arguments', 'run_render', 'train'),
     Subcommand('train', 'train the keypoint + joint-angle network on rendered data',
                'robot_pose_estimator.training.train', 'add_train_arguments', 'run_train', 'train'),
+    Subcommand('train-lifter', 'train the keypoints -> joint-angle hypotheses MLP (no images, minutes on a CPU)',
+               'robot_pose_estimator.training.lifter', 'add_train_lifter_arguments', 'run_train_lifter', 'train'),
     Subcommand('export', 'export a checkpoint to ONNX with metadata and write the model card',
                'robot_pose_estimator.training.export', 'add_export_arguments', 'run_export', 'train'),
     Subcommand('build-engine', 'build a TensorRT engine for this GPU from an ONNX model',

@@ -51,6 +51,7 @@ class EstimatorConfig:
     model_path: str = 'models/panda.onnx'
     backend: str = 'auto'
     urdf_path: str = 'urdf/panda.urdf'
+    lifter_path: str = ''
     mode: str = 'online'
     confidence_threshold: float = 0.5
     min_keypoints: int = 6
@@ -173,5 +174,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorCo
     config.robot = robot_config_from_parameters(parameters.get('robot', {}), source=str(path))
     config.model_path = str(resolve_path(config.model_path, path.parent))
     config.urdf_path = str(resolve_path(config.urdf_path, path.parent))
+    if config.lifter_path:
+        config.lifter_path = str(resolve_path(config.lifter_path, path.parent))
     config.validate()
     return config

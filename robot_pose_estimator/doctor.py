@@ -57,6 +57,14 @@ def run_doctor(args: argparse.Namespace) -> int:
         backend = create_backend(config.model_path, config.backend, threads=config.onnx_threads)
         return f'{config.model_path} on {backend.name}'
 
+    def lifter() -> str:
+        from robot_pose_estimator.core.lifter import KeypointLifter
+        path = state['config'].lifter_path
+        if not path:
+            return 'none (lifter_path is empty)'
+        lifted = KeypointLifter.load(path)
+        return f'{path}: {lifted.hypotheses} angle hypotheses per frame'
+
     checks: list[tuple[str, Callable[[], str], bool]] = [
         ('ROS 2 client library', _check_imports('rclpy'), True),
         ('ROS 2 messages', _check_imports('sensor_msgs.msg', 'geometry_msgs.msg', 'std_msgs.msg',
@@ -64,6 +72,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         ('config', load, True),
         ('URDF and keypoints', urdf, True),
         ('model', model, False),
+        ('keypoint lifter', lifter, False),
     ]
     failed = False
     for name, check, required in checks:

@@ -66,6 +66,8 @@ ESTIMATOR_PARAMETERS: dict[str, tuple[str, tuple[str, float, float] | None]] = {
                    'directory, the repository root and the package share directory', None),
     'backend': ('inference backend: auto | tensorrt | onnxruntime', None),
     'urdf_path': ('URDF of the robot; relative paths resolve like model_path', None),
+    'lifter_path': ('keypoint lifter (.npz from train-lifter): in single_frame mode fits also start from its '
+                    'joint angles; empty: none; relative paths resolve like model_path', None),
     'mode': ('single_frame (every frame from scratch) | online (seed each frame with the previous '
              'estimate, falling back to single_frame)', None),
     'confidence_threshold': ('heatmap peak value below which a keypoint is dropped',
@@ -261,6 +263,8 @@ class RobotPoseEstimatorNode(Node):
         config.robot = robot_config_from_parameters(robot, source='parameters robot.*')
         config.model_path = str(resolve_path(config.model_path))
         config.urdf_path = str(resolve_path(config.urdf_path))
+        if config.lifter_path:
+            config.lifter_path = str(resolve_path(config.lifter_path))
         config.validate()
         return NodeSettings(estimator=config, **{name: values[name] for name in NODE_PARAMETERS})
 
