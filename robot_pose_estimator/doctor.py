@@ -63,7 +63,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         if not path:
             return 'none (lifter_path is empty)'
         lifted = KeypointLifter.load(path)
-        return f'{path}: {lifted.hypotheses} angle hypotheses per frame'
+        return f'{path} (angle hypotheses per frame: {lifted.hypotheses})'
 
     checks: list[tuple[str, Callable[[], str], bool]] = [
         ('ROS 2 client library', _check_imports('rclpy'), True),

@@ -22,9 +22,9 @@ explains the keypoints best. Pure numpy: a few matrix products per frame.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
