@@ -69,6 +69,13 @@ class EstimatorConfig:
     VALID_MODES = ('single_frame', 'online')
     VALID_BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
 
+    def resolve_paths(self, relative_to: Path | None = None) -> None:
+        """Make the model, URDF and lifter paths absolute with ``resolve_path``; an empty lifter_path stays off."""
+        self.model_path = str(resolve_path(self.model_path, relative_to))
+        self.urdf_path = str(resolve_path(self.urdf_path, relative_to))
+        if self.lifter_path:
+            self.lifter_path = str(resolve_path(self.lifter_path, relative_to))
+
     def validate(self) -> None:
         """Raise ValueError with the offending name and value, before anything is loaded."""
         if self.mode not in self.VALID_MODES:
@@ -172,9 +179,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorCo
     known = {f.name for f in fields(EstimatorConfig)}
     config = EstimatorConfig(**{k: v for k, v in parameters.items() if k in known and k != 'robot'})
     config.robot = robot_config_from_parameters(parameters.get('robot', {}), source=str(path))
-    config.model_path = str(resolve_path(config.model_path, path.parent))
-    config.urdf_path = str(resolve_path(config.urdf_path, path.parent))
-    if config.lifter_path:
-        config.lifter_path = str(resolve_path(config.lifter_path, path.parent))
+    config.resolve_paths(path.parent)
     config.validate()
     return config

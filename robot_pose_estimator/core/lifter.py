@@ -70,11 +70,7 @@ class KeypointLifter:
 
     def predict(self, nccs: np.ndarray, used: np.ndarray, confidences: np.ndarray) -> np.ndarray:
         """Angle hypotheses (H, J) in radians for one frame's keypoints (K, 2), flags and peaks (K,)."""
-        return self.predict_batch(nccs[None], used[None], confidences[None])[0]
-
-    def predict_batch(self, nccs: np.ndarray, used: np.ndarray, confidences: np.ndarray) -> np.ndarray:
-        """Angle hypotheses (B, H, J) for a batch of frames."""
-        return self.predict_features(lifter_features(nccs, used, confidences))
+        return self.predict_features(lifter_features(nccs[None], used[None], confidences[None]))[0]
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         """Angle hypotheses (B, H, J) from ``lifter_features`` output."""

@@ -37,7 +37,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from robot_pose_estimator.config import (
-    default_config_path, DEFAULT_NODE_NAME, EstimatorConfig, load_parameters, resolve_path, robot_config_from_parameters
+    default_config_path, DEFAULT_NODE_NAME, EstimatorConfig, load_parameters, robot_config_from_parameters
 )
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.transforms import transform_points
@@ -261,10 +261,7 @@ class RobotPoseEstimatorNode(Node):
         config = EstimatorConfig(**{f.name: values[f.name] for f in fields(EstimatorConfig)
                                     if f.name != 'robot'})
         config.robot = robot_config_from_parameters(robot, source='parameters robot.*')
-        config.model_path = str(resolve_path(config.model_path))
-        config.urdf_path = str(resolve_path(config.urdf_path))
-        if config.lifter_path:
-            config.lifter_path = str(resolve_path(config.lifter_path))
+        config.resolve_paths()
         config.validate()
         return NodeSettings(estimator=config, **{name: values[name] for name in NODE_PARAMETERS})
 
