@@ -228,6 +228,18 @@ def test_resume_continues_the_step_count(trained, dataset, tmp_path):
     state = load_checkpoint(result.checkpoint)
     assert state['step'] == 3 and state['images_seen'] > load_checkpoint(trained.checkpoint)['images_seen']
     assert state['model_config']['width'] == 8
+    assert state['input_size'] == [INPUT_SIZE, INPUT_SIZE]
+
+
+def test_resume_at_a_new_input_size_fine_tunes_the_same_network(trained, dataset, tmp_path):
+    result = train(CONFIG, [dataset], tmp_path, minutes=5, max_steps=3, progress=False,
+                   resume=trained.checkpoint, input_size=INPUT_SIZE + 32, val_minutes=100)
+    state = load_checkpoint(result.checkpoint)
+    assert state['input_size'] == [INPUT_SIZE + 32, INPUT_SIZE + 32]
+    assert state['settings']['input_size'] == INPUT_SIZE + 32
+    assert state['step'] == 3 and state['model_config']['width'] == 8
+    rows = list(csv.DictReader(open(result.out_dir / 'log.csv')))
+    assert math.isfinite(float(rows[-1]['val_kp_median_px']))
 
 
 def test_export_takes_card_accuracy_only_from_a_suite_run_on_the_same_model(trained, tmp_path, capsys):

@@ -606,8 +606,9 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
     """Train (or resume) for ``minutes`` of wall-clock time in total and return the final state.
 
     See ``TrainSettings`` for ``options``. ``input_size`` defaults to the dataset's image size. On
-    ``resume`` the network, input size and settings come from the checkpoint; only ``minutes`` and
-    explicit ``options`` change them.
+    ``resume`` the network, input size and settings come from the checkpoint; only ``minutes``,
+    explicit ``options`` and an explicit ``input_size`` change them. The network is fully
+    convolutional, so a checkpoint can be fine-tuned at another input size (on data rendered at it).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -625,7 +626,7 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
                                                       settings.val_max)
     for meta, directory in zip(metas, data_dirs):
         _check_dataset(meta, robot, str(directory))
-    if previous is None:
+    if previous is None or input_size:
         settings.input_size = int(input_size or metas[0]['image_size'][0])
     size = settings.input_size
     if size % 32:
@@ -864,7 +865,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=d.seed)
     parser.add_argument('--device', default='auto', help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
     parser.add_argument('--resume', help='checkpoint.pt to continue from (model, optimiser, step, settings)')
-    parser.add_argument('--input-size', type=int, help='network input side (default: the dataset image size)')
+    parser.add_argument('--input-size', type=int,
+                        help='network input side (default: the dataset image size, or with --resume the '
+                             "checkpoint's; a new size there fine-tunes at that resolution)")
     parser.add_argument('--width', type=int, default=32, help='encoder base width (32 = half ResNet-18)')
     parser.add_argument('--angle-head', choices=('keypoint', 'global'), default='keypoint')
     parser.add_argument('--sigma', type=float, help=f'heatmap sigma in heatmap pixels (default {d.sigma})')
