@@ -41,6 +41,7 @@ import time
 import numpy as np
 
 from robot_pose_estimator.config import load_config
+from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.estimator import keypoint_sigma_px
 from robot_pose_estimator.core.lifter import FEATURES_PER_KEYPOINT, KeypointLifter, lifter_features
 from robot_pose_estimator.core.robot_model import RobotModel
@@ -91,7 +92,7 @@ def sample_training_pairs(robot: RobotModel, count: int, rng: np.random.Generato
         pixels = project(transform_points(T_camera_base, points_base[i]), K) + noise_px[i]
         with np.errstate(invalid='ignore'):
             used[i] = ((pixels >= 0.0) & (pixels < (width, height))).all(axis=1)
-        nccs[i] = (pixels - K[:2, 2]) / (K[0, 0], K[1, 1])
+        nccs[i] = CameraModel(K).to_nccs(pixels)
     used &= confidences >= settings.confidence_threshold
     return lifter_features(nccs, used, confidences), angles
 
@@ -162,7 +163,7 @@ def train_lifter(config_path: str | Path, out: str | Path, settings: LifterSetti
         'training_data': f'{settings.samples} synthetic keypoint sets: angles uniform within the limits, '
                          "the renderer's random cameras, the detector noise model in settings",
         'settings': asdict(settings),
-        'command': ' '.join(shlex.quote(a) for a in ['robot-pose-estimator'] + sys.argv[1:]),
+        'command': shlex.join(['robot-pose-estimator'] + sys.argv[1:]),
         'training_minutes': round((time.monotonic() - started) / 60.0, 1),
         'validation': history[-1], 'history': history,
     }
