@@ -41,7 +41,7 @@ from builtin_interfaces.msg import Time  # noqa: E402, I100
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.transforms import matrix_from_quaternion, rotation_angle_deg  # noqa: E402
@@ -226,21 +226,24 @@ def node(workdir, truth, harness):
     assert code == 0, f'node exited with {code} on SIGINT'
 
 
-def send_good_frame(harness: Harness, truth, stamp: Time | None = None) -> Time:
+def send_good_frame(harness: Harness, truth, stamp: Time | None = None, node: NodeProcess | None = None) -> Time:
     """Publish camera_info + a grey image until the node answers with joint_states for it."""
     stamp = stamp or new_stamp()
+    since = time.time()
 
     def send() -> None:
         harness.info_pub.publish(camera_info(truth, stamp))
         harness.image_pub.publish(image(stamp))
-    assert send_until(send, lambda: stamped(harness.messages('joint_states'), stamp)), \
-        'no joint_states for a good frame'
+    if not send_until(send, lambda: stamped(harness.messages('joint_states'), stamp)):
+        failures = sorted({d.get('last_failure', '') for d in diagnostics_of(harness, since=since)})
+        pytest.fail(f'no joint_states for a good frame; /diagnostics last_failure since it was sent: {failures}'
+                    + (f'\nnode log:\n{node.log}' if node else ''))
     return stamp
 
 
 def assert_alive_and_working(node: NodeProcess, harness: Harness, truth) -> None:
     assert node.alive(), f'node died:\n{node.log}'
-    stamp = send_good_frame(harness, truth)
+    stamp = send_good_frame(harness, truth, node=node)
     (joints,) = stamped(harness.messages('joint_states'), stamp)
     assert np.degrees(np.abs(np.array(joints.position) - truth.q)).max() < 2.0
 
@@ -430,6 +433,30 @@ def test_stamps_going_backwards_reset_the_tracker(node, harness, truth):
     earlier = send_good_frame(harness, truth, new_stamp(-60.0))   # a bag that loops
     assert tf_for(harness, earlier) or wait_until(lambda: tf_for(harness, earlier))
     assert wait_until(lambda: 'resetting the tracker' in node.log), node.log
+    assert_alive_and_working(node, harness, truth)
+
+
+def node_subscription_reliability(harness: Harness, topic: str) -> ReliabilityPolicy | None:
+    """Report the reliability of the main node's subscription to ``topic``, as discovery sees it."""
+    endpoints = [e for e in harness.node.get_subscriptions_info_by_topic(topic)
+                 if e.node_name == 'robot_pose_estimator' and e.node_namespace == '/']
+    return endpoints[0].qos_profile.reliability if endpoints else None
+
+
+def test_image_and_camera_info_subscriptions_follow_the_publishers_reliability(node, harness, truth):
+    """Best effort loses most camera_info next to raw images: reliable publishers get reliable subscriptions."""
+    def reliabilities() -> tuple:
+        return tuple(node_subscription_reliability(harness, t) for t in ('/camera/image_raw', '/camera/camera_info'))
+    reliable, best_effort = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
+    assert wait_until(lambda: reliabilities() == (reliable, reliable)), reliabilities()
+
+    extra = harness.node.create_publisher(CameraInfo, '/camera/camera_info', qos_profile_sensor_data)
+    try:
+        assert wait_until(lambda: reliabilities() == (reliable, best_effort)), reliabilities()
+    finally:
+        harness.node.destroy_publisher(extra)
+    assert wait_until(lambda: reliabilities() == (reliable, reliable)), reliabilities()
+    assert 'camera_info publisher(s) on /camera/camera_info are best_effort: resubscribing to match' in node.log
     assert_alive_and_working(node, harness, truth)
 
 

@@ -35,7 +35,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from robot_pose_estimator.config import (
     default_config_path, DEFAULT_NODE_NAME, EstimatorConfig, load_parameters, robot_config_from_parameters
 )
@@ -206,12 +206,11 @@ class RobotPoseEstimatorNode(Node):
         self._image_reliability: ReliabilityPolicy | None = None
         self._image_sub = None
         self._subscribe_image(self._initial_reliability())
-        if self.settings.image_reliability == 'auto':
-            self._follow_publisher_reliability()
-        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
-                                                  qos_profile_sensor_data)
-        if self.settings.image_reliability == 'auto':
-            self._qos_timer = self.create_timer(2.0, self._follow_publisher_reliability)
+        self._info_reliability: ReliabilityPolicy | None = None
+        self._info_sub = None
+        self._subscribe_camera_info(ReliabilityPolicy.BEST_EFFORT)
+        self._follow_publisher_reliability()
+        self._qos_timer = self.create_timer(2.0, self._follow_publisher_reliability)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
 
         self._pending: tuple[Image | CompressedImage, float] | None = None
@@ -295,22 +294,38 @@ class RobotPoseEstimatorNode(Node):
         self._image_sub = self.create_subscription(self._image_type, self._image_topic, self._on_image, qos)
         self._image_reliability = reliability
 
-    def _follow_publisher_reliability(self) -> None:
-        """Match the image publishers' reliability (image_reliability auto).
+    def _subscribe_camera_info(self, reliability: ReliabilityPolicy) -> None:
+        """(Re)create the camera_info subscription; best effort connects to any publisher."""
+        if self._info_sub is not None:
+            self.destroy_subscription(self._info_sub)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliability,
+                         durability=DurabilityPolicy.VOLATILE)
+        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, qos)
+        self._info_reliability = reliability
 
-        A reliable subscriber receives every image of a reliable publisher (best effort loses
-        large raw images over Fast DDS), but cannot connect to a best-effort publisher at all.
+    def _publishers_reliability(self, topic: str) -> ReliabilityPolicy | None:
+        """Pick the reliability that connects to every publisher of ``topic``: reliable unless one is best effort."""
+        offered = {p.qos_profile.reliability for p in self.get_publishers_info_by_topic(topic)}
+        if not offered:
+            return None
+        return ReliabilityPolicy.BEST_EFFORT if ReliabilityPolicy.BEST_EFFORT in offered else ReliabilityPolicy.RELIABLE
+
+    def _follow_publisher_reliability(self) -> None:
+        """Match the publishers' reliability: camera_info always, images when image_reliability is auto.
+
+        A reliable subscriber receives every message of a reliable publisher, but cannot connect to
+        a best-effort one at all. Best effort loses most messages next to raw images over Fast DDS,
+        large images and the small camera_info that travels with them alike.
         """
-        publishers = self.get_publishers_info_by_topic(self._image_sub.topic_name)
-        if not publishers:
-            return
-        offered = {p.qos_profile.reliability for p in publishers}
-        wanted = (ReliabilityPolicy.BEST_EFFORT if ReliabilityPolicy.BEST_EFFORT in offered
-                  else ReliabilityPolicy.RELIABLE)
-        if wanted != self._image_reliability:
-            self.get_logger().info(f'image publisher(s) on {self._image_sub.topic_name} are '
-                                   f'{wanted.name.lower()}: resubscribing to match')
-            self._subscribe_image(wanted)
+        followed = [('camera_info', self._info_sub, self._info_reliability, self._subscribe_camera_info)]
+        if self.settings.image_reliability == 'auto':
+            followed.append(('image', self._image_sub, self._image_reliability, self._subscribe_image))
+        for kind, subscription, current, resubscribe in followed:
+            wanted = self._publishers_reliability(subscription.topic_name)
+            if wanted is not None and wanted != current:
+                self.get_logger().info(f'{kind} publisher(s) on {subscription.topic_name} are '
+                                       f'{wanted.name.lower()}: resubscribing to match')
+                resubscribe(wanted)
 
     # -------------------------------------------------------------------------------- callbacks
 
