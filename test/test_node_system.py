@@ -392,7 +392,7 @@ def test_invalid_camera_matrix_skips_frames_until_a_valid_one(node, harness, tru
     def send() -> Time:
         stamp = new_stamp()
         harness.info_pub.publish(camera_info(truth, stamp, K=K))
-        time.sleep(0.1)
+        time.sleep(0.1)   # a head start for the calibration
         harness.image_pub.publish(image(stamp))
         return stamp
     message = f"invalid camera_info for frame '{CAMERA_FRAME}': camera matrix K {reason}"
