@@ -248,6 +248,11 @@ def assert_alive_and_working(node: NodeProcess, harness: Harness, truth) -> None
     assert np.degrees(np.abs(np.array(joints.position) - truth.q)).max() < 2.0
 
 
+def failure_reported(harness: Harness, reason: str, since: float) -> bool:
+    """Tell whether a /diagnostics array received after ``since`` names ``reason`` as the last failure."""
+    return any(reason in d.get('last_failure', '') for d in diagnostics_of(harness, since=since))
+
+
 def expect_failure(node: NodeProcess, harness: Harness, send, reason: str) -> list[Time]:
     """Send a bad input until /diagnostics reports ``reason``; nothing may be published for it."""
     stamps: list[Time] = []
@@ -255,9 +260,8 @@ def expect_failure(node: NodeProcess, harness: Harness, send, reason: str) -> li
 
     def send_bad() -> None:
         stamps.append(send())
-    assert send_until(send_bad, lambda: any(reason in d.get('last_failure', '')
-                                            for d in diagnostics_of(harness, since=since)),
-                      period=1.2), f'no diagnostics with last_failure containing {reason!r}:\n{node.log}'
+    assert send_until(send_bad, lambda: failure_reported(harness, reason, since), period=1.2), \
+        f'no diagnostics with last_failure containing {reason!r}:\n{node.log}'
     for stamp in stamps:
         assert not stamped(harness.messages('joint_states'), stamp), 'joint_states published for a bad frame'
         assert not tf_for(harness, stamp), 'TF published for a bad frame'
@@ -399,8 +403,7 @@ def test_invalid_camera_matrix_skips_frames_until_a_valid_one(node, harness, tru
     # The calibration is cached per frame, not matched by stamp: until the bad one lands (a reliable
     # camera_info can be retransmitted seconds late), images may still be answered with the good one.
     since = time.time()
-    assert send_until(send, lambda: any(message in d.get('last_failure', '')
-                                        for d in diagnostics_of(harness, since=since)), period=1.2), node.log
+    assert send_until(send, lambda: failure_reported(harness, message, since), period=1.2), node.log
     expect_failure(node, harness, send, message)   # from now on, every image is skipped
     assert_alive_and_working(node, harness, truth)
 

@@ -36,6 +36,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
 from robot_pose_estimator.config import (
     default_config_path, DEFAULT_NODE_NAME, EstimatorConfig, load_parameters, robot_config_from_parameters
 )
@@ -203,10 +204,8 @@ class RobotPoseEstimatorNode(Node):
 
         self._image_type = CompressedImage if self.settings.input_compressed else Image
         self._image_topic = self._image_topic_name()
-        self._image_reliability: ReliabilityPolicy | None = None
         self._image_sub = None
         self._subscribe_image(self._initial_reliability())
-        self._info_reliability: ReliabilityPolicy | None = None
         self._info_sub = None
         self._subscribe_camera_info(ReliabilityPolicy.BEST_EFFORT)
         self._follow_publisher_reliability()
@@ -285,23 +284,24 @@ class RobotPoseEstimatorNode(Node):
         # best_effort, and auto until a publisher shows what it offers: sensor-data QoS.
         return ReliabilityPolicy.BEST_EFFORT
 
+    def _replace_subscription(self, old: Subscription | None, msg_type: type, topic: str, callback,
+                              depth: int, reliability: ReliabilityPolicy) -> Subscription:
+        """Destroy ``old`` (if any) and subscribe anew: the ``depth`` newest messages, volatile."""
+        if old is not None:
+            self.destroy_subscription(old)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability,
+                         durability=DurabilityPolicy.VOLATILE)
+        return self.create_subscription(msg_type, topic, callback, qos)
+
     def _subscribe_image(self, reliability: ReliabilityPolicy) -> None:
         """(Re)create the image subscription: depth 1, so only the newest image ever waits."""
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
-                         durability=DurabilityPolicy.VOLATILE)
-        self._image_sub = self.create_subscription(self._image_type, self._image_topic, self._on_image, qos)
-        self._image_reliability = reliability
+        self._image_sub = self._replace_subscription(self._image_sub, self._image_type, self._image_topic,
+                                                     self._on_image, 1, reliability)
 
     def _subscribe_camera_info(self, reliability: ReliabilityPolicy) -> None:
         """(Re)create the camera_info subscription; best effort connects to any publisher."""
-        if self._info_sub is not None:
-            self.destroy_subscription(self._info_sub)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliability,
-                         durability=DurabilityPolicy.VOLATILE)
-        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, qos)
-        self._info_reliability = reliability
+        self._info_sub = self._replace_subscription(self._info_sub, CameraInfo, 'camera_info',
+                                                    self._on_camera_info, 5, reliability)
 
     def _publishers_reliability(self, topic: str) -> ReliabilityPolicy | None:
         """Pick the reliability that connects to every publisher of ``topic``: reliable unless one is best effort."""
@@ -317,12 +317,12 @@ class RobotPoseEstimatorNode(Node):
         a best-effort one at all. Best effort loses most messages next to raw images over Fast DDS,
         large images and the small camera_info that travels with them alike.
         """
-        followed = [('camera_info', self._info_sub, self._info_reliability, self._subscribe_camera_info)]
+        followed = [('camera_info', self._info_sub, self._subscribe_camera_info)]
         if self.settings.image_reliability == 'auto':
-            followed.append(('image', self._image_sub, self._image_reliability, self._subscribe_image))
-        for kind, subscription, current, resubscribe in followed:
+            followed.append(('image', self._image_sub, self._subscribe_image))
+        for kind, subscription, resubscribe in followed:
             wanted = self._publishers_reliability(subscription.topic_name)
-            if wanted is not None and wanted != current:
+            if wanted is not None and wanted != subscription.qos_profile.reliability:
                 self.get_logger().info(f'{kind} publisher(s) on {subscription.topic_name} are '
                                        f'{wanted.name.lower()}: resubscribing to match')
                 resubscribe(wanted)
