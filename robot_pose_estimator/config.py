@@ -12,94 +12,30 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Load the per-robot params YAML (a ROS 2 ``--params-file``) into plain dataclasses.
+"""Load the per-robot params YAML (a ROS 2 ``--params-file``) into ``core.settings.EstimatorSettings``.
 
-The ROS node, the CLI commands and the tests all read the same file, so there is one source of
-truth for keypoints, joints and estimator settings. No ROS import here.
+The ROS node, the CLI commands and the tests all read the same file, and both the node and
+``load_config`` turn parameter values into settings with ``settings_from_parameters``, so the
+node and the offline numbers come from the same estimator. No ROS import here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from robot_pose_estimator.core.robot_model import KeypointSpec
+from robot_pose_estimator.core.settings import EstimatorSettings, parameters, RobotConfig
 import yaml
 
 PACKAGE_NAME = 'robot_pose_estimator'
 DEFAULT_NODE_NAME = 'robot_pose_estimator'
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class RobotConfig:
-    """What the estimator must know about a robot beyond its URDF."""
-
-    keypoints: tuple[KeypointSpec, ...]
-    joint_names: tuple[str, ...]
-    metric_keypoints: tuple[str, ...]
-
-    @property
-    def keypoint_names(self) -> list[str]:
-        return [k.name for k in self.keypoints]
-
-
-@dataclass
-class EstimatorConfig:
-    """Estimator settings; the field names equal the ROS parameter names."""
-
-    model_path: str = 'models/panda.onnx'
-    backend: str = 'auto'
-    urdf_path: str = 'urdf/panda.urdf'
-    lifter_path: str = ''
-    mode: str = 'online'
-    confidence_threshold: float = 0.5
-    min_keypoints: int = 6
-    confidence_floor: float = 0.1
-    refine_joint_angles: bool = True
-    coarse_to_fine: bool = True
-    crop_margin: float = 0.15
-    extra_pass_zoom: float = 0.85
-    joint_prior_sigma_deg: float = 10.0
-    multi_start_px: float = 3.0
-    confidence_weighting_step: float = 0.1
-    onnx_threads: int = 2
-    robot: RobotConfig | None = field(default=None)
-
-    VALID_MODES = ('single_frame', 'online')
-    VALID_BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
-
-    def resolve_paths(self, relative_to: Path | None = None) -> None:
-        """Make the model, URDF and lifter paths absolute with ``resolve_path``; an empty lifter_path stays off."""
-        self.model_path = str(resolve_path(self.model_path, relative_to))
-        self.urdf_path = str(resolve_path(self.urdf_path, relative_to))
-        if self.lifter_path:
-            self.lifter_path = str(resolve_path(self.lifter_path, relative_to))
-
-    def validate(self) -> None:
-        """Raise ValueError with the offending name and value, before anything is loaded."""
-        if self.mode not in self.VALID_MODES:
-            raise ValueError(f'mode must be one of {self.VALID_MODES}, got {self.mode!r}')
-        if self.backend not in self.VALID_BACKENDS:
-            raise ValueError(f'backend must be one of {self.VALID_BACKENDS}, got {self.backend!r}')
-        if not 0.0 < self.confidence_threshold <= 1.0:
-            raise ValueError(f'confidence_threshold must be in (0, 1], got {self.confidence_threshold}')
-        if not 0.0 < self.confidence_floor <= self.confidence_threshold:
-            raise ValueError('confidence_floor must be in (0, confidence_threshold], '
-                             f'got {self.confidence_floor}')
-        if not 0.0 < self.joint_prior_sigma_deg <= 180.0:
-            raise ValueError(f'joint_prior_sigma_deg must be in (0, 180], got {self.joint_prior_sigma_deg}')
-        if self.multi_start_px < 0.0:
-            raise ValueError(f'multi_start_px must be >= 0 (0 turns it off), got {self.multi_start_px}')
-        if not 0.0 <= self.crop_margin <= 1.0:
-            raise ValueError(f'crop_margin must be in [0, 1], got {self.crop_margin}')
-        if self.extra_pass_zoom != 0.0 and not 0.5 <= self.extra_pass_zoom <= 2.0:
-            raise ValueError(f'extra_pass_zoom must be 0 (off) or in [0.5, 2], got {self.extra_pass_zoom}')
-        if not 0.0 <= self.confidence_weighting_step <= 1.0:
-            raise ValueError('confidence_weighting_step must be in [0, 1] (0 weighs all keypoints alike), '
-                             f'got {self.confidence_weighting_step}')
-        if self.min_keypoints < 4:
-            raise ValueError(f'min_keypoints must be >= 4 (PnP needs 4), got {self.min_keypoints}')
+#: Keys of a params file's node sections that apply to this node, most specific first: its name,
+#: its fully qualified name, and the wildcard that applies under any name and namespace.
+WILDCARD = '/**'
 
 
 def resolve_path(path: str | Path, relative_to: Path | None = None) -> Path:
@@ -140,7 +76,7 @@ def load_parameters(path: str | Path, node_name: str = DEFAULT_NODE_NAME) -> dic
     if not path.is_file():
         raise FileNotFoundError(f'config file not found: {path}')
     document = yaml.safe_load(path.read_text()) or {}
-    for key in (node_name, '/' + node_name, '/**'):
+    for key in (node_name, '/' + node_name, WILDCARD):
         if key in document and 'ros__parameters' in document[key]:
             return dict(document[key]['ros__parameters'])
     sections = [v for v in document.values() if isinstance(v, dict) and 'ros__parameters' in v]
@@ -149,7 +85,13 @@ def load_parameters(path: str | Path, node_name: str = DEFAULT_NODE_NAME) -> dic
     raise ValueError(f'{path}: no ros__parameters section for node {node_name!r}')
 
 
-def robot_config_from_parameters(robot: dict[str, Any], source: str = 'config') -> RobotConfig:
+@lru_cache(maxsize=1)
+def bundled_robot_parameters() -> dict[str, Any]:
+    """Return the bundled Panda's ``robot.*`` parameters: what a params file without a robot section gets."""
+    return dict(load_parameters(default_config_path()).get('robot', {}))
+
+
+def robot_config_from_parameters(robot: Mapping[str, Any], source: str = 'config') -> RobotConfig:
     """Build and validate the keypoint definition from the flattened parameter lists."""
     names = list(robot.get('keypoint_names', []))
     links = list(robot.get('keypoint_links', []))
@@ -168,17 +110,38 @@ def robot_config_from_parameters(robot: dict[str, Any], source: str = 'config') 
     if unknown:
         raise ValueError(f'{source}: metric_keypoints {unknown} are not among keypoint_names')
     return RobotConfig(keypoints=keypoints, joint_names=tuple(robot.get('joint_names', [])),
-                       metric_keypoints=metric)
+                       metric_keypoints=metric, visual_urdf=str(robot.get('visual_urdf', '')))
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorConfig:
-    """Load EstimatorConfig from a params file; keyword overrides win over the file."""
+def settings_from_parameters(values: Mapping[str, Any], source: str = 'parameters',
+                             relative_to: Path | None = None) -> EstimatorSettings:
+    """Build settings from parameter values (a params file's, or the node's): the one way both are built.
+
+    Settings that ``values`` leaves out keep ``EstimatorSettings``' defaults; a missing robot
+    section means the bundled Panda's. Unknown names are ignored (they are the node's own or
+    another tool's). Paths resolve with ``resolve_path``; bad values raise ValueError.
+    """
+    known = {f.name for f, _ in parameters()}
+    robot = values.get('robot') or {}
+    if not robot.get('keypoint_names'):
+        robot = bundled_robot_parameters()
+    settings = EstimatorSettings(**{k: v for k, v in values.items() if k in known},
+                                 robot=robot_config_from_parameters(robot, source=source))
+    return resolve_paths(settings, relative_to)
+
+
+def resolve_paths(settings: EstimatorSettings, relative_to: Path | None = None) -> EstimatorSettings:
+    """Make the model, URDF and lifter paths absolute with ``resolve_path``; an empty lifter_path stays off."""
+    return replace(settings, model_path=str(resolve_path(settings.model_path, relative_to)),
+                   urdf_path=str(resolve_path(settings.urdf_path, relative_to)),
+                   lifter_path=str(resolve_path(settings.lifter_path, relative_to)) if settings.lifter_path else '')
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorSettings:
+    """Load the settings of a params file; keyword overrides (parameters or internal fields) win over it."""
     path = Path(path) if path is not None else default_config_path()
-    parameters = load_parameters(path)
-    parameters.update(overrides)
-    known = {f.name for f in fields(EstimatorConfig)}
-    config = EstimatorConfig(**{k: v for k, v in parameters.items() if k in known and k != 'robot'})
-    config.robot = robot_config_from_parameters(parameters.get('robot', {}), source=str(path))
-    config.resolve_paths(path.parent)
-    config.validate()
-    return config
+    values = load_parameters(path)
+    known = {f.name for f, _ in parameters()}
+    values.update({k: v for k, v in overrides.items() if k in known})
+    settings = settings_from_parameters(values, source=str(path), relative_to=path.parent)
+    return replace(settings, **{k: v for k, v in overrides.items() if k not in known})

@@ -45,12 +45,12 @@ def run_doctor(args: argparse.Namespace) -> int:
         return str(config_path)
 
     def urdf() -> str:
-        from robot_pose_estimator.core.robot_model import RobotModel
+        from robot_pose_estimator.core.robot_model import RobotModel  # each check imports what it checks
         robot = RobotModel.from_config(state['config'])
         return f'{robot.name}: {robot.num_joints} joints, {robot.num_keypoints} keypoints, base {robot.base_frame}'
 
     def model() -> str:
-        from robot_pose_estimator.inference.factory import create_backend
+        from robot_pose_estimator.inference.factory import create_backend  # ditto: a broken runtime is a finding
         config = state['config']
         if not Path(config.model_path).is_file():
             raise FileNotFoundError(f'{config.model_path} does not exist yet (train one: see README)')
@@ -58,7 +58,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         return f'{config.model_path} on {backend.name}'
 
     def lifter() -> str:
-        from robot_pose_estimator.core.lifter import KeypointLifter
+        from robot_pose_estimator.core.lifter import KeypointLifter  # ditto
         path = state['config'].lifter_path
         if not path:
             return 'none (lifter_path is empty)'

@@ -32,19 +32,19 @@ from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 import numpy as np
+from robot_pose_estimator.core import preprocessing
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
+from robot_pose_estimator.core.model import (
+    HEATMAPS_NAME, IMAGENET_NORMALIZATION, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
+)
 from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
 from robot_pose_estimator.core.transforms import look_at, transform_points
-from robot_pose_estimator.inference.base import (
-    HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
-)
 
 if TYPE_CHECKING:
-    from robot_pose_estimator.config import RobotConfig
+    from robot_pose_estimator.core.settings import RobotConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_NORMALIZATION
 OPSET = 17
 IR_VERSION = 8   # readable by every onnxruntime >= 1.17 and TensorRT 10
 
@@ -86,7 +86,7 @@ def write_test_model(path: str | Path, heatmaps: np.ndarray, joint_angles: np.nd
     not strings are JSON-encoded. Nothing is validated, so tests can write broken models too
     (other output or input names through the keyword arguments).
     """
-    import onnx
+    import onnx  # [test] extra: only tests write models
     from onnx import TensorProto, helper, numpy_helper
 
     heatmaps = np.asarray(heatmaps, dtype=np.float32)
@@ -243,7 +243,6 @@ class IdealHeatmapBackend:
 
         The backend only sees the tensor; this is how it learns which crop it is looking at.
         """
-        from robot_pose_estimator.inference import preprocessing
         original = preprocessing.preprocess
 
         def recording(image, transform, metadata):

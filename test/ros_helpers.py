@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from robot_pose_estimator.config import EstimatorConfig
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
 from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.core.transforms import look_at, transform_points
 from robot_pose_estimator.testing import metadata_for, write_test_model
 
@@ -50,7 +49,7 @@ class SceneTruth:
     model_path: Path
 
 
-def write_scene_model(path: Path, config: EstimatorConfig) -> SceneTruth:
+def write_scene_model(path: Path, config: EstimatorSettings) -> SceneTruth:
     """Write the test model for the fixed scene and return what the node should recover."""
     robot = RobotModel.from_config(config)
     camera = CameraModel.from_fov(WIDTH, HEIGHT, 70.0)

@@ -12,18 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""rosbag2 round trip through evaluation.bag: images, camera info and ground truth by stamp."""
+"""rosbag2 round trip through robot_pose_estimator.rosbag: images, camera info and ground truth by stamp."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pytest
-
+from robot_pose_estimator import rosbag as bagio
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.images import ImageConversionError
 from robot_pose_estimator.core.transforms import invert_transform, make_transform, rotvec_to_matrix
-from robot_pose_estimator.evaluation import bag as bagio
 
 JOINTS = ['j1', 'j2', 'j3']
 CAMERA_FRAME = 'camera_color_optical_frame'

@@ -16,7 +16,6 @@
 import cv2
 import numpy as np
 import pytest
-
 from robot_pose_estimator.core.camera import CameraModel
 
 K = np.array([[525.0, 0.0, 319.5], [0.0, 520.0, 241.0], [0.0, 0.0, 1.0]])

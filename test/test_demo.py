@@ -31,13 +31,14 @@ pytest.importorskip('rclpy')
 pytest.importorskip('tf2_msgs')
 pytest.importorskip('pybullet')
 
-from robot_pose_estimator.config import EstimatorConfig, load_config  # noqa: E402
+from robot_pose_estimator import rosbag as bagio  # noqa: E402
+from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.camera import CameraModel  # noqa: E402
 from robot_pose_estimator.core.heatmaps import (  # noqa: E402
     input_to_heatmap, letterbox_transform, render_gaussian_heatmaps)
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
-from robot_pose_estimator.evaluation import bag as bagio  # noqa: E402
-from robot_pose_estimator.evaluation.demo import DemoError, run_demo_bag, summary_text  # noqa: E402
+from robot_pose_estimator.core.settings import EstimatorSettings  # noqa: E402
+from robot_pose_estimator.demo import DemoError, run_demo_bag, summary_text  # noqa: E402
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag  # noqa: E402
 from robot_pose_estimator.evaluation.make_bag import make_bag  # noqa: E402
 from robot_pose_estimator.testing import metadata_for, write_test_model  # noqa: E402
@@ -51,7 +52,7 @@ HEATMAP_SIZE = (48, 64)
 FRAMES = 12
 
 
-def model_showing(path: Path, config: EstimatorConfig, q: np.ndarray, T: np.ndarray, camera: CameraModel) -> Path:
+def model_showing(path: Path, config: EstimatorSettings, q: np.ndarray, T: np.ndarray, camera: CameraModel) -> Path:
     """Write a constant test model whose heatmaps and angles show the arm at (q, T) in the full frame."""
     robot = RobotModel.from_config(config)
     pixels = camera.project(robot.keypoints(q) @ T[:3, :3].T + T[:3, 3])

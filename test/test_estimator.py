@@ -22,10 +22,12 @@ import numpy as np
 import pytest
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.estimator import _Detections, _fuse, Estimator, keypoint_sigma_px, PipelineSettings
+from robot_pose_estimator.core.estimator import _Detections, _fuse, Estimator, keypoint_sigma_px
 from robot_pose_estimator.core.pose_solver import SolverOptions
 from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.core.transforms import rotation_angle_deg, transform_points
+from robot_pose_estimator.inference.factory import build_estimator
 from robot_pose_estimator.testing import HEIGHT, IdealHeatmapBackend, random_scene, WIDTH
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,9 +40,11 @@ def robot() -> RobotModel:
 
 def make_estimator(robot, **settings) -> tuple[Estimator, IdealHeatmapBackend]:
     backend = IdealHeatmapBackend(robot)
-    defaults = {'mode': 'single_frame', 'coarse_to_fine': False}
+    # The geometry these tests were written for: one pass, a 10 deg angle prior, no lifter.
+    defaults = {'mode': 'single_frame', 'coarse_to_fine': False, 'crop_margin': 0.15, 'extra_pass_zoom': 0.0,
+                'joint_prior_sigma_deg': 10.0, 'lifter_path': ''}
     defaults.update(settings)
-    return Estimator(backend, robot, PipelineSettings(**defaults)), backend
+    return Estimator(backend, robot, EstimatorSettings(**defaults)), backend
 
 
 def add(robot, estimate, scene) -> float:
@@ -178,7 +182,7 @@ def test_config_crop_margin_sets_the_fine_crop(robot):
     for margin in (0.05, 0.3):
         config = load_config(REPO / 'config' / 'panda.yaml', crop_margin=margin, mode='single_frame')
         backend = IdealHeatmapBackend(robot)
-        estimator = Estimator.from_config(config, backend=backend)
+        estimator = build_estimator(config, backend=backend)
         backend.show(scene)
         with backend.watching_crops():
             assert estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0).success
@@ -294,10 +298,10 @@ def test_online_mode_recovers_within_the_frame_after_a_jump(robot):
 
 def test_multi_start_recovers_when_the_network_angles_are_far_off(robot):
     """Joint 1 predicted 90 deg off (it trades against the camera's yaw): multi-start finds the truth."""
-    loose = SolverOptions(prior_sigma=np.radians(45.0), keypoint_sigma_px=0.5)
+    loose = {'joint_prior_sigma_deg': 45.0, 'solver': SolverOptions(keypoint_sigma_px=0.5)}
     recovered = {}
     for multi_start_px in (0.0, 3.0):
-        estimator, backend = make_estimator(robot, solver=loose, multi_start_px=multi_start_px)
+        estimator, backend = make_estimator(robot, **loose, multi_start_px=multi_start_px)
         recovered[multi_start_px] = 0
         for index in range(12):
             scene = random_scene(robot, np.random.default_rng(100 + index))

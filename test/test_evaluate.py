@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robot_pose_estimator.config import EstimatorConfig, load_config
+from robot_pose_estimator import rosbag as bagio
+from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
 from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion
-from robot_pose_estimator.evaluation import bag as bagio
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag
 from robot_pose_estimator.testing import metadata_for, write_test_model
 from rosbags.rosbag2 import Reader
@@ -45,11 +46,11 @@ OVERRIDES = {'coarse_to_fine': False}   # constant heatmaps refer to the letterb
 
 
 @pytest.fixture(scope='module')
-def config() -> EstimatorConfig:
+def config() -> EstimatorSettings:
     return load_config(CONFIG)
 
 
-def write_model_for(path: Path, config: EstimatorConfig, q: np.ndarray, T_camera_base: np.ndarray,
+def write_model_for(path: Path, config: EstimatorSettings, q: np.ndarray, T_camera_base: np.ndarray,
                     camera: CameraModel, angle_error_rad: float = 0.02) -> Path:
     """Write a test model (brightness-gated constant output) whose heatmaps show the arm at (q, T)."""
     robot = RobotModel.from_config(config)
@@ -68,7 +69,7 @@ def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return make_transform(R, -R @ eye)
 
 
-def independent_add(bag: Path, predictions_csv: Path, config: EstimatorConfig) -> dict[int, float]:
+def independent_add(bag: Path, predictions_csv: Path, config: EstimatorSettings) -> dict[int, float]:
     """stamp_ns -> ADD from the bag's ground-truth topics and predictions.csv, nothing shared with evaluate."""
     store = get_typestore(Stores.ROS2_JAZZY)
     joints, poses = {}, {}
@@ -114,7 +115,7 @@ def explicit_auc(add: list[float]) -> float:
     return area / 0.1 * 100
 
 
-def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorConfig):
+def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorSettings):
     """Hand-built bag: the arm drifts away from the model's fixed answer; frame 3 is black (a miss)."""
     robot = RobotModel.from_config(config)
     camera = CameraModel.from_fov(WIDTH, HEIGHT, 70.0)
@@ -172,7 +173,7 @@ def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorCo
     assert result.records[3].failure_reason
 
 
-def test_evaluate_without_ground_truth_writes_predictions_and_latency(tmp_path: Path, config: EstimatorConfig):
+def test_evaluate_without_ground_truth_writes_predictions_and_latency(tmp_path: Path, config: EstimatorSettings):
     camera = CameraModel.from_fov(WIDTH, HEIGHT, 70.0)
     robot = RobotModel.from_config(config)
     q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8])
@@ -199,7 +200,7 @@ def test_evaluate_without_ground_truth_writes_predictions_and_latency(tmp_path: 
     assert not (out / 'add_curve.png').exists() and (out / 'latency.png').exists()
 
 
-def test_evaluate_on_a_make_bag_bag_matches_ground_truth_topics(tmp_path: Path, config: EstimatorConfig):
+def test_evaluate_on_a_make_bag_bag_matches_ground_truth_topics(tmp_path: Path, config: EstimatorSettings):
     """Issue 5 acceptance: make-bag -> evaluate; its ADD equals the one recomputed from the bag's topics.
 
     The test model shows the arm as in frame 0, so frame 0 is near-exact and later frames drift.

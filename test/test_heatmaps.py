@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pytest
 from robot_pose_estimator.core.heatmaps import (
-    apply_crop, box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, heatmap_to_input,
-    input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
+    apply_crop, box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence,
+    heatmap_to_input, input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
 )
 
 

@@ -27,10 +27,10 @@ from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.heatmaps import (
     apply_crop, decode_heatmaps, input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
 )
-from robot_pose_estimator.inference.base import Backend, METADATA_KEYS, ModelLoadError, ModelMetadata
+from robot_pose_estimator.core.model import Backend, METADATA_KEYS, ModelLoadError, ModelMetadata
+from robot_pose_estimator.core.preprocessing import peaks_to_original, preprocess
 from robot_pose_estimator.inference.factory import create_backend, engine_path_for, find_cached_engine
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
-from robot_pose_estimator.inference.preprocessing import peaks_to_original, preprocess
 from robot_pose_estimator.inference.tensorrt_backend import (
     current_gpu_name, load_engine_metadata, onnx_path_for, sanitise_gpu_name, sidecar_path, TensorRTBackend,
     TensorRTUnavailable
@@ -255,7 +255,7 @@ def test_tensorrt_backend_matches_onnxruntime(tmp_path, robot_config, heatmaps):
     pytest.importorskip('tensorrt', reason='TensorRT is not installed')
     if current_gpu_name() is None:
         pytest.skip('no CUDA GPU (or no cuda-python/pycuda) for TensorRT')
-    from robot_pose_estimator.inference.tensorrt_backend import build_engine
+    from robot_pose_estimator.inference.engine import build_engine
 
     onnx_path = write_test_model(tmp_path / 'panda.onnx', heatmaps, ANGLES, metadata_for(robot_config, INPUT_HW),
                                  INPUT_HW)

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from robot_pose_estimator.config import load_config
-from robot_pose_estimator.core.estimator import Estimator, PipelineSettings
+from robot_pose_estimator.core.estimator import Estimator
 from robot_pose_estimator.core.lifter import KeypointLifter, lifter_features
 from robot_pose_estimator.core.pose_solver import SolverOptions
 from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.testing import HEIGHT, IdealHeatmapBackend, random_scene, WIDTH
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,13 +87,14 @@ def test_estimator_rejects_a_lifter_for_other_keypoints(robot):
     lifter = constant_lifter(robot, [np.zeros(robot.num_joints)])
     lifter.keypoint_names = list(reversed(lifter.keypoint_names))
     with pytest.raises(ValueError, match='keypoint lifter was trained on'):
-        Estimator(IdealHeatmapBackend(robot), robot, PipelineSettings(), lifter)
+        Estimator(IdealHeatmapBackend(robot), robot, EstimatorSettings(), lifter)
 
 
 def test_lifter_hypothesis_rescues_far_off_network_angles(robot):
     """Network angles from another pose: only a fit from the lifter's right hypothesis recovers the truth."""
-    settings = PipelineSettings(mode='single_frame', coarse_to_fine=False, multi_start_px=0.0,
-                                solver=SolverOptions(prior_sigma=np.radians(30.0), keypoint_sigma_px=0.5))
+    settings = EstimatorSettings(mode='single_frame', coarse_to_fine=False, multi_start_px=0.0, crop_margin=0.15,
+                                 extra_pass_zoom=0.0, joint_prior_sigma_deg=30.0,
+                                 solver=SolverOptions(keypoint_sigma_px=0.5))
     recovered = {'without': 0, 'with': 0}
     for index in range(8):
         rng = np.random.default_rng(300 + index)
@@ -119,8 +121,9 @@ def test_online_mode_does_not_start_from_the_lifter(robot):
     rng = np.random.default_rng(301)
     scene = random_scene(robot, rng)
     wrong = robot.sample(rng)
-    settings = PipelineSettings(mode='online', coarse_to_fine=False, multi_start_px=0.0,
-                                solver=SolverOptions(prior_sigma=np.radians(30.0), keypoint_sigma_px=0.5))
+    settings = EstimatorSettings(mode='online', coarse_to_fine=False, multi_start_px=0.0, crop_margin=0.15,
+                                 extra_pass_zoom=0.0, joint_prior_sigma_deg=30.0,
+                                 solver=SolverOptions(keypoint_sigma_px=0.5))
     errors = {}
     for mode in ('single_frame', 'online'):
         backend = IdealHeatmapBackend(robot)

@@ -21,11 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
+from robot_pose_estimator import rosbag as bagio
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
-from robot_pose_estimator.evaluation import bag as bagio
 from robot_pose_estimator.evaluation import make_bag as mb
 from robot_pose_estimator.evaluation.metrics import in_image
 

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Hand-computed cases for the DESIGN.md section 4 metrics (issue 5 acceptance)."""
+"""Hand-computed cases for the docs/metrics.md metrics (issue 5 acceptance)."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,6 @@ import math
 
 import numpy as np
 import pytest
-
 from robot_pose_estimator.core.transforms import make_transform, rotvec_to_matrix
 from robot_pose_estimator.evaluation import metrics
 

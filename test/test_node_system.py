@@ -45,7 +45,7 @@ from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy  # 
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.transforms import matrix_from_quaternion, rotation_angle_deg  # noqa: E402
-from robot_pose_estimator.evaluation.demo import node_environment, NodeProcess  # noqa: E402
+from robot_pose_estimator.demo import node_environment, NodeProcess  # noqa: E402
 from robot_pose_estimator.ros.conversions import rgb_to_compressed, rgb_to_image  # noqa: E402
 from robot_pose_estimator.testing import write_bad_model  # noqa: E402
 from ros_helpers import GREY, grey_image, HEIGHT, WIDTH, write_scene_model  # noqa: E402

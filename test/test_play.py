@@ -28,9 +28,9 @@ rclpy = pytest.importorskip('rclpy')
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from robot_pose_estimator import rosbag as bagio  # noqa: E402
 from robot_pose_estimator.core.camera import CameraModel  # noqa: E402
-from robot_pose_estimator.evaluation import bag as bagio  # noqa: E402
-from robot_pose_estimator.evaluation.play import play_bag  # noqa: E402
+from robot_pose_estimator.ros.play import play_bag  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, JointState  # noqa: E402
 
 pytestmark = pytest.mark.ros

@@ -86,7 +86,7 @@ def errors(scene: Scene, solution: PoseSolution) -> tuple[float, float, float]:
 
 
 def add(robot: RobotModel, scene: Scene, solution: PoseSolution, metric: np.ndarray) -> float:
-    """DESIGN.md's ADD: mean 3D distance of the metric keypoints in the camera frame."""
+    """docs/metrics.md's ADD: mean 3D distance of the metric keypoints in the camera frame."""
     estimated = transform_points(solution.T_camera_base, robot.keypoints(solution.joint_positions))
     return float(np.linalg.norm(estimated - scene.points_camera, axis=1)[metric].mean())
 

@@ -25,11 +25,15 @@ pybullet = pytest.importorskip('pybullet')
 from robot_pose_estimator.config import load_config, REPO_ROOT  # noqa: E402
 from robot_pose_estimator.core.heatmaps import CropTransform  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
-from robot_pose_estimator.training.dataset import load_shard, open_dataset, SHARD_KEYS  # noqa: E402
-from robot_pose_estimator.training.render import (  # noqa: E402
-    AdaptiveJointSampler, CROP, frame_sample, FULL, FULL_FRAME_SIZE, intrinsics_for_crop, look_at, project,
-    projection_matrix, Randomization, render_dataset, render_sample, Renderer, sample_camera, view_matrix
+from robot_pose_estimator.core.transforms import look_at  # noqa: E402
+from robot_pose_estimator.rendering.cameras import (  # noqa: E402
+    CROP, frame_sample, FULL, FULL_FRAME_SIZE, intrinsics_for_crop, project, sample_camera
 )
+from robot_pose_estimator.rendering.randomization import Randomization  # noqa: E402
+from robot_pose_estimator.rendering.tinyrenderer import projection_matrix, Renderer, view_matrix  # noqa: E402
+from robot_pose_estimator.training.dataset import load_shard, open_dataset, SHARD_KEYS  # noqa: E402
+from robot_pose_estimator.training.render import render_dataset, render_sample  # noqa: E402
+from robot_pose_estimator.training.sampling import AdaptiveJointSampler  # noqa: E402
 
 PANDA = REPO_ROOT / 'config' / 'panda.yaml'
 KUKA = REPO_ROOT / 'config' / 'kuka_iiwa.yaml'
@@ -250,7 +254,7 @@ def test_dataset_round_trip(tmp_path, panda):
     sampler = AdaptiveJointSampler.for_robot(panda.robot)
     sampler.save(tmp_path / 'sampler.json')
     meta = render_dataset(PANDA, tmp_path / 'data', count=3, size=SIZE, processes=1, seed=4, shard_size=2,
-                          sampler=tmp_path / 'sampler.json', progress=False)
+                          sampler=tmp_path / 'sampler.json', progress=False, meshes='coarse')
     meta_read, shards = open_dataset(tmp_path / 'data')
     assert meta_read == json.loads(json.dumps(meta))
     assert meta['shards'] == ['shard_00000.npz', 'shard_00001.npz'] and len(shards) == 2
@@ -271,8 +275,11 @@ def test_dataset_round_trip(tmp_path, panda):
     for key, (shape, dtype) in expected.items():
         assert first[key].shape == shape and first[key].dtype == dtype, key
     assert second['images'].shape[0] == 1
-    # Image i is rendered from rng([seed, i]) whatever the sharding or the process count.
-    again = render_sample(panda, np.random.default_rng([4, 2]), 0.5, Randomization.default(), sampler)
+    # Image i is rendered from rng([seed, i]) whatever the sharding or the process count (the
+    # renderer's prop textures are drawn from the dataset seed too).
+    config, robot = _load(PANDA)
+    with Renderer(config.urdf_path, robot, SIZE, SIZE, seed=4) as renderer:
+        again = render_sample(renderer, np.random.default_rng([4, 2]), 0.5, Randomization.default(), sampler)
     np.testing.assert_array_equal(second['images'][0], again['images'])
     np.testing.assert_array_equal(second['joint_angles'][0], again['joint_angles'])
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
 

@@ -26,17 +26,20 @@ pytest.importorskip('sensor_msgs')
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402, I100
 from robot_pose_estimator.config import load_config  # noqa: E402
+from robot_pose_estimator.core.images import (  # noqa: E402
+    compressed_to_rgb, image_to_rgb, ImageConversionError, SUPPORTED_ENCODINGS
+)
+from robot_pose_estimator.core.messages import camera_info_to_model, stamp_to_seconds  # noqa: E402
+from robot_pose_estimator.core.overlay import draw_overlay, skeleton_edges, USED  # noqa: E402
 from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion  # noqa: E402
 from robot_pose_estimator.core.types import Estimate  # noqa: E402
 from robot_pose_estimator.ros.conversions import (  # noqa: E402
-    camera_info_to_model, compressed_to_rgb, diagnostic_array, diagnostic_status, estimate_to_joint_state,
-    estimate_to_pose, estimate_to_transform, image_to_rgb, ImageConversionError, rgb_to_compressed, rgb_to_image,
-    stamp_to_seconds, SUPPORTED_ENCODINGS
+    diagnostic_array, diagnostic_status, estimate_to_joint_state, estimate_to_pose, estimate_to_transform,
+    rgb_to_compressed, rgb_to_image
 )
 from robot_pose_estimator.ros.diagnostics import (  # noqa: E402
-    FrameRecord, FrameStatistics, OK, STALE, status_level, WARN
+    FrameStatistics, FrameTiming, OK, STALE, status_level, WARN
 )
-from robot_pose_estimator.ros.overlay import draw_overlay, skeleton_edges, USED  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -279,8 +282,8 @@ def test_diagnostic_status_formats_values():
         'rate_hz': '29.970', 'mode': 'online', 'kept': '12', 'last_failure': ''}
 
 
-def record(done: float, latency: float, success: bool = True, reason: str | None = None) -> FrameRecord:
-    return FrameRecord(done=done, latency_ms=latency, overhead_ms=latency / 10, estimator_ms=latency * 0.9,
+def record(done: float, latency: float, success: bool = True, reason: str | None = None) -> FrameTiming:
+    return FrameTiming(done=done, latency_ms=latency, overhead_ms=latency / 10, estimator_ms=latency * 0.9,
                        conversion_ms=0.1, publish_ms=0.2, success=success, keypoints_kept=12 if success else 0,
                        keypoints_total=17, mode='online', reprojection_error_px=1.5, failure_reason=reason)
 
@@ -291,7 +294,7 @@ def test_frame_statistics_summary():
         stats.record_arrival(100.0 + i * 0.05, replaced_pending=i % 2 == 1)
         stats.record_frame(record(100.0 + i * 0.05, 10.0 + i))
     stats.record_frame(record(101.05, 50.0, success=False, reason='too few keypoints'))
-    stats.record_frame(FrameRecord(done=101.06, latency_ms=0.5, overhead_ms=0.5, estimator_ms=0.0, conversion_ms=0.5,
+    stats.record_frame(FrameTiming(done=101.06, latency_ms=0.5, overhead_ms=0.5, estimator_ms=0.0, conversion_ms=0.5,
                                    publish_ms=0.0, success=False, estimated=False, failure_reason='bad encoding'))
     values = stats.summary(now=101.11)
     assert values['frames_received'] == 21 and values['frames_processed'] == 23

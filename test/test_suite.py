@@ -27,11 +27,12 @@ import pytest
 
 pytest.importorskip('pybullet')
 
+from robot_pose_estimator import model_card  # noqa: E402
+from robot_pose_estimator import rosbag as bagio  # noqa: E402
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.heatmaps import (  # noqa: E402
     input_to_heatmap, letterbox_transform, render_gaussian_heatmaps)
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
-from robot_pose_estimator.evaluation import bag as bagio  # noqa: E402
 from robot_pose_estimator.evaluation import suite  # noqa: E402
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag  # noqa: E402
 from robot_pose_estimator.testing import metadata_for, write_test_model  # noqa: E402
@@ -120,8 +121,8 @@ def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):
 
 def _camera_row(camera: str, mode: str, auc: float, joint1: float, joint2: float, frames: int,
                 success: float = 1.0) -> dict:
-    return {'group': suite.CARD_GROUP, 'condition': f'{camera}, {mode}', 'bag': f'camera_{camera}',
-            'run': f'camera_{camera}_{mode}', 'mode': mode, 'overrides': {'mode': mode},
+    return {'group': model_card.CARD_GROUPS['in_domain'], 'condition': f'{camera}, {mode}',
+            'bag': f'camera_{camera}', 'run': f'camera_{camera}_{mode}', 'mode': mode, 'overrides': {'mode': mode},
             'add_auc_0.1m_percent': auc, 'joint_error_mean_deg': (joint1 + joint2) / 2, 'success_fraction': success,
             'joint_error_deg': {'j1': joint1, 'j2': joint2}, 'keypoint_error_median_px': 3.0, 'frames': frames}
 
@@ -135,8 +136,10 @@ def test_card_accuracy_pools_the_held_out_cameras_per_mode(tmp_path: Path):
               'frames_per_row': 100, 'image_size': [640, 480]}
     (tmp_path / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': rows}))
 
-    accuracy = suite.card_accuracy(tmp_path)
-    assert accuracy['model_sha256'] == 'ab' * 32 and '640x480' in accuracy['source']
+    card = model_card.card_accuracy(tmp_path)
+    assert card['model_sha256'] == 'ab' * 32 and '640x480' in card['source']
+    assert 'cross_domain' not in card          # the suite did not run that group
+    accuracy = card['in_domain']
     assert set(accuracy['per_camera']) == {'a, single_frame', 'b, single_frame', 'a, online'}
     single = accuracy['pooled_single_frame']
     assert single['frames'] == 400
@@ -150,7 +153,7 @@ def test_card_accuracy_pools_the_held_out_cameras_per_mode(tmp_path: Path):
 
 def test_card_accuracy_says_what_is_missing(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match='run `robot-pose-estimator benchmark-suite'):
-        suite.card_accuracy(tmp_path)
+        model_card.card_accuracy(tmp_path)
     (tmp_path / 'benchmarks.json').write_text(json.dumps({'header': {}, 'rows': []}))
     with pytest.raises(ValueError, match='no complete "cameras" rows'):
-        suite.card_accuracy(tmp_path)
+        model_card.card_accuracy(tmp_path)

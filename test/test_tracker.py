@@ -15,9 +15,9 @@
 """Every transition of the online-mode state machine."""
 import numpy as np
 import pytest
-
-from robot_pose_estimator.core.tracker import (FrameOutcome, TrackedSolution, Tracker, TrackerConfig,
-                                               TrackerState, Transition)
+from robot_pose_estimator.core.tracker import (
+    FrameOutcome, TrackedSolution, Tracker, TrackerConfig, TrackerState, Transition
+)
 
 
 def good(stamp: float, error: float = 1.0, used: int = 10) -> FrameOutcome:

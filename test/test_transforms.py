@@ -16,10 +16,10 @@
 import cv2
 import numpy as np
 import pytest
-
 from robot_pose_estimator.core.transforms import (
     invert_transform, look_at, make_transform, matrix_from_quaternion, matrix_to_rotvec, quaternion_from_matrix,
-    rotation_angle_deg, rotvec_to_matrix, skew, transform_points)
+    rotation_angle_deg, rotvec_to_matrix, skew, transform_points
+)
 
 
 def _random_rotvecs(rng, n):

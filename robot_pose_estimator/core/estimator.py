@@ -15,7 +15,7 @@
 """The per-frame pipeline: image + camera -> joint angles and T_camera_base.
 
 The ROS node and offline evaluation both call ``Estimator.estimate`` unchanged, so their numbers
-come from the same code. Stages (DESIGN.md section 1): crop -> network -> decode peaks ->
+come from the same code. Stages (docs/design.md, "One frame"): crop -> network -> decode peaks ->
 confidence filter -> NCCS -> EPnP on FK of the network's angles (or the tracker's previous
 solution) -> Levenberg-Marquardt over pose and angles.
 """
@@ -27,46 +27,20 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from robot_pose_estimator.core import pose_solver
+from robot_pose_estimator.core import pose_solver, preprocessing  # module attribute: testing watches preprocess
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import (
-    box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence,
-    letterbox_transform
+    box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, letterbox_transform
 )
 from robot_pose_estimator.core.lifter import KeypointLifter
-from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
-from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution, Tracker, TrackerConfig
+from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.settings import EstimatorSettings
+from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution, Tracker
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.core.types import Estimate, ONLINE, SINGLE_FRAME
 
 if TYPE_CHECKING:
-    from robot_pose_estimator.config import EstimatorConfig
-    from robot_pose_estimator.inference.base import Backend
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """The estimator's knobs; ``from_config`` fills them from the robot's params file."""
-
-    mode: str = ONLINE
-    confidence_threshold: float = 0.5
-    min_keypoints: int = 6
-    confidence_floor: float = 0.1
-    refine_joint_angles: bool = True
-    coarse_to_fine: bool = True          # single-frame: letterboxed full frame, then a crop around the robot
-    crop_margin: float = 0.15
-    ransac: bool = True
-    solver: pose_solver.SolverOptions = pose_solver.SolverOptions()
-    outlier_gate_px: float = 40.0        # online mode: drop keypoints this far from the previous solution
-    max_distance_m: float = 10.0         # a solved robot base farther than this is reported as a failure
-    multi_start_px: float = 3.0          # single-frame fit worse than this (RMS px): try other angle seeds
-    # Crop passes (fine and online): a second pass on the crop zoomed out by this factor, fused
-    # with the first (``_fuse``); 0 turns it off. The bundled config uses 0.85 (see README).
-    extra_pass_zoom: float = 0.0
-    # A keypoint's assumed 2D error is ``solver.keypoint_sigma_px`` at a heatmap peak of 0.9 and
-    # doubles for every this much lower peak (``keypoint_sigma_px``); 0 weighs all kept alike.
-    confidence_weighting_step: float = 0.1
-    tracker: TrackerConfig = TrackerConfig()
+    from robot_pose_estimator.core.model import Backend
 
 
 # Two passes' peaks of one keypoint farther apart than this (network-input pixels of the first
@@ -114,11 +88,11 @@ class _Detections:
 class Estimator:
     """Turns (image, camera) into an ``Estimate``; holds the online tracker between frames."""
 
-    def __init__(self, backend: Backend, robot: RobotModel, settings: PipelineSettings | None = None,
+    def __init__(self, backend: Backend, robot: RobotModel, settings: EstimatorSettings | None = None,
                  lifter: KeypointLifter | None = None):
         self.backend = backend
         self.robot = robot
-        self.settings = settings or PipelineSettings()
+        self.settings = settings or EstimatorSettings()
         self.lifter = lifter
         metadata = backend.metadata
         if list(metadata.joint_names) != robot.joint_names:
@@ -132,35 +106,7 @@ class Estimator:
             raise ValueError(f'keypoint lifter was trained on keypoints {lifter.keypoint_names} and joints '
                              f'{lifter.joint_names}; the model has {robot.keypoint_names} and {robot.joint_names}. '
                              'Train one for this robot (robot-pose-estimator train-lifter) or set lifter_path to ""')
-        if self.settings.mode not in (SINGLE_FRAME, ONLINE):
-            raise ValueError(f"mode must be '{SINGLE_FRAME}' or '{ONLINE}', got {self.settings.mode!r}")
         self.tracker = Tracker(replace(self.settings.tracker, min_keypoints=self.settings.min_keypoints))
-
-    @classmethod
-    def from_config(cls, config: EstimatorConfig, backend: Backend | None = None,
-                    **overrides) -> Estimator:
-        """Load the model named by the config and the robot its metadata describes.
-
-        The model's metadata is the authority on keypoints and joints (it was trained on them);
-        the URDF must contain every link they name.
-        """
-        from robot_pose_estimator.inference.factory import create_backend
-
-        if backend is None:
-            backend = create_backend(config.model_path, config.backend, threads=config.onnx_threads)
-        metadata = backend.metadata
-        keypoints = [KeypointSpec(name, link, tuple(offset)) for name, link, offset
-                     in zip(metadata.keypoint_names, metadata.keypoint_links, metadata.keypoint_offsets)]
-        robot = RobotModel.from_urdf(config.urdf_path, keypoints, list(metadata.joint_names))
-        settings = PipelineSettings(
-            mode=config.mode, confidence_threshold=config.confidence_threshold,
-            min_keypoints=config.min_keypoints, confidence_floor=config.confidence_floor,
-            refine_joint_angles=config.refine_joint_angles, coarse_to_fine=config.coarse_to_fine,
-            crop_margin=config.crop_margin, extra_pass_zoom=config.extra_pass_zoom,
-            multi_start_px=config.multi_start_px, confidence_weighting_step=config.confidence_weighting_step,
-            solver=pose_solver.SolverOptions(prior_sigma=np.radians(config.joint_prior_sigma_deg)))
-        lifter = KeypointLifter.load(config.lifter_path) if config.lifter_path else None
-        return cls(backend, robot, replace(settings, **overrides), lifter)
 
     def reset(self) -> None:
         """Forget the previous frame (e.g. when a bag loops)."""
@@ -216,7 +162,7 @@ class Estimator:
             nccs[used] = camera.to_nccs(detections.keypoints_px[used])
         with clock.stage('solve'):
             q_network = self.robot.clip(detections.joint_angles.astype(float))
-            sigma_px = keypoint_sigma_px(detections.confidences, settings.solver.keypoint_sigma_px,
+            sigma_px = keypoint_sigma_px(detections.confidences, settings.solver_options.keypoint_sigma_px,
                                          settings.confidence_weighting_step)
             solution = self._solve(q_network, nccs, used, camera, prior, detections.confidences, sigma_px)
         distance = math.hypot(*solution.T_camera_base[:3, 3].tolist()) if solution.ok else 0.0
@@ -243,8 +189,6 @@ class Estimator:
 
     def _detect(self, image_rgb: np.ndarray, transform: CropTransform, clock: _StageClock) -> _Detections:
         """One network pass on the crop ``transform`` describes, peaks mapped back to original pixels."""
-        from robot_pose_estimator.inference import preprocessing
-
         metadata = self.backend.metadata
         with clock.stage('preprocess'):
             tensor = preprocessing.preprocess(image_rgb, transform, metadata)
@@ -280,13 +224,13 @@ class Estimator:
         mode: a start picked by fit alone can be the shoulder-flip twin, which then holds the whole
         sequence (bundled demo: AUC 71.0 -> 61.9, joint error 17 -> 67 deg). A single-frame fit
         that explains the keypoints poorly (RMS above ``multi_start_px``, or some keypoints left
-        as outliers) is retried from other angle seeds (EVIDENCE.md's M3), keeping the best again.
+        as outliers) is retried from other angle seeds (docs/evidence.md, M3), keeping the best again.
         Joint 1 trades against the camera's yaw with only the base keypoints to tell them apart,
         so a wrong joint-1 prior typically shows up as exactly those keypoints rejected as outliers.
         """
         settings = self.settings
         refine_joints = settings.refine_joint_angles and np.count_nonzero(used) >= settings.min_keypoints
-        common = {'pixel_scale': camera.pixel_scale, 'refine_joints': refine_joints, 'options': settings.solver,
+        common = {'pixel_scale': camera.pixel_scale, 'refine_joints': refine_joints, 'options': settings.solver_options,
                   'sigma_px': sigma_px}
         if prior is not None:
             solution = pose_solver.solve(self.robot, q_network, nccs, used, T_init=prior.T_camera_base,

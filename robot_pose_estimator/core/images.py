@@ -12,15 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Image messages -> RGB uint8 arrays, for the node (rclpy messages) and bag replay (rosbags).
+"""Image messages <-> RGB uint8 arrays, for the node (rclpy messages) and bags (rosbags).
 
 Duck-typed on the message fields, so one decoder serves both message libraries and never
 imports ROS. Anything that does not describe itself consistently (encoding, step, size, data
-length, truncated JPEG) is refused with an ``ImageConversionError`` that says why.
+length, truncated JPEG) is refused with an ``ImageConversionError`` that says why. The encoders
+return the fields of a message (``ImagePixels``, compressed bytes); each message library builds
+its own message from them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -40,6 +42,14 @@ _TO_RGB = {
     '8UC3': cv2.COLOR_BGR2RGB,  # OpenCV's channel order, as cv_bridge writes it
     'mono16': cv2.COLOR_GRAY2RGB, '16UC1': cv2.COLOR_GRAY2RGB,
 }
+# cv2.cvtColor codes from RGB, per encoding that can be written (None: already RGB).
+_FROM_RGB = {
+    'rgb8': None, 'rgb16': None, 'bgr8': cv2.COLOR_RGB2BGR, 'bgr16': cv2.COLOR_RGB2BGR,
+    'rgba8': cv2.COLOR_RGB2RGBA, 'bgra8': cv2.COLOR_RGB2BGRA, 'mono8': cv2.COLOR_RGB2GRAY,
+    '8UC1': cv2.COLOR_RGB2GRAY, '8UC3': cv2.COLOR_RGB2BGR, 'mono16': cv2.COLOR_RGB2GRAY,
+    '16UC1': cv2.COLOR_RGB2GRAY,
+}
+_COMPRESSED_EXTENSIONS = {'jpeg': '.jpg', 'png': '.png'}
 # JPEG end-of-image marker; encoders may pad a few bytes after it.
 _JPEG_SOI = b'\xff\xd8'
 _JPEG_EOI = b'\xff\xd9'
@@ -97,3 +107,41 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise ImageConversionError(
             f'cannot decode compressed image ({data.size} bytes, format {msg.format!r})')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class ImagePixels(NamedTuple):
+    """The fields of a ``sensor_msgs/Image`` (little endian) holding an encoded RGB image."""
+
+    height: int
+    width: int
+    encoding: str
+    step: int
+    data: bytes
+
+
+def rgb_to_pixels(rgb: np.ndarray, encoding: str = 'rgb8') -> ImagePixels:
+    """RGB uint8 (H, W, 3) -> Image fields in ``encoding`` (16-bit: value * 257, so ``>> 8`` reads it back)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'expected RGB uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}')
+    if encoding not in ENCODINGS:
+        raise ImageConversionError(
+            f'unsupported image encoding {encoding!r}; supported: {", ".join(SUPPORTED_ENCODINGS)}')
+    channels, depth = ENCODINGS[encoding]
+    code = _FROM_RGB[encoding]
+    pixels = rgb if code is None else cv2.cvtColor(rgb, code)
+    if depth == 2:
+        pixels = pixels.astype('<u2') * np.uint16(257)
+    height, width = rgb.shape[:2]
+    return ImagePixels(height, width, encoding, width * channels * depth, np.ascontiguousarray(pixels).tobytes())
+
+
+def rgb_to_compressed_bytes(rgb: np.ndarray, fmt: str = 'jpeg', quality: int = 95) -> bytes:
+    """RGB uint8 (H, W, 3) -> the data of a ``sensor_msgs/CompressedImage`` in ``fmt`` (jpeg or png)."""
+    if fmt not in _COMPRESSED_EXTENSIONS:
+        raise ImageConversionError(f'unsupported compressed format {fmt!r}; supported: jpeg, png')
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == 'jpeg' else []
+    ok, buffer = cv2.imencode(_COMPRESSED_EXTENSIONS[fmt], cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageConversionError(f'cannot encode image as {fmt}')
+    return buffer.tobytes()

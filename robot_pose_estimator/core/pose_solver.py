@@ -20,7 +20,7 @@ Cauchy) NCCS reprojection error over the pose and, optionally, the joint angles 
 prior toward the network's angles and hard joint limits. Bad input gives a failed
 ``PoseSolution`` with a reason, never an exception from inside OpenCV and never a silently
 wrong pose. The LM is a few vectorised numpy operations per iteration because it runs on every
-frame (see EVIDENCE.md for why refining the angles pays).
+frame (see docs/evidence.md for why refining the angles pays).
 """
 from __future__ import annotations
 

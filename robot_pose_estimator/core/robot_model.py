@@ -23,17 +23,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TYPE_CHECKING
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from robot_pose_estimator.config import EstimatorConfig
 
 REVOLUTE_TYPES = ('revolute', 'continuous')
 MOVABLE_TYPES = REVOLUTE_TYPES + ('prismatic',)
 _IDENTITY3 = np.eye(3)
 _IDENTITY4 = np.eye(4)
+
+
+class _RobotSettings(Protocol):
+    """What ``RobotModel.from_config`` reads of the settings (a protocol: settings import this module)."""
+
+    urdf_path: str
+    robot: Any
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class RobotModel:
         in URDF order). Other movable joints are held at zero clipped into their limits; mimic
         joints follow their leader.
         """
-        import yourdfpy
+        import yourdfpy  # it imports trimesh (~0.5 s): only when a URDF is parsed
 
         path = Path(urdf_path)
         if not path.is_file():
@@ -211,8 +215,8 @@ class RobotModel:
         return cls(urdf.robot.name, roots[0], compiled, joint_names, bounds[:, 0], bounds[:, 1], keypoints)
 
     @classmethod
-    def from_config(cls, config: EstimatorConfig) -> RobotModel:
-        """Load the robot of an EstimatorConfig: its URDF, keypoints and predicted joints."""
+    def from_config(cls, config: _RobotSettings) -> RobotModel:
+        """Load the robot of ``core.settings.EstimatorSettings``: its URDF, keypoints and predicted joints."""
         if config.robot is None:
             raise ValueError('config has no robot section (keypoints and joint names)')
         return cls.from_urdf(config.urdf_path, config.robot.keypoints, config.robot.joint_names)

@@ -45,12 +45,13 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ T[:3, :3].T + T[:3, 3]
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """Return T_camera_base of a camera at ``eye`` looking at ``target``.
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0), roll: float = 0.0) -> np.ndarray:
+    """Return T_camera_base of a camera at ``eye`` looking at ``target``, rolled by ``roll`` (rad).
 
     The camera frame is optical (z forward, x right, y down), ``eye`` and ``target`` are in the base
-    frame and image 'up' points toward ``up``. Within 2.6 deg of ``up`` (|cos| >= 0.999) the image
-    x axis would swing with tiny changes of the view, so another axis serves as 'up' there.
+    frame and image 'up' points toward ``up`` (before the roll about the optical axis). Within
+    2.6 deg of ``up`` (|cos| >= 0.999) the image x axis would swing with tiny changes of the view,
+    so another axis serves as 'up' there.
     """
     eye = np.asarray(eye, dtype=float)
     z = np.asarray(target, dtype=float) - eye
@@ -61,6 +62,9 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0
     x = np.cross(z, up)
     x /= np.linalg.norm(x)
     R = np.stack([x, np.cross(z, x), z])   # rows: camera axes in the base frame
+    if roll:
+        c, s = np.cos(roll), np.sin(roll)
+        R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ R
     return make_transform(R, -R @ eye)
 
 

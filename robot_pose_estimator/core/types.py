@@ -21,6 +21,7 @@ import numpy as np
 
 SINGLE_FRAME = 'single_frame'
 ONLINE = 'online'
+MODES = (SINGLE_FRAME, ONLINE)
 
 
 @dataclass

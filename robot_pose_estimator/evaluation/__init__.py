@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Offline evaluation: rosbag2 replay (rosbags), the DESIGN.md section 4 metrics, reports and plots.
+"""Offline evaluation: rosbag2 replay (rosbags), the docs/metrics.md metrics, reports and plots.
 
 No rclpy here except inside ``play`` (a ROS publisher by nature), imported only when used.
 """

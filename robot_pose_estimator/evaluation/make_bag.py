@@ -16,16 +16,22 @@
 
 The arm follows smooth joint trajectories (sums of slow sinusoids inside the joint limits),
 seen at ``fps`` by a static or slowly orbiting camera with the chosen FOV and lens distortion.
-Frames are rendered by ``training.render.Renderer`` (the training renderer, so the look is the
+Frames are rendered by ``rendering.tinyrenderer.Renderer`` (the training renderer, so the look is the
 one the network knows) over a fixed procedural background, with occluders covering exactly the
-requested fraction of the robot's pixels. Topics (DESIGN.md section 5):
+requested fraction of the robot's pixels. Topics:
 
 - ``/camera/image_raw/compressed`` (sensor_msgs/CompressedImage, JPEG) and ``/camera/camera_info``,
   frame ``camera_color_optical_frame``;
 - ``/ground_truth/joint_states`` and ``/ground_truth/tf`` (camera optical frame -> URDF root),
   stamped like the image.
 
-Lens distortion: TinyRenderer draws pinhole images only, so a distorted frame is rendered as a
+``--renderer pbr`` draws the frames with the physically based path tracer instead
+(``rendering.pbr``, Mitsuba 3), in a scene built from held-out photos and textures
+(``--backgrounds``, by default the ``eval`` part of ``scripts/fetch_backgrounds.sh``): images made
+another way than the training set's, for the cross-domain benchmark. Its occluders are
+``--occluders`` boxes in 3D between the camera and the arm (``--occlusion`` is TinyRenderer's).
+
+Lens distortion: both renderers draw pinhole images only, so a distorted frame is rendered as a
 larger pinhole image with the same K and warped with ``cv2.remap``: every output pixel looks up
 ``K * undistort(pixel)``, the exact inverse of ``CameraModel.project``. A keypoint at 3D point X
 thus appears at ``CameraModel(K, D).project(X)``, as the CameraInfo says.
@@ -33,6 +39,8 @@ thus appears at ``CameraModel(K, D).project(X)``, as the CameraInfo says.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 import json
 import math
@@ -42,16 +50,27 @@ import sys
 
 import cv2
 import numpy as np
-from robot_pose_estimator.config import default_config_path, load_config
+from robot_pose_estimator import rosbag as bagio
+from robot_pose_estimator.config import default_config_path, load_config, REPO_ROOT
 from robot_pose_estimator.core.camera import CameraModel, PLUMB_BOB
 from robot_pose_estimator.core.robot_model import RobotModel
-from robot_pose_estimator.evaluation import bag as bagio
+from robot_pose_estimator.core.settings import EstimatorSettings
+from robot_pose_estimator.core.transforms import look_at
 from robot_pose_estimator.evaluation.metrics import in_image
+from robot_pose_estimator.rendering.backgrounds import PhotoPool
+from robot_pose_estimator.rendering.meshes import resolve_package_uri
+from robot_pose_estimator.rendering.pbr import PbrScene
+from robot_pose_estimator.rendering.randomization import Randomization
+from robot_pose_estimator.rendering.tinyrenderer import Renderer
 from tqdm import tqdm
 
 #: A moderate barrel distortion (k1 k2 p1 p2 k3), typical of wide-angle USB and depth cameras.
 DEFAULT_DISTORTION = (-0.28, 0.07, 0.0005, -0.0003, 0.0)
 CAMERA_MOTIONS = ('static', 'slow')
+RENDERERS = ('tinyrenderer', 'pbr')
+#: Photo and texture folders held out from training (scripts/fetch_backgrounds.sh).
+EVAL_BACKGROUNDS = 'data/backgrounds/eval'
+DEFAULT_SPP = 16
 START_NS = 1_700_000_000 * 1_000_000_000   # a fixed start stamp: the same arguments give the same bag
 PARAMETERS_FILE = 'make_bag.json'           # beside metadata.yaml, so suites can reuse a bag
 
@@ -70,6 +89,10 @@ class BagSpec:
     seed: int = 0
     image_size: tuple[int, int] = (640, 480)
     jpeg_quality: int = 90
+    renderer: str = 'tinyrenderer'
+    backgrounds: tuple[str, ...] = ()
+    occluders: int = 0
+    spp: int = DEFAULT_SPP
 
     def validate(self) -> None:
         if self.frames < 1:
@@ -84,6 +107,15 @@ class BagSpec:
             raise ValueError(f'camera_motion must be one of {CAMERA_MOTIONS}, got {self.camera_motion!r}')
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f'jpeg_quality must be in [1, 100], got {self.jpeg_quality}')
+        if self.renderer not in RENDERERS:
+            raise ValueError(f'renderer must be one of {RENDERERS}, got {self.renderer!r}')
+        if self.renderer == 'pbr' and not self.backgrounds:
+            raise ValueError('the pbr renderer needs --backgrounds (photos and textures held out from training; '
+                             'scripts/fetch_backgrounds.sh puts them in data/backgrounds/eval)')
+        if self.renderer != 'pbr' and self.occluders:
+            raise ValueError('--occluders is for the pbr renderer; TinyRenderer bags use --occlusion')
+        if self.occluders < 0 or self.spp < 1:
+            raise ValueError(f'need occluders >= 0 and spp >= 1, got {self.occluders} and {self.spp}')
 
 
 def joint_trajectory(robot: RobotModel, frames: int, fps: float, rng: np.random.Generator,
@@ -119,8 +151,6 @@ def camera_trajectory(robot: RobotModel, q: np.ndarray, camera: CameraModel, rng
     moves in until at least ``truncated_fraction`` of the frames have a keypoint outside the
     image. ``slow`` orbits +-15 deg in azimuth and +-5 % in distance over the bag.
     """
-    from robot_pose_estimator.training.render import look_at
-
     points = robot.keypoints(q)                                           # (frames, K, 3)
     lo, hi = points.reshape(-1, 3).min(axis=0), points.reshape(-1, 3).max(axis=0)
     centre = 0.5 * (lo + hi)
@@ -170,10 +200,8 @@ def distortion_maps(camera: CameraModel) -> tuple[np.ndarray, np.ndarray, tuple[
     return (map_x + pad_x).astype(np.float32), (map_y + pad_y).astype(np.float32), (pad_x, pad_y)
 
 
-def _randomization(occlusion: float):
+def _randomization(occlusion: float) -> Randomization:
     """Return the evaluation look: URDF colours, one procedural background, exact occlusion, mild sensor noise."""
-    from robot_pose_estimator.training.randomization import Randomization
-
     return Randomization(link_color_prob=0.0, link_texture_prob=0.0, light=True, background=True,
                          max_distractors=4, distractor_front_prob=0.0, occlusion_prob=0.0, max_occlusion=0.0,
                          occlusion_fraction=occlusion if occlusion > 0 else None, color_jitter=0.05,
@@ -183,16 +211,17 @@ def _randomization(occlusion: float):
 def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int = 300, fps: float = 30.0,
              fov_deg: float = 70.0, distortion: bool = False, occlusion: float = 0.0, truncation: bool = False,
              camera_motion: str = 'static', seed: int = 0, image_size: tuple[int, int] = (640, 480),
-             jpeg_quality: int = 90, storage: str = 'mcap', progress: bool = True) -> Path:
+             jpeg_quality: int = 90, storage: str = 'mcap', progress: bool = True, renderer: str = 'tinyrenderer',
+             backgrounds: Sequence[str | Path] = (), occluders: int = 0, spp: int = DEFAULT_SPP) -> Path:
     """Render a bag to ``out`` (a new directory) and return its path. Deterministic in ``seed``.
 
     ``occlusion`` is the fraction of the robot's pixels covered by occluders in every frame;
-    ``image_size`` is (width, height).
+    ``image_size`` is (width, height). ``renderer='pbr'`` path-traces the frames in a scene of
+    ``backgrounds`` images with ``occluders`` boxes, ``spp`` samples per pixel.
     """
-    from robot_pose_estimator.training.render import Renderer
-
     spec = BagSpec(frames, fps, fov_deg, distortion, occlusion, truncation, camera_motion, seed,
-                   (int(image_size[0]), int(image_size[1])), jpeg_quality)
+                   (int(image_size[0]), int(image_size[1])), jpeg_quality, renderer,
+                   tuple(str(Path(b).resolve()) for b in backgrounds), int(occluders), int(spp))
     spec.validate()
     out = Path(out)
     if out.exists():
@@ -207,19 +236,21 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
     q = joint_trajectory(robot, frames, fps, rng)
     poses = camera_trajectory(robot, q, camera, rng, camera_motion, truncation, fps)
     scene_seed = int(rng.integers(2**63))  # one background, light and noise pattern for the whole bag
+    if spec.renderer == 'pbr':   # a scene of its own per camera and condition, not only per trajectory seed
+        scene_seed = int(np.random.default_rng([seed, round(fov_deg * 100), int(distortion),
+                                                occluders]).integers(2**63))
 
     maps = distortion_maps(camera) if distortion else None
     pad_x, pad_y = maps[2] if maps is not None else (0, 0)
     K_render = camera.K.copy()
     K_render[0, 2] += pad_x
     K_render[1, 2] += pad_y
-    randomization = _randomization(occlusion)
     frame_id = bagio.DEFAULT_CAMERA_FRAME
-    with Renderer(config.urdf_path, robot, width + 2 * pad_x, height + 2 * pad_y) as renderer, \
-            bagio.BagWriter(out, storage=storage) as writer:
+    with _frame_renderer(spec, config, config_path, robot, (width + 2 * pad_x, height + 2 * pad_y),
+                         scene_seed) as draw, bagio.BagWriter(out, storage=storage) as writer:
         for i in tqdm(range(frames), unit='frame', desc='make-bag', disable=not progress):
             stamp = START_NS + round(i * 1e9 / fps)
-            image = renderer.render(q[i], poses[i], K_render, randomization, np.random.default_rng(scene_seed)).image
+            image = draw(q[i], poses[i], K_render)
             if maps is not None:
                 image = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             writer.write(bagio.DEFAULT_IMAGE_TOPIC, bagio.rgb_to_compressed(image, stamp, frame_id, jpeg_quality),
@@ -232,6 +263,37 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
                   'distortion_coefficients': list(camera.D), 'command': _command(out, config_path, spec)}
     (out / PARAMETERS_FILE).write_text(json.dumps(parameters, indent=2) + '\n')
     return out
+
+
+@contextmanager
+def _frame_renderer(spec: BagSpec, config: EstimatorSettings, config_path: Path, robot: RobotModel,
+                    size: tuple[int, int],
+                    scene_seed: int) -> Iterator[Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]:
+    """Yield (q, T_camera_base, K) -> uint8 RGB frame of ``spec.renderer``: one scene for the whole bag."""
+    if spec.renderer == 'pbr':
+        urdf = resolve_package_uri(config.robot.visual_urdf, config_path.parent) if config.robot.visual_urdf \
+            else Path(config.urdf_path)
+        pool = PhotoPool(spec.backgrounds)
+        scene = PbrScene(urdf, robot, size[0], size[1], pool, pool, scene_seed, spp=spec.spp,
+                         occluders=spec.occluders)
+        try:
+            yield scene.render
+        finally:
+            scene.close()
+        return
+    randomization = _randomization(spec.occlusion)
+    with Renderer(config.urdf_path, robot, size[0], size[1]) as renderer:
+        yield lambda q, T, K: renderer.render(q, T, K, randomization, np.random.default_rng(scene_seed)).image
+
+
+def eval_background_folders(root: str | Path | None = None) -> list[str]:
+    """List the held-out photo and texture folders (each subfolder of ``EVAL_BACKGROUNDS``), or fail clearly."""
+    root = Path(root) if root is not None else REPO_ROOT / EVAL_BACKGROUNDS
+    folders = sorted(str(p) for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not folders:
+        raise FileNotFoundError(f'no held-out backgrounds in {root}: run scripts/fetch_backgrounds.sh '
+                                '(or pass --backgrounds DIR ...)')
+    return folders
 
 
 def read_bag_spec(bag: str | Path) -> dict | None:
@@ -247,6 +309,9 @@ def _command(out: Path, config_path: Path, spec: BagSpec) -> str:
              f'--occlusion {spec.occlusion:g}', f'--camera-motion {spec.camera_motion}', f'--seed {spec.seed}',
              f'--width {spec.image_size[0]}', f'--height {spec.image_size[1]}', f'--jpeg-quality {spec.jpeg_quality}']
     flags += ['--distortion'] * spec.distortion + ['--truncation'] * spec.truncation
+    if spec.renderer != 'tinyrenderer':
+        flags += [f'--renderer {spec.renderer}', '--backgrounds ' + ' '.join(shlex.quote(b) for b in spec.backgrounds),
+                  f'--occluders {spec.occluders}', f'--spp {spec.spp}']
     return 'robot-pose-estimator make-bag ' + ' '.join(flags)
 
 
@@ -269,15 +334,25 @@ def add_make_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--jpeg-quality', type=int, default=90)
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    parser.add_argument('--renderer', choices=RENDERERS, default='tinyrenderer',
+                        help="'pbr': path-traced in a scene of held-out photos (the cross-domain benchmark)")
+    parser.add_argument('--backgrounds', nargs='+', default=None, metavar='DIR',
+                        help=f'pbr: photo and texture folders (default: the folders in {EVAL_BACKGROUNDS})')
+    parser.add_argument('--occluders', type=int, default=0, help='pbr: boxes between the camera and the arm')
+    parser.add_argument('--spp', type=int, default=DEFAULT_SPP, help='pbr: path-tracing samples per pixel')
 
 
 def run_make_bag(args: argparse.Namespace) -> int:
     try:
+        backgrounds = args.backgrounds
+        if backgrounds is None and args.renderer == 'pbr':
+            backgrounds = eval_background_folders()
         path = make_bag(args.out, args.config, frames=args.frames, fps=args.fps, fov_deg=args.fov,
                         distortion=args.distortion, occlusion=args.occlusion, truncation=args.truncation,
                         camera_motion=args.camera_motion, seed=args.seed, image_size=(args.width, args.height),
-                        jpeg_quality=args.jpeg_quality, storage=args.storage)
-    except (ValueError, FileExistsError) as error:
+                        jpeg_quality=args.jpeg_quality, storage=args.storage, renderer=args.renderer,
+                        backgrounds=backgrounds or (), occluders=args.occluders, spp=args.spp)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f'make-bag: {error}', file=sys.stderr)
         return 2
     print(f'wrote {path} ({args.frames} frames)')

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The evaluation metrics of DESIGN.md section 4, implemented once.
+"""The evaluation metrics of docs/metrics.md, implemented once.
 
 ``evaluate``, ``demo``, ``benchmark-suite`` and training validation all score through this module,
 so their numbers are comparable. Inputs are plain arrays (the caller runs forward kinematics and
@@ -35,7 +35,7 @@ Definitions (N frames, M metric keypoints, K estimator keypoints, J joints):
   without an estimate, or with no detected metric keypoint, is a miss (inf). Its AUC uses the same
   grid over the eligible frames.
 - **Camera-to-base error**: rotation angle of R_est^T R_gt in degrees and ||t_est - t_gt|| in cm,
-  over frames with an estimate. ADD cannot see a camera yaw traded against joint 1 (EVIDENCE.md).
+  over frames with an estimate. ADD cannot see a camera yaw traded against joint 1 (docs/evidence.md).
 - **Joint error**: |wrap(q_est - q_gt)| with wrap into [-pi, pi), mean per joint in degrees, over
   frames with an estimate.
 - **2D keypoint error**: pixel distance between the decoded peak and the ground-truth projection,

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from matplotlib.figure import Figure
 import numpy as np
+from robot_pose_estimator.core.overlay import skeleton_edges
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import quaternion_from_matrix
 from robot_pose_estimator.evaluation import metrics
-from robot_pose_estimator.evaluation.bag import BagReader
-from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord
+from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecord
+from robot_pose_estimator.rosbag import BagReader
 
 #: Loads RGB images for record indices: {index: image}.
 ImageSource = Callable[[Collection[int]], Mapping[int, np.ndarray]]
@@ -151,7 +153,6 @@ def _jsonable(value: Any) -> Any:
 # --- plots ------------------------------------------------------------------------------------------
 
 def _figure(width: float = 6.4, height: float = 4.0):
-    from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=110, layout='constrained')
 
@@ -282,8 +283,6 @@ def _point(p: np.ndarray) -> tuple[int, int]:
 
 def contact_sheet(result: EvaluationResult, robot: RobotModel, images: ImageSource, count: int) -> np.ndarray | None:
     """Draw a grid of overlays of the worst frames by ADD, or None when there is nothing to show."""
-    from robot_pose_estimator.ros.overlay import skeleton_edges
-
     indices = worst_indices(result, count)
     loaded = images(indices)
     if not indices or not loaded:
@@ -331,7 +330,7 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
     else:
         lines += [
             '## Accuracy', '',
-            'Definitions: DESIGN.md section 4 (`robot_pose_estimator/evaluation/metrics.py`). ADD runs over all '
+            'Definitions: docs/metrics.md (`robot_pose_estimator/evaluation/metrics.py`). ADD runs over all '
             'metric keypoints, in frame or not; a frame without an estimate counts as a miss (infinite ADD) in '
             'the AUC; mean and median ADD and the other errors are over frames with an estimate.', '',
             '| metric | value |', '|---|---|',

@@ -29,9 +29,13 @@ papers the numbers are compared with:
   accepts (both must be > 0): every keypoint with a non-zero heatmap peak is kept.
   ``min_keypoints`` is left as configured, because it also drives the online outlier gate and
   the joint refinement, which are not confidence filtering;
-- single-frame vs online mode (RoboKeyGen, Table V), on the clean and the 30 % occluded bag.
+- single-frame vs online mode (RoboKeyGen, Table V), on the clean and the 30 % occluded bag;
+- cross-domain: the held-out test cameras' sequences again, but path-traced (``make-bag
+  --renderer pbr``) in scenes of photos and textures that training never sees, plus a distorted
+  and an occluded variant: how far the model transfers to images made another way than its
+  training set (docs/sim_to_real.md). These sequences are for measuring only, never for tuning.
 
-Scoring is ``evaluate``'s (DESIGN.md section 4); FPS is frames / summed per-frame estimator time,
+Scoring is ``evaluate``'s (docs/metrics.md); FPS is frames / summed per-frame estimator time,
 offline, one frame at a time on this machine. Each row's pooled report sits in ``runs/<row>/``;
 frame ``i`` there belongs to sequence ``i // frames``.
 """
@@ -51,8 +55,14 @@ from typing import Any
 
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config
-from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord, run_estimator, Scorer
-from robot_pose_estimator.inference.base import file_sha256
+from robot_pose_estimator.core.model import file_sha256
+from robot_pose_estimator.evaluation.evaluate import run_estimator
+from robot_pose_estimator.evaluation.make_bag import eval_background_folders, make_bag, PARAMETERS_FILE, read_bag_spec
+from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecord, Scorer
+from robot_pose_estimator.evaluation.report import write_outputs
+from robot_pose_estimator.inference.factory import build_estimator
+from robot_pose_estimator.model_card import TABLE_METRICS
+from robot_pose_estimator.rosbag import BagReader
 from tqdm import tqdm
 
 CONFIDENCE_OFF = {'confidence_threshold': 1e-6, 'confidence_floor': 1e-6}
@@ -74,6 +84,8 @@ class BagKind:
     distortion: bool = False
     occlusion: float = 0.0
     truncation: bool = False
+    renderer: str = 'tinyrenderer'
+    occluders: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,13 @@ BAG_KINDS = {kind.name: kind for kind in (
     *(BagKind(f'occlusion{p}', occlusion=p / 100) for p in (10, 20, 30, 40)),
     BagKind('truncated', truncation=True),
     *(BagKind(f'camera_{name}', fov_deg=fov) for name, fov in TEST_CAMERAS.items()),
+    *(BagKind(f'xd_{name}', fov_deg=fov, renderer='pbr') for name, fov in TEST_CAMERAS.items()),
+    BagKind('xd_distorted', distortion=True, renderer='pbr'),
+    BagKind('xd_occluded', renderer='pbr', occluders=2),
 )}
+#: Path-tracing samples per pixel of the cross-domain bags: enough that the renderer's noise is
+#: below the simulated sensor's, about 1.5 s a 640x480 frame on 2 cores.
+PBR_SPP = 12
 
 #: Group key -> (title, rows).
 GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
@@ -119,18 +137,19 @@ GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
     'cameras': ('Held-out test cameras (RealSense D435, Kinect v2, Azure Kinect colour FOVs)', tuple(
         Row('cameras', f'{name}, {mode}', f'camera_{name}', (('mode', mode),))
         for name in TEST_CAMERAS for mode in ('single_frame', 'online'))),
+    'cross_domain': ('Cross-domain: the held-out cameras path-traced with held-out photos (docs/sim_to_real.md)', tuple(
+        Row('cross_domain', f'{name}, {mode}', f'xd_{name}', (('mode', mode),))
+        for name in TEST_CAMERAS for mode in ('single_frame', 'online'))),
+    'cross_domain_conditions': ('Cross-domain: lens distortion and objects in front of the arm', tuple(
+        Row('cross_domain_conditions', f'{condition}, {mode}', bag, (('mode', mode),))
+        for condition, bag in (('plumb_bob distortion', 'xd_distorted'), ('two boxes in front', 'xd_occluded'))
+        for mode in ('single_frame', 'online'))),
     'mode': ('Single-frame vs online (RoboKeyGen Table V)', (
         Row('mode', 'single_frame, clean', 'fov70', (('mode', 'single_frame'),)),
         Row('mode', 'online, clean', 'fov70', (('mode', 'online'),)),
         Row('mode', 'single_frame, 30 % occlusion', 'occlusion30', (('mode', 'single_frame'),)),
         Row('mode', 'online, 30 % occlusion', 'occlusion30', (('mode', 'online'),)))),
 }
-
-TABLE_METRICS = ('add_auc_0.1m_percent', 'add_mean_m', 'add_median_m', 'joint_error_mean_deg', 'success_fraction',
-                 'rotation_error_mean_deg', 'translation_error_mean_cm', 'fps', 'frames', 'joint_error_deg',
-                 'keypoint_error_median_px')
-#: The suite group whose rows are the model card's accuracy (issue #4's held-out test cameras).
-CARD_GROUP = 'cameras'
 
 
 @dataclass
@@ -142,17 +161,20 @@ class SuiteResult:
     runs: dict[str, EvaluationResult] = field(default_factory=dict)   # run name -> pooled result
 
 
-def bag_parameters(kind: BagKind, frames: int, seed: int, image_size: tuple[int, int]) -> dict[str, Any]:
-    """``make_bag`` keyword arguments of one sequence of a bag kind."""
-    return {'frames': frames, 'fps': FPS, 'fov_deg': kind.fov_deg, 'distortion': kind.distortion,
-            'occlusion': kind.occlusion, 'truncation': kind.truncation, 'camera_motion': CAMERA_MOTION, 'seed': seed,
-            'image_size': tuple(image_size), 'jpeg_quality': JPEG_QUALITY}
+def bag_parameters(kind: BagKind, frames: int, seed: int, image_size: tuple[int, int],
+                   backgrounds: Sequence[str] = ()) -> dict[str, Any]:
+    """``make_bag`` keyword arguments of one sequence of a bag kind (``backgrounds``: the pbr kinds' folders)."""
+    parameters = {'frames': frames, 'fps': FPS, 'fov_deg': kind.fov_deg, 'distortion': kind.distortion,
+                  'occlusion': kind.occlusion, 'truncation': kind.truncation, 'camera_motion': CAMERA_MOTION,
+                  'seed': seed, 'image_size': tuple(image_size), 'jpeg_quality': JPEG_QUALITY}
+    if kind.renderer != 'tinyrenderer':
+        parameters.update(renderer=kind.renderer, backgrounds=tuple(str(Path(b).resolve()) for b in backgrounds),
+                          occluders=kind.occluders, spp=PBR_SPP)
+    return parameters
 
 
 def _matches(bag: Path, parameters: Mapping[str, Any], config_path: Path) -> bool:
     """Whether a bag's make_bag.json records exactly these parameters and config."""
-    from robot_pose_estimator.evaluation.make_bag import read_bag_spec
-
     spec = read_bag_spec(bag)
     if spec is None or spec.get('config') != str(config_path.resolve()):
         return False
@@ -172,8 +194,6 @@ def prepare_bag(path: Path, parameters: Mapping[str, Any], config_path: Path, re
 
     An existing bag that is not reused is replaced, but only if make-bag wrote it.
     """
-    from robot_pose_estimator.evaluation.make_bag import PARAMETERS_FILE, make_bag
-
     if reuse and _matches(path, parameters, config_path):
         return False
     if path.exists():
@@ -198,8 +218,6 @@ def _run_name(row: Row, mode: str) -> str:
 
 def _pooled_images(bags: Sequence[Path], frames: int):
     """Make an ImageSource over pooled records: position i is frame i % frames of sequence i // frames."""
-    from robot_pose_estimator.evaluation.bag import BagReader
-
     def load(indices: Collection[int]) -> dict[int, np.ndarray]:
         images = {}
         for sequence, bag in enumerate(bags):
@@ -214,12 +232,8 @@ def _pooled_images(bags: Sequence[Path], frames: int):
 def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_path: Path,
                  overrides: Mapping[str, Any], out_dir: Path | None) -> EvaluationResult:
     """Evaluate every sequence with one estimator and score the pooled frames once."""
-    from robot_pose_estimator.core.estimator import Estimator
-    from robot_pose_estimator.evaluation.bag import BagReader
-    from robot_pose_estimator.evaluation.report import write_outputs
-
     config = load_config(config_path, **overrides, model_path=str(model_path))
-    estimator = Estimator.from_config(config)
+    estimator = build_estimator(config)
     scorer = Scorer(config, estimator.robot.joint_names, estimator.robot.keypoint_names)
     records: list[FrameRecord] = []
     for sequence, bag in enumerate(bags):
@@ -238,11 +252,13 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
                         frames: int = DEFAULT_FRAMES, sequences: int = DEFAULT_SEQUENCES, reuse: bool = False,
                         groups: Sequence[str] | None = None, bags_dir: str | Path | None = None, seed: int = 0,
                         image_size: tuple[int, int] = IMAGE_SIZE, overrides: Mapping[str, Any] | None = None,
-                        reports: bool = True, command: str | None = None, progress: bool = True) -> SuiteResult:
+                        reports: bool = True, command: str | None = None, progress: bool = True,
+                        backgrounds: Sequence[str | Path] | None = None) -> SuiteResult:
     """Render (or reuse) the bags, evaluate every row and write ``benchmarks.md`` and ``.json``.
 
     ``groups`` picks keys of :data:`GROUPS` (default: all). ``overrides`` apply to every row
     before the row's own. ``reports`` writes each run's pooled report under ``out/runs/``.
+    ``backgrounds`` are the cross-domain bags' photo folders (default: ``make_bag.EVAL_BACKGROUNDS``).
     """
     out = Path(out)
     config_path = Path(config_path) if config_path is not None else default_config_path()
@@ -262,6 +278,9 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
     seeds = [seed + k for k in range(sequences)]
     bag_paths = {name: [bags_dir / f'{name}_seed{s}' for s in seeds] for name in dict.fromkeys(r.bag for r in rows)}
     runs = {_run_name(row, config.mode): row for row in rows}
+    if any(BAG_KINDS[name].renderer == 'pbr' for name in bag_paths) and backgrounds is None:
+        backgrounds = eval_background_folders()
+    backgrounds = [str(b) for b in backgrounds or ()]
 
     out.mkdir(parents=True, exist_ok=True)
     rendered = 0
@@ -271,8 +290,8 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
         for name, paths in bag_paths.items():
             for path, s in zip(paths, seeds):
                 bar.set_postfix_str(f'bag {path.name}')
-                rendered += prepare_bag(path, bag_parameters(BAG_KINDS[name], frames, s, image_size), config_path,
-                                        reuse)
+                rendered += prepare_bag(path, bag_parameters(BAG_KINDS[name], frames, s, image_size, backgrounds),
+                                        config_path, reuse)
                 bar.update()
         for run, row in runs.items():
             bar.set_postfix_str(f'run {run}')
@@ -303,50 +322,6 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
     (out / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': table}, indent=2) + '\n')
     (out / 'benchmarks.md').write_text(benchmarks_markdown(result, groups))
     return result
-
-
-def card_accuracy(out: str | Path) -> dict[str, Any]:
-    """Return the model card's ``accuracy`` entries from a benchmark-suite output folder.
-
-    Per held-out camera and mode the row as measured, then each mode pooled over the cameras:
-    AUC frame-weighted (it is a mean over frames of a per-frame curve, so this is the pooled
-    AUC), joint errors weighted by the frames that have an estimate. The sha256 of the model
-    they were measured on comes along, so that ``export`` can refuse to put them on another.
-    """
-    path = Path(out) / 'benchmarks.json'
-    if not path.is_file():
-        raise FileNotFoundError(f'{path} not found: run `robot-pose-estimator benchmark-suite --out {out}` first')
-    data = json.loads(path.read_text())
-    header, rows = data['header'], [r for r in data['rows'] if r['group'] == CARD_GROUP]
-    if not rows or any(r.get('joint_error_deg') is None for r in rows):
-        raise ValueError(f'{path} has no complete "{CARD_GROUP}" rows; run the suite with that group '
-                         '(this version of the suite records per-joint errors)')
-    accuracy: dict[str, Any] = {
-        'source': f'robot-pose-estimator benchmark-suite (docs/benchmarks.md), group "{CARD_GROUP}": held-out '
-                  f"make-bag sequences at {header['image_size'][0]}x{header['image_size'][1]}",
-        'command': header['command'], 'model_sha256': header['model_sha256'],
-        'frames_per_row': header['frames_per_row'],
-        'per_camera': {r['condition']: {k: v for k, v in r.items() if k in TABLE_METRICS} for r in rows}}
-    for mode in dict.fromkeys(r['mode'] for r in rows):
-        picked = [r for r in rows if r['mode'] == mode]
-        frames = [r['frames'] for r in picked]
-        # Joint errors are means over the frames with an estimate; AUC and success over all frames.
-        estimated = [r['frames'] * (r['success_fraction'] or 0.0) for r in picked]
-        accuracy[f'pooled_{mode}'] = {
-            'frames': sum(frames),
-            'add_auc_0.1m_percent': _weighted([r['add_auc_0.1m_percent'] for r in picked], frames),
-            'success_fraction': _weighted([r['success_fraction'] for r in picked], frames),
-            'joint_error_mean_deg': _weighted([r['joint_error_mean_deg'] for r in picked], estimated),
-            'joint_error_deg': {joint: _weighted([r['joint_error_deg'].get(joint) for r in picked], estimated)
-                                for joint in picked[0]['joint_error_deg']}}
-    return accuracy
-
-
-def _weighted(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
-    """Weighted mean of the values that exist; None when none do."""
-    pairs = [(v, w) for v, w in zip(values, weights) if v is not None and w > 0]
-    total = sum(w for _, w in pairs)
-    return sum(v * w for v, w in pairs) / total if total else None
 
 
 def suite_command(out: Path, config_path: Path, model_path: Path, frames: int, sequences: int, reuse: bool,
@@ -383,7 +358,7 @@ def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
         f"- machine: {h['machine']}",
         '',
         'AUC of ADD at 0.1 m over all frames (a frame without an estimate is a miss); ADD, joint and '
-        'camera-to-base errors over frames with an estimate; definitions in DESIGN.md section 4. FPS = frames / '
+        'camera-to-base errors over frames with an estimate; definitions in docs/metrics.md. FPS = frames / '
         'summed per-frame estimator time (offline, one frame at a time, CPU). Confidence filtering "off": '
         f'`confidence_threshold = confidence_floor = {CONFIDENCE_OFF["confidence_threshold"]:g}` (the smallest the '
         'config accepts; every keypoint with a non-zero peak is kept), `min_keypoints` as configured. '
@@ -420,12 +395,16 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--bags', type=Path, default=None, help='where the bags go (default: OUT/bags)')
     parser.add_argument('--groups', nargs='+', choices=list(GROUPS), default=None,
                         help='only these groups of rows (default: all)')
+    parser.add_argument('--backgrounds', nargs='+', default=None, metavar='DIR',
+                        help='photo and texture folders of the cross-domain bags, never used in training '
+                             '(default: the folders in data/backgrounds/eval from scripts/fetch_backgrounds.sh)')
 
 
 def run_suite(args: argparse.Namespace) -> int:
     try:
         result = run_benchmark_suite(args.out, args.config, args.model, frames=args.frames, sequences=args.sequences,
-                                     reuse=args.reuse, groups=args.groups, bags_dir=args.bags, seed=args.seed)
+                                     reuse=args.reuse, groups=args.groups, bags_dir=args.bags, seed=args.seed,
+                                     backgrounds=args.backgrounds)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f'benchmark-suite: {error}', file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Inference backends (ONNX Runtime, TensorRT) behind one protocol, and the model I/O contract.
+"""Inference backends (ONNX Runtime, TensorRT) behind ``core.model.Backend``, and the factory that picks one.
 
 No torch and no rclpy here; tensorrt and the CUDA bindings are imported only when used.
 """

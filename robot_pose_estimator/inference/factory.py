@@ -12,22 +12,25 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Pick and construct the inference backend for a model path and a ``backend`` setting."""
+"""Pick and construct the inference backend for a model path and a ``backend`` setting, and the estimator on it."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from robot_pose_estimator.inference.base import Backend, ModelLoadError
+from robot_pose_estimator.core.estimator import Estimator
+from robot_pose_estimator.core.lifter import KeypointLifter
+from robot_pose_estimator.core.model import Backend, ModelLoadError
+from robot_pose_estimator.core.robot_model import KeypointSpec, RobotModel
+from robot_pose_estimator.core.settings import BACKENDS, EstimatorSettings
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
 from robot_pose_estimator.inference.tensorrt_backend import (
     current_gpu_name, engine_path_for, ENGINE_SUFFIXES, import_tensorrt, TensorRTBackend, TensorRTUnavailable
 )
 
 LOGGER = logging.getLogger(__name__)
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
 
-__all__ = ['BACKENDS', 'create_backend', 'engine_path_for', 'find_cached_engine']
+__all__ = ['BACKENDS', 'build_estimator', 'create_backend', 'engine_path_for', 'find_cached_engine']
 
 
 def find_cached_engine(onnx_path: str | Path) -> tuple[Path | None, str]:
@@ -75,3 +78,20 @@ def create_backend(model_path: str | Path, backend: str = 'auto', threads: int =
         raise TensorRTUnavailable(f'{path}: cannot use TensorRT: {reason}')
     LOGGER.info('using ONNX Runtime for %s (TensorRT not used: %s)', path, reason)
     return OnnxRuntimeBackend(path, threads=threads)
+
+
+def build_estimator(settings: EstimatorSettings, backend: Backend | None = None, **overrides) -> Estimator:
+    """Build the estimator the settings describe: their model's backend, the robot its metadata names, the lifter.
+
+    The model's metadata is the authority on keypoints and joints (it was trained on them); the
+    URDF must contain every link they name. ``overrides`` replace settings (validated).
+    """
+    settings = settings.updated(**overrides) if overrides else settings
+    if backend is None:
+        backend = create_backend(settings.model_path, settings.backend, threads=settings.onnx_threads)
+    metadata = backend.metadata
+    keypoints = [KeypointSpec(name, link, tuple(offset)) for name, link, offset
+                 in zip(metadata.keypoint_names, metadata.keypoint_links, metadata.keypoint_offsets)]
+    robot = RobotModel.from_urdf(settings.urdf_path, keypoints, list(metadata.joint_names))
+    lifter = KeypointLifter.load(settings.lifter_path) if settings.lifter_path else None
+    return Estimator(backend, robot, settings, lifter)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from robot_pose_estimator.inference.base import (
+from robot_pose_estimator.core.model import (
     check_input_tensor, HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError, ModelMetadata
 )
 
@@ -48,7 +48,7 @@ def choose_providers(requested: Sequence[str] | None) -> list[str]:
 
 
 class OnnxRuntimeBackend:
-    """Runs an ONNX model that follows the contract in ``inference.base``."""
+    """Runs an ONNX model that follows the contract in ``core.model``."""
 
     def __init__(self, path: str | Path, threads: int = 2, providers: Sequence[str] | None = None):
         path = Path(path)

@@ -14,9 +14,9 @@
 
 """TensorRT 10 backend: a serialised engine, run with ``execute_async_v3`` on one CUDA stream.
 
-Engines are built per GPU model and TensorRT version (``build_engine``) and cached next to the
+Engines are built per GPU model and TensorRT version (``inference.engine.build_engine``) and cached next to the
 ONNX file as ``<stem>.<gpu>.trt<version>.engine`` (``engine_path_for``). An engine carries no
-metadata of its own, so ``build_engine`` writes the ONNX ``metadata_props`` into a JSON sidecar
+metadata of its own, so the builder writes the ONNX ``metadata_props`` into a JSON sidecar
 ``<engine>.json``; when the sidecar is missing, the metadata is read from the sibling ONNX file
 the engine name points to. The sidecar is preferred because it stays correct even if the ONNX
 next to the engine is replaced by a newer export.
@@ -36,7 +36,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from robot_pose_estimator.inference.base import (
+import onnxruntime as ort
+from robot_pose_estimator.core.model import (
     check_input_tensor, HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError, ModelMetadata
 )
 
@@ -86,8 +87,6 @@ def sidecar_path(engine_path: str | Path) -> Path:
 
 def read_onnx_metadata(onnx_path: str | Path) -> ModelMetadata:
     """Read an ONNX file's contract metadata through onnxruntime (a core dependency)."""
-    import onnxruntime as ort
-
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelLoadError(onnx_path, 'model file not found')
@@ -355,47 +354,3 @@ class TensorRTBackend:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
-
-
-def build_engine(onnx_path: str | Path, engine_path: str | Path | None = None, fp16: bool = True,
-                 workspace_bytes: int = 2 << 30) -> Path:
-    """Build and cache a TensorRT engine (batch 1) from a contract-following ONNX model.
-
-    Writes the engine (default: ``engine_path_for`` this GPU and TensorRT version) and its JSON
-    metadata sidecar, and returns the engine path. ``fp16`` lets TensorRT use FP16 kernels; the
-    I/O tensors stay FP32 as in the ONNX file.
-    """
-    trt = import_tensorrt()
-    onnx_path = Path(onnx_path)
-    metadata = read_onnx_metadata(onnx_path)
-    if engine_path is None:
-        gpu = current_gpu_name()
-        if gpu is None:
-            raise TensorRTUnavailable('no usable CUDA GPU to build an engine for')
-        engine_path = engine_path_for(onnx_path, gpu, trt.__version__)
-    engine_path = Path(engine_path)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)   # TensorRT 10: explicit batch is the only mode
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelLoadError(onnx_path, f'TensorRT cannot parse the model: {errors}')
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
-    if dynamic:
-        profile = builder.create_optimization_profile()
-        shape = (1, 3, metadata.input_height, metadata.input_width)
-        for tensor in dynamic:
-            profile.set_shape(tensor.name, shape, shape, shape)
-        config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f'{onnx_path}: TensorRT failed to build an engine (see its log above)')
-    engine_path.write_bytes(bytes(serialized))
-    sidecar_path(engine_path).write_text(json.dumps(metadata.to_props(), indent=1))
-    LOGGER.info('wrote TensorRT engine %s', engine_path)
-    return engine_path

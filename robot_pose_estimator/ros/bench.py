@@ -24,11 +24,18 @@ from __future__ import annotations
 import os
 import time
 
+from geometry_msgs.msg import PoseStamped
 import numpy as np
+import rclpy
+from rclpy.signals import SignalHandlerOptions
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import look_at, transform_points
 from robot_pose_estimator.core.types import Estimate, SINGLE_FRAME
+from robot_pose_estimator.ros.conversions import rgb_to_image
+from robot_pose_estimator.ros.node import RobotPoseEstimatorNode, TF_QOS
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from tf2_msgs.msg import TFMessage
 
 TARGET_MS = 1.5
 _WARMUP = 20
@@ -64,15 +71,6 @@ def run_node_overhead_benchmark(frames: int = 200, width: int = 640, height: int
 
     ``frames`` images go through ``RobotPoseEstimatorNode.process_image`` after a warm-up.
     """
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-    from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import CameraInfo, Image, JointState
-    from tf2_msgs.msg import TFMessage
-
-    from robot_pose_estimator.ros.conversions import rgb_to_image
-    from robot_pose_estimator.ros.node import TF_QOS, RobotPoseEstimatorNode
-
     namespace = f'/rpe_bench_{os.getpid()}'
     domain_id = 200 + os.getpid() % 30
     # The listener gets its own context (DDS participant), so delivery goes through the

@@ -14,7 +14,7 @@
 
 """Per-frame statistics of the node and their /diagnostics summary. No rclpy import.
 
-The node records one ``FrameRecord`` per processed image (from the worker thread) and counts
+The node records one ``FrameTiming`` per processed image (from the worker thread) and counts
 arrivals (from the executor thread); ``summary`` turns the last window into the numbers that
 /diagnostics publishes once a second: rates, latency percentiles, the node's own overhead
 beyond the estimator, keypoints kept, mode and the last failure.
@@ -32,7 +32,7 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
-class FrameRecord:
+class FrameTiming:
     """What one processed frame cost and gave. Times are ``time.monotonic()`` seconds / ms."""
 
     done: float                  # when publishing finished
@@ -54,7 +54,7 @@ class FrameStatistics:
     """Thread-safe rolling statistics over the last ``window`` frames."""
 
     def __init__(self, window: int = 300, rate_window_sec: float = 3.0) -> None:
-        self._records: deque[FrameRecord] = deque(maxlen=window)
+        self._records: deque[FrameTiming] = deque(maxlen=window)
         self._arrivals: deque[float] = deque(maxlen=window)
         self._rate_window = rate_window_sec
         self._lock = threading.Lock()
@@ -72,7 +72,7 @@ class FrameStatistics:
             self.dropped += int(replaced_pending)
             self._arrivals.append(now)
 
-    def record_frame(self, record: FrameRecord) -> None:
+    def record_frame(self, record: FrameTiming) -> None:
         with self._lock:
             self._records.append(record)
             self.processed += 1
@@ -81,7 +81,7 @@ class FrameStatistics:
                 self.last_failure = record.failure_reason
                 self.last_failure_time = record.done
 
-    def records(self) -> list[FrameRecord]:
+    def records(self) -> list[FrameTiming]:
         with self._lock:
             return list(self._records)
 

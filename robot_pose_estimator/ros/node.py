@@ -21,7 +21,7 @@ arrive, and the executor stays free for camera_info, the QoS probe and /diagnost
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 import sys
 import threading
 import time
@@ -29,113 +29,34 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
-from robot_pose_estimator.config import (
-    default_config_path, DEFAULT_NODE_NAME, EstimatorConfig, load_parameters, robot_config_from_parameters
-)
+from robot_pose_estimator.config import DEFAULT_NODE_NAME
 from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb, ImageConversionError
+from robot_pose_estimator.core.messages import camera_info_to_model, stamp_to_seconds
+from robot_pose_estimator.core.model import ModelLoadError
+from robot_pose_estimator.core.overlay import draw_overlay, skeleton_edges
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.core.types import Estimate
+from robot_pose_estimator.inference.factory import build_estimator
 from robot_pose_estimator.ros import diagnostics
 from robot_pose_estimator.ros.conversions import (
-    camera_info_to_model, compressed_to_rgb, diagnostic_array, diagnostic_status, estimate_to_joint_state,
-    estimate_to_pose, estimate_to_transform, image_to_rgb, ImageConversionError, rgb_to_image, stamp_to_seconds
+    diagnostic_array, diagnostic_status, estimate_to_joint_state, estimate_to_pose, estimate_to_transform,
+    rgb_to_image
 )
-from robot_pose_estimator.ros.overlay import draw_overlay, skeleton_edges
+from robot_pose_estimator.ros.parameters import declare_settings
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 THROTTLE_SEC = 5.0
-RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.VOLATILE)
-
-# name -> (description, range). Estimator parameters are every EstimatorConfig field; their
-# defaults come from the bundled config/panda.yaml, else from EstimatorConfig.
-_FLOAT_RANGE = 'float'
-_INT_RANGE = 'int'
-ESTIMATOR_PARAMETERS: dict[str, tuple[str, tuple[str, float, float] | None]] = {
-    'model_path': ('ONNX model (or TensorRT engine) file; a relative path resolves against the working '
-                   'directory, the repository root and the package share directory', None),
-    'backend': ('inference backend: auto | tensorrt | onnxruntime', None),
-    'urdf_path': ('URDF of the robot; relative paths resolve like model_path', None),
-    'lifter_path': ('keypoint lifter (.npz from train-lifter): in single_frame mode fits also start from its '
-                    'joint angles; empty: none; relative paths resolve like model_path', None),
-    'mode': ('single_frame (every frame from scratch) | online (seed each frame with the previous '
-             'estimate, falling back to single_frame)', None),
-    'confidence_threshold': ('heatmap peak value below which a keypoint is dropped',
-                             (_FLOAT_RANGE, 0.0, 1.0)),
-    'min_keypoints': ('fewest keypoints a pose is solved from; the threshold is lowered step by step '
-                      'to reach it', (_INT_RANGE, 4, 1000)),
-    'confidence_floor': ('the threshold is never lowered below this; then the frame fails',
-                         (_FLOAT_RANGE, 0.0, 1.0)),
-    'refine_joint_angles': ('refine the joint angles against the 2D keypoints, not only the pose', None),
-    'coarse_to_fine': ('single-frame mode: detect on the letterboxed full frame, then again on a crop '
-                       'around the robot', None),
-    'crop_margin': ('the crop around the robot grows by this fraction of its larger side on every side '
-                    '(fine pass and online mode)', (_FLOAT_RANGE, 0.0, 1.0)),
-    'extra_pass_zoom': ('a second network pass on that crop zoomed out by this factor, fused with the first '
-                        '(more accurate, twice the network time); 0 turns it off', (_FLOAT_RANGE, 0.0, 2.0)),
-    'joint_prior_sigma_deg': ("1-sigma of the network's joint angles: how far the 2D keypoints may pull the "
-                              'refined angles away from them', (_FLOAT_RANGE, 0.1, 180.0)),
-    'multi_start_px': ('single-frame fits with an RMS reprojection error above this (or with keypoints left '
-                       'unexplained) are retried from other joint-angle seeds; 0 turns it off',
-                       (_FLOAT_RANGE, 0.0, 1000.0)),
-    'confidence_weighting_step': ("weigh keypoints by their heatmap peak: a keypoint's assumed 2D error doubles "
-                                  'for every this much lower peak (below 0.9); 0 weighs all kept keypoints '
-                                  'alike', (_FLOAT_RANGE, 0.0, 1.0)),
-    'onnx_threads': ('intra-op threads of ONNX Runtime (0: its default)', (_INT_RANGE, 0, 256)),
-}
-NODE_PARAMETERS: dict[str, tuple[object, str, tuple[str, float, float] | None]] = {
-    'base_frame': ('', 'TF child frame (before tf_child_prefix); empty: the URDF root link', None),
-    'camera_frame': ('', "TF parent frame; empty: the image's header.frame_id", None),
-    'tf_child_prefix': ('estimated/', 'prefix of the TF child frame, e.g. estimated/', None),
-    'publish_tf': (True, 'publish the camera -> base transform on /tf', None),
-    'publish_inverse_tf': (False, 'publish base -> camera instead of camera -> base', None),
-    'input_compressed': (False, 'subscribe to sensor_msgs/CompressedImage on image/compressed '
-                         'instead of sensor_msgs/Image on image', None),
-    'image_reliability': ('auto', 'image subscription reliability: auto (follow the publisher) | '
-                          'reliable | best_effort', None),
-    'image_rectified': (False, 'the images are rectified (image_rect): use CameraInfo P, no distortion',
-                        None),
-    'max_rate': (0.0, 'process at most this many frames per second, always the newest (0: as fast as '
-                 'possible)', (_FLOAT_RANGE, 0.0, 1000.0)),
-    'camera_info_max_age': (1.0, 'warn when the cached camera_info is this many seconds older than the '
-                            'image', (_FLOAT_RANGE, 0.0, 1.0e6)),
-}
-ROBOT_PARAMETERS: dict[str, tuple[Parameter.Type, str]] = {
-    'robot.keypoint_names': (Parameter.Type.STRING_ARRAY, 'keypoint names, in the network output order'),
-    'robot.keypoint_links': (Parameter.Type.STRING_ARRAY, 'URDF link of each keypoint'),
-    'robot.keypoint_offsets': (Parameter.Type.DOUBLE_ARRAY,
-                               'x, y, z offset of each keypoint in its link frame, metres (flattened)'),
-    'robot.metric_keypoints': (Parameter.Type.STRING_ARRAY, 'keypoints the ADD metric uses'),
-    'robot.joint_names': (Parameter.Type.STRING_ARRAY, 'joints the network predicts, URDF names in order'),
-}
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    """The node's parameters, read once at startup."""
-
-    estimator: EstimatorConfig
-    base_frame: str
-    camera_frame: str
-    tf_child_prefix: str
-    publish_tf: bool
-    publish_inverse_tf: bool
-    input_compressed: bool
-    image_reliability: str
-    image_rectified: bool
-    max_rate: float
-    camera_info_max_age: float
 
 
 @dataclass(frozen=True)
@@ -152,26 +73,6 @@ class _SkipFrame(Exception):
     """A frame that cannot be estimated for a reason the node has already logged."""
 
 
-def _bundled_defaults() -> dict[str, object]:
-    """ros__parameters of the bundled config/panda.yaml, so a bare ``ros2 run`` works."""
-    try:
-        return load_parameters(default_config_path())
-    except (OSError, ValueError):
-        return {}
-
-
-def _range_descriptor(description: str, value_range: tuple[str, float, float] | None,
-                      **kwargs: object) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description, read_only=True, **kwargs)
-    if value_range is not None:
-        kind, low, high = value_range
-        if kind == _FLOAT_RANGE:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
-        else:
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high))]
-    return descriptor
-
-
 class RobotPoseEstimatorNode(Node):
     """Images + camera_info in; joint_states, /tf, ~/pose, ~/debug_image, /diagnostics out.
 
@@ -181,10 +82,9 @@ class RobotPoseEstimatorNode(Node):
 
     def __init__(self, *, estimator=None, start_worker: bool = True, **node_kwargs) -> None:
         super().__init__(DEFAULT_NODE_NAME, **node_kwargs)
-        self.settings = self._declare_and_read_parameters()
+        self.estimator_settings, self.settings = declare_settings(self)
         if estimator is None:
-            from robot_pose_estimator.core.estimator import Estimator
-            estimator = Estimator.from_config(self.settings.estimator)
+            estimator = build_estimator(self.estimator_settings)
         self.estimator = estimator
         robot = estimator.robot
         self._base_frame = self.settings.tf_child_prefix + (self.settings.base_frame or robot.base_frame)
@@ -221,47 +121,10 @@ class RobotPoseEstimatorNode(Node):
         self.get_logger().info(
             f'listening on {self._image_sub.topic_name} ({self._image_type.__name__}, '
             f'{self.settings.image_reliability}) and {self._info_sub.topic_name}; model '
-            f'{self.settings.estimator.model_path}; TF {self.settings.camera_frame or "<image frame>"} -> '
+            f'{self.estimator_settings.model_path}; TF {self.settings.camera_frame or "<image frame>"} -> '
             f'{self._base_frame}{" (inverse)" if self.settings.publish_inverse_tf else ""}')
 
     # ----------------------------------------------------------------------------------- setup
-
-    def _declare_and_read_parameters(self) -> NodeSettings:
-        """Declare every parameter with a description and range; raise ValueError on bad values."""
-        bundled = _bundled_defaults()
-        config_defaults = EstimatorConfig()
-        values: dict[str, object] = {}
-        for f in fields(EstimatorConfig):
-            if f.name == 'robot':
-                continue
-            description, value_range = ESTIMATOR_PARAMETERS.get(
-                f.name, (f'estimator setting {f.name} (see config/panda.yaml)', None))
-            default = bundled.get(f.name, getattr(config_defaults, f.name))
-            values[f.name] = self.declare_parameter(
-                f.name, default, _range_descriptor(description, value_range)).value
-        for name, (default, description, value_range) in NODE_PARAMETERS.items():
-            values[name] = self.declare_parameter(
-                name, bundled.get(name, default), _range_descriptor(description, value_range)).value
-        robot_defaults = bundled.get('robot', {}) if isinstance(bundled.get('robot'), dict) else {}
-        robot: dict[str, list] = {}
-        for name, (kind, description) in ROBOT_PARAMETERS.items():
-            key = name.split('.', 1)[1]
-            default = robot_defaults.get(key) or kind
-            # Offsets may be written as integers (0 rather than 0.0) in a params file.
-            descriptor = _range_descriptor(description, None,
-                                           dynamic_typing=kind == Parameter.Type.DOUBLE_ARRAY)
-            value = self.declare_parameter(name, default, descriptor).value
-            robot[key] = list(value) if value is not None else []
-
-        if values['image_reliability'] not in RELIABILITY_CHOICES:
-            raise ValueError(f'image_reliability must be one of {RELIABILITY_CHOICES}, '
-                             f'got {values["image_reliability"]!r}')
-        config = EstimatorConfig(**{f.name: values[f.name] for f in fields(EstimatorConfig)
-                                    if f.name != 'robot'})
-        config.robot = robot_config_from_parameters(robot, source='parameters robot.*')
-        config.resolve_paths()
-        config.validate()
-        return NodeSettings(estimator=config, **{name: values[name] for name in NODE_PARAMETERS})
 
     def _image_topic_name(self) -> str:
         """Name the image topic: ``image``, or ``<remapped image>/compressed`` for compressed input.
@@ -408,7 +271,7 @@ class RobotPoseEstimatorNode(Node):
             self._publish_debug(rgb, estimate, camera, header)
         done = time.monotonic()
         self._last_success = estimate.success
-        self.stats.record_frame(diagnostics.FrameRecord(
+        self.stats.record_frame(diagnostics.FrameTiming(
             done=done, latency_ms=1e3 * (done - received),
             overhead_ms=1e3 * ((converted - start) + (done - estimated)),
             estimator_ms=1e3 * (estimated - converted), conversion_ms=1e3 * (converted - start),
@@ -446,7 +309,7 @@ class RobotPoseEstimatorNode(Node):
     def _record_skip(self, received: float, start: float, reason: str) -> None:
         done = time.monotonic()
         self._last_success = False
-        self.stats.record_frame(diagnostics.FrameRecord(
+        self.stats.record_frame(diagnostics.FrameTiming(
             done=done, latency_ms=1e3 * (done - received), overhead_ms=1e3 * (done - start),
             estimator_ms=0.0, conversion_ms=1e3 * (done - start), publish_ms=0.0, success=False,
             estimated=False, failure_reason=reason))
@@ -482,7 +345,7 @@ class RobotPoseEstimatorNode(Node):
         since = None if self._last_arrival is None else now - self._last_arrival
         level, message = diagnostics.status_level(values, self._last_success, since)
         status = diagnostic_status(f'{self.get_fully_qualified_name()}: pose estimation',
-                                   self.settings.estimator.model_path, bytes([level]), message, values)
+                                   self.estimator_settings.model_path, bytes([level]), message, values)
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     def destroy_node(self) -> None:
@@ -497,8 +360,6 @@ class RobotPoseEstimatorNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``robot_pose_estimator_node``: spin until Ctrl-C; 1 on a startup error."""
-    from robot_pose_estimator.inference.base import ModelLoadError
-
     try:
         rclpy.init(args=argv)
     except RuntimeError as exc:  # rcl's RCLError: unparsable --ros-args or params file

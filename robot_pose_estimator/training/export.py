@@ -16,7 +16,7 @@
 
 The ONNX model is checked against ONNX Runtime; the model card is ``models/<robot>.json``.
 
-The ONNX file is self-describing (``inference.base.ModelMetadata``): keypoint names, links and
+The ONNX file is self-describing (``core.model.ModelMetadata``): keypoint names, links and
 offsets, joint names, input size and normalisation travel in ``metadata_props``, so the
 estimator needs nothing else to use it. The model card records where the model came from: the
 training data, the exact commands, the training time and hardware, and measured accuracy.
@@ -35,16 +35,21 @@ import warnings
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from robot_pose_estimator.config import REPO_ROOT
-from robot_pose_estimator.inference.base import (
-    file_sha256, HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
-)
-from robot_pose_estimator.training.model import count_parameters, ExportModel
-from robot_pose_estimator.training.train import build_model, hardware_description, load_checkpoint
+from robot_pose_estimator.core.model import file_sha256, HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
+from robot_pose_estimator.model_card import card_accuracy
+from robot_pose_estimator.training.checkpoints import build_model, hardware_description, load_checkpoint, save_weights
+from robot_pose_estimator.training.model import count_parameters, ExportModel, ModelConfig
 import torch
 
 MAX_MODEL_MB = 30.0
 TOLERANCE = 1e-4
+WEIGHTS_SUFFIX = '.weights.pt'
+_ENCODER_DESCRIPTIONS = {
+    'efficientnet_lite0': 'EfficientNet-Lite0 encoder (blocks to stride 32, started from ImageNet weights)',
+    'resnet_half': 'ResNet-18 layout encoder (width x1, x2, x4, x8, from scratch)',
+}
 
 
 def metadata_from_checkpoint(checkpoint: dict[str, Any]) -> ModelMetadata:
@@ -125,8 +130,6 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, dynamic_batch: boo
 def compare_with_onnxruntime(wrapper: ExportModel, path: Path, metadata: ModelMetadata,
                              dynamic_batch: bool, seed: int = 0) -> dict[str, float]:
     """Max abs difference per output between ONNX Runtime and torch on random normalised images."""
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     rng = np.random.default_rng(seed)
     worst = {HEATMAPS_NAME: 0.0, JOINT_ANGLES_NAME: 0.0}
@@ -143,8 +146,6 @@ def compare_with_onnxruntime(wrapper: ExportModel, path: Path, metadata: ModelMe
 
 def measure_latency(path: str | Path, threads: int = 2, runs: int = 30) -> dict[str, float]:
     """ONNX Runtime CPU latency of one batch-1 inference (ms): what the node will see per frame."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -202,11 +203,14 @@ def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: 
         'outputs': {'heatmaps': {'size': export_info['heatmap_size'], 'stride': checkpoint['heatmap_stride'],
                                  'sigma_heatmap_px': settings['sigma'], 'activation': 'sigmoid'},
                     'joint_angles': 'radians, URDF joint order of joint_names'},
-        'architecture': {**checkpoint['model_config'], 'parameters': export_info['parameters'],
-                         'description': 'ResNet-18 layout encoder (width x1, x2, x4, x8), FPN decoder to '
-                                        'stride 4, keypoint-conditioned (sin, cos) joint-angle head'},
+        'architecture': {**ModelConfig.from_dict(checkpoint['model_config']).to_dict(),
+                         'parameters': export_info['parameters'],
+                         'encoder_weights_at_start': checkpoint.get('encoder_weights'),
+                         'description': _ENCODER_DESCRIPTIONS[ModelConfig.from_dict(checkpoint['model_config']).encoder]
+                         + ', FPN decoder to stride 4, keypoint-conditioned (sin, cos) joint-angle head'},
         'onnx': {'opset': export_info['opset'], 'dynamic_batch': export_info['dynamic_batch'],
                  'onnxruntime_vs_torch_max_abs_diff': export_info.get('max_abs_diff')},
+        'weights': export_info.get('weights'),
         'training': {
             'data': checkpoint.get('datasets', []),
             'data_dirs': checkpoint.get('data_dirs', []),
@@ -217,6 +221,8 @@ def write_model_card(path: str | Path, checkpoint: dict[str, Any], export_info: 
             'hardware': checkpoint.get('hardware', {}),
             'command': checkpoint.get('command'),
             'commands': checkpoint.get('commands', []),
+            'init_weights': checkpoint.get('init_weights'),
+            'earlier_runs': checkpoint.get('lineage', []),
         },
         'export': {'command': command, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'), 'hardware': hardware_description(torch.device('cpu'))},
@@ -249,6 +255,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         '(its held-out camera rows; they must have been measured on this very model) or a JSON file')
     parser.add_argument('--accuracy-note', help='a sentence for the card next to the accuracy (caveats, tuning)')
     parser.add_argument('--no-check', action='store_true', help='skip the ONNX Runtime vs torch check')
+    parser.add_argument('--no-weights', action='store_true',
+                        help=f'do not write the fp16 weights file beside the ONNX (<model>{WEIGHTS_SUFFIX}, '
+                             'for train --init-weights)')
     parser.add_argument('--no-latency', action='store_true', help='skip the ONNX Runtime latency measurement')
 
 
@@ -260,8 +269,6 @@ def _read_accuracy(source: str, model_sha256: str) -> tuple[dict[str, Any], str 
     """
     if not Path(source).is_dir():
         return json.loads(Path(source).read_text()), None
-    from robot_pose_estimator.evaluation.suite import card_accuracy
-
     try:
         accuracy = card_accuracy(source)
     except (FileNotFoundError, ValueError) as error:
@@ -283,10 +290,14 @@ def run_export(args: argparse.Namespace) -> int:
         accuracy['note'] = args.accuracy_note
     latency = None if args.no_latency else measure_latency(output)
     card_path = Path(args.card) if args.card else output.with_suffix('.json')
+    weights = None if args.no_weights else save_weights(state, output.with_name(output.stem + WEIGHTS_SUFFIX))
+    if weights is not None:
+        info['weights'] = {'path': weights.name, 'sha256': file_sha256(weights),
+                           'size_mb': round(weights.stat().st_size / 2**20, 3)}
     write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy, latency)
     print(f"wrote {output} ({info['size_mb']:.1f} MB"
           + (f", ONNX Runtime {latency['median_ms']:.1f} ms on {latency['threads']} threads" if latency else '')
-          + f') and {card_path}')
+          + f'), {card_path}' + (f' and {weights} (for train --init-weights)' if weights else ''))
     if refused:
         print(f'export: the card has no suite accuracy: {refused}', file=sys.stderr)
         return 2

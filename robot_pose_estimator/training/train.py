@@ -19,42 +19,41 @@ wall-clock budget (the learning rate follows a cosine over that budget), validat
 slice every few minutes, checkpoints to ``OUT/checkpoint.pt`` (resumable with ``--resume``),
 and writes ``log.csv``, ``curves.png``, ``bin_errors.json`` and ``sampler.json`` (the adaptive
 joint sampler moved toward the joint-angle bins with high validation error, for ``render``).
+
+The loop is short: ``_start`` builds the run (new, resumed, or from a weights file), ``_step``
+trains one batch, and the periodic work (validation, logs, checkpoints) sits in ``hooks``. Data
+streaming is ``training.data``, targets and losses ``training.losses``, files ``training.checkpoints``.
 """
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
-import csv
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-import json
 import math
-import os
 from pathlib import Path
-import platform
-import queue
 import shlex
 import sys
-import threading
 import time
 from typing import Any
 
 import numpy as np
 from robot_pose_estimator.config import load_config
-from robot_pose_estimator.core.heatmaps import decode_heatmaps, heatmap_to_input
+from robot_pose_estimator.core.model import file_sha256
 from robot_pose_estimator.core.robot_model import RobotModel
-from robot_pose_estimator.training.dataset import load_shard, open_dataset
-from robot_pose_estimator.training.model import AngleHint, count_parameters, KeypointAngleHead, ModelConfig, PoseNet
-from robot_pose_estimator.training.sampling import AdaptiveJointSampler
+from robot_pose_estimator.training.checkpoints import (
+    build_model, CHECKPOINT_NAME, hardware_description, load_checkpoint, load_weights, save_checkpoint
+)
+from robot_pose_estimator.training.data import (
+    FIELDS, random_masking, resize_samples, Samples, ShardStream, split_dataset, to_input_tensor
+)
+from robot_pose_estimator.training.dataset import load_shard
+from robot_pose_estimator.training.hooks import plot_curves, TrainingClock, validate, write_bin_errors, write_log
+from robot_pose_estimator.training.losses import (
+    angle_loss, heatmap_loss, HEATMAP_LOSSES, HEATMAP_STRIDE, heatmap_targets, keypoint_hint, pretrain_angle_head
+)
+from robot_pose_estimator.training.model import count_parameters, ENCODERS, KeypointAngleHead, ModelConfig, PoseNet
 import torch
-from torch import Tensor
-from torch.nn import functional as F
-
-NORMALIZATION_MEAN = (0.485, 0.456, 0.406)
-NORMALIZATION_STD = (0.229, 0.224, 0.225)
-HEATMAP_STRIDE = 4
-HEATMAP_LOSSES = ('mse', 'focal')
-CHECKPOINT_NAME = 'checkpoint.pt'
-_FIELDS = ('images', 'keypoints_2d', 'in_image', 'joint_angles')
+from tqdm import tqdm
 
 
 @dataclass
@@ -68,425 +67,6 @@ class TrainResult:
     elapsed_s: float
     images_per_s: float
     validation: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------- data
-
-
-@dataclass
-class Samples:
-    """Arrays of a set of samples, already at the network input size."""
-
-    images: np.ndarray        # (N, S, S, 3) uint8
-    keypoints: np.ndarray     # (N, K, 2) float32, input pixels
-    in_image: np.ndarray      # (N, K) bool
-    joint_angles: np.ndarray  # (N, J) float32
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def take(self, index: np.ndarray | slice) -> Samples:
-        return Samples(self.images[index], self.keypoints[index], self.in_image[index],
-                       self.joint_angles[index])
-
-    @staticmethod
-    def concat(parts: Sequence[Samples]) -> Samples:
-        return Samples(*(np.concatenate([getattr(p, name) for p in parts])
-                         for name in ('images', 'keypoints', 'in_image', 'joint_angles')))
-
-
-def resize_samples(arrays: dict[str, np.ndarray], size: int) -> Samples:
-    """Shard arrays -> Samples at ``size`` x ``size`` (antialiased resize, keypoints mapped along)."""
-    images = arrays['images']
-    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3:
-        raise ValueError(f'shard images must be (N, S, S, 3), got {images.shape}')
-    keypoints = arrays['keypoints_2d'].astype(np.float32)
-    source = images.shape[1]
-    if source != size:
-        scale = size / source
-        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-        tensor = F.interpolate(tensor, size=(size, size), mode='bilinear', antialias=True,
-                               align_corners=False)
-        images = tensor.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-        keypoints = (keypoints + 0.5) * scale - 0.5
-    return Samples(images, keypoints, arrays['in_image'].astype(bool),
-                   arrays['joint_angles'].astype(np.float32))
-
-
-@dataclass
-class ShardSource:
-    """One shard and which of its rows belong to this split."""
-
-    path: Path
-    rows: slice
-
-
-class ShardStream:
-    """Endless shuffled batches from shards that need not fit in memory.
-
-    Shards are visited in a random order in windows of ``window`` shards; each window is loaded
-    (by a background thread, one window ahead), shuffled as a whole and cut into batches. When
-    every shard fits in one window the data stays in memory and only the order changes.
-    """
-
-    def __init__(self, sources: list[ShardSource], size: int, batch_size: int, seed: int,
-                 window: int):
-        if not sources:
-            raise ValueError('no training shards')
-        self.sources = sources
-        self.size = size
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
-        self.window = max(1, window)
-        self._resident: Samples | None = None
-        if len(sources) <= self.window:
-            self._resident = self._load(sources)
-
-    def _load(self, sources: Sequence[ShardSource]) -> Samples:
-        parts = []
-        for source in sources:
-            arrays = load_shard(source.path)
-            parts.append(resize_samples({k: arrays[k][source.rows] for k in _FIELDS}, self.size))
-        return Samples.concat(parts)
-
-    def _windows(self) -> Iterator[list[ShardSource]]:
-        while True:
-            order = self.rng.permutation(len(self.sources))
-            for start in range(0, len(order), self.window):
-                yield [self.sources[i] for i in order[start:start + self.window]]
-
-    def _prefetch(self, out: queue.Queue) -> None:
-        try:
-            for window in self._windows():
-                out.put(self._load(window))
-        except BaseException as error:  # surfaced in the training thread
-            out.put(error)
-
-    def __iter__(self) -> Iterator[Samples]:
-        if self._resident is not None:
-            while True:
-                yield from self._batches(self._resident)
-        loaded: queue.Queue = queue.Queue(maxsize=1)
-        threading.Thread(target=self._prefetch, args=(loaded,), daemon=True).start()
-        while True:
-            window = loaded.get()
-            if isinstance(window, BaseException):
-                raise window
-            yield from self._batches(window)
-
-    def _batches(self, samples: Samples) -> Iterator[Samples]:
-        order = self.rng.permutation(len(samples))
-        if len(order) < self.batch_size:       # a toy dataset: every image in each batch
-            yield samples.take(np.sort(order))
-            return
-        for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
-            yield samples.take(np.sort(order[start:start + self.batch_size]))
-
-
-def split_dataset(data_dirs: Sequence[str | Path], val_dirs: Sequence[str | Path],
-                  val_fraction: float, val_max: int) -> tuple[list[dict], list[ShardSource], list[ShardSource]]:
-    """Dataset metas, training shards and validation shards.
-
-    Without ``val_dirs`` the validation set is the last rows of the last shard of the last data
-    directory (``val_fraction`` of all images, at most ``val_max``, at least one), so a single
-    tiny shard still gives both splits.
-    """
-    metas, train_sources = [], []
-    for directory in data_dirs:
-        meta, paths = open_dataset(directory)
-        metas.append(meta)
-        train_sources += [ShardSource(Path(p), slice(None)) for p in paths]
-    if not train_sources:
-        raise ValueError(f'no shards in {list(map(str, data_dirs))}')
-    val_sources = []
-    for directory in val_dirs:
-        _, paths = open_dataset(directory)
-        val_sources += [ShardSource(Path(p), slice(None)) for p in paths]
-    if val_sources:
-        return metas, train_sources, _limit_rows(val_sources, val_max)
-    total = sum(int(m.get('count', 0)) for m in metas)
-    last = train_sources[-1]
-    rows = len(load_shard(last.path)['joint_angles'])
-    count = int(min(val_max, max(1, round(val_fraction * max(total, rows))), max(rows - 1, 1)))
-    if rows < 2 and len(train_sources) < 2:
-        raise ValueError('need at least 2 images to hold one out for validation')
-    train_sources[-1] = ShardSource(last.path, slice(0, rows - count))
-    if rows - count == 0:
-        train_sources.pop()
-    return metas, train_sources, [ShardSource(last.path, slice(rows - count, rows))]
-
-
-def _limit_rows(sources: list[ShardSource], limit: int) -> list[ShardSource]:
-    out, left = [], limit
-    for source in sources:
-        if left <= 0:
-            break
-        rows = len(load_shard(source.path)['joint_angles'])
-        out.append(ShardSource(source.path, slice(0, min(rows, left))))
-        left -= min(rows, left)
-    return out
-
-
-# ------------------------------------------------------------------------- targets, losses
-
-
-def to_input_tensor(images: np.ndarray, device: torch.device) -> Tensor:
-    """(B, S, S, 3) uint8 -> normalised float (B, 3, S, S) in channels_last, as ONNX expects."""
-    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(NORMALIZATION_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(NORMALIZATION_STD, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-
-
-def random_masking(x: Tensor, max_fraction: float, generator: torch.Generator) -> Tensor:
-    """Occlude as RoboPEPP does: one rectangle per image covering U(0, max_fraction) of it.
-
-    The rectangle has a random flat colour (real occluders are objects, not grey holes).
-    """
-    if max_fraction <= 0:
-        return x
-    b, _, h, w = x.shape
-    rand = torch.rand(b, 6, generator=generator).to(x.device)
-    area = rand[:, 0] * max_fraction * h * w
-    aspect = torch.exp((rand[:, 1] - 0.5) * math.log(4.0))      # 1/2 .. 2
-    rh = (area * aspect).sqrt().clamp(max=h)
-    rw = (area / aspect).sqrt().clamp(max=w)
-    y0 = rand[:, 2] * (h - rh)
-    x0 = rand[:, 3] * (w - rw)
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((ys >= y0.view(-1, 1, 1)) & (ys < (y0 + rh).view(-1, 1, 1))
-              & (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + rw).view(-1, 1, 1))).unsqueeze(1)
-    colour = (torch.rand(b, 3, 1, 1, generator=generator).to(x.device)
-              - torch.tensor(NORMALIZATION_MEAN, device=x.device).view(1, 3, 1, 1)) \
-        / torch.tensor(NORMALIZATION_STD, device=x.device).view(1, 3, 1, 1)
-    return torch.where(inside, colour.to(x.dtype), x)
-
-
-def _to_heatmap_pixels(keypoints: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int]) -> Tensor:
-    """Input pixels (..., 2) -> heatmap pixels: the torch twin of ``core.heatmaps.input_to_heatmap``."""
-    h, w = heatmap_size
-    stride = torch.tensor([input_size[1] / w, input_size[0] / h], device=keypoints.device)
-    return (keypoints + 0.5) / stride - 0.5
-
-
-def heatmap_targets(keypoints: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int],
-                    sigma: float) -> Tensor:
-    """Render Gaussian targets (B, K, h, w) of amplitude 1.
-
-    The torch twin of ``core.heatmaps.render_gaussian_heatmaps`` with ``input_to_heatmap``'s
-    convention.
-    """
-    h, w = heatmap_size
-    points = _to_heatmap_pixels(keypoints, heatmap_size, input_size)   # (B, K, 2)
-    finite = torch.isfinite(points).all(dim=-1, keepdim=True)
-    points = torch.where(finite, points, torch.zeros_like(points))
-    xs = torch.arange(w, device=keypoints.device, dtype=points.dtype)
-    ys = torch.arange(h, device=keypoints.device, dtype=points.dtype)
-    gx = torch.exp(-0.5 * (xs - points[..., :1]).square() / sigma**2)   # (B, K, w)
-    gy = torch.exp(-0.5 * (ys - points[..., 1:]).square() / sigma**2)   # (B, K, h)
-    gy = gy * finite
-    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
-
-
-def keypoint_hint(keypoints: Tensor, in_image: Tensor, heatmap_size: tuple[int, int],
-                  input_size: tuple[int, int], noise: float | Tensor, fraction: float,
-                  generator: torch.Generator, confidence: Tensor | None = None) -> AngleHint:
-    """Build a noisy ground-truth keypoint hint for a random ``fraction`` of samples.
-
-    Keypoints are in the angle head's [-1, 1] frame (heatmap pixel centres at the ends), with
-    Gaussian noise of ``noise`` heatmap pixels (a float or per-sample (B, 1, 1)). Keypoints outside
-    the image are clamped to the border with confidence 0, as a decoded truncated heatmap would be;
-    ``confidence`` overrides in_image.
-    """
-    h, w = heatmap_size
-    b = keypoints.shape[0]
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=keypoints.device)
-    points = _to_heatmap_pixels(keypoints, heatmap_size, input_size) * scale - 1.0
-    points = points + noise * scale * torch.randn(points.shape, generator=generator).to(points.device)
-    points = torch.nan_to_num(points, nan=0.0).clamp(-1.0, 1.0)
-    use = torch.rand(b, generator=generator).to(keypoints.device) < fraction
-    return AngleHint(points, in_image.float() if confidence is None else confidence, use)
-
-
-def synthetic_keypoints(rng: np.random.Generator, robot: RobotModel, count: int,
-                        size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sample keypoints (N, K, 2) in input pixels, in_image (N, K) and joint angles (N, J).
-
-    They follow the renderer's camera, intrinsics and framing distributions, but no pixels are
-    rendered: ~0.2 ms a sample.
-    """
-    from robot_pose_estimator.training.render import FULL_FRAME_SIZE, frame_sample, project, sample_camera
-
-    q = robot.sample(rng, count)
-    points = robot.keypoints(q)
-    width, height = FULL_FRAME_SIZE
-    keypoints = np.empty(points.shape[:2] + (2,), dtype=np.float32)
-    inside = np.empty(points.shape[:2], dtype=bool)
-    for i in range(count):
-        K, T = sample_camera(rng, robot, q[i])
-        uv = project(points[i] @ T[:3, :3].T + T[:3, 3], K)
-        with np.errstate(invalid='ignore'):
-            in_frame = ((uv >= -0.5) & (uv <= np.array([width, height]) - 0.5)).all(axis=1)
-        transform, _ = frame_sample(rng, uv, in_frame, bool(rng.random() < 0.5), size)
-        keypoints[i] = transform.to_input(uv)
-        with np.errstate(invalid='ignore'):
-            inside[i] = in_frame & ((keypoints[i] >= -0.5) & (keypoints[i] <= size - 0.5)).all(axis=1)
-    return keypoints, inside, q.astype(np.float32)
-
-
-def pretrain_angle_head(head: KeypointAngleHead, robot: RobotModel, size: int, center: Tensor,
-                        steps: int, seed: int, batch_size: int = 256, samples: int = 40000,
-                        lr: float = 1e-3, max_noise: float = 0.5, drop: float = 0.1) -> dict[str, float]:
-    """Teach the geometry path of the angle head keypoints -> angles on synthetic projections.
-
-    Inputs imitate decoded heatmaps: noise of U(0, ``max_noise``) heatmap pixels, confidences
-    U(0.5, 1) for detected keypoints and U(0, 0.2) for those outside the image or randomly
-    dropped (occlusion, misses). Returns the mean angle error (deg) on 2000 held-out samples.
-    """
-    rng = np.random.default_rng(seed)
-    keypoints, inside, angles = (torch.from_numpy(a) for a in synthetic_keypoints(rng, robot, samples + 2000, size))
-    heatmap_size = (size // HEATMAP_STRIDE, size // HEATMAP_STRIDE)
-    generator = torch.Generator().manual_seed(seed)
-    parameters = list(head.geometry.parameters()) + list(head.mlp.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    center = center.cpu()
-
-    def inputs(index: Tensor) -> tuple[Tensor, Tensor]:
-        n = len(index)
-        detected = inside[index] & (torch.rand(n, inside.shape[1], generator=generator) >= drop)
-        confidence = torch.where(detected, 0.5 + 0.5 * torch.rand(detected.shape, generator=generator),
-                                 0.2 * torch.rand(detected.shape, generator=generator))
-        noise = max_noise * torch.rand(n, 1, 1, generator=generator)
-        hint = keypoint_hint(keypoints[index], detected, heatmap_size, (size, size), noise, 1.0, generator,
-                             confidence)
-        return hint.points, hint.confidence
-
-    head.train()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group['lr'] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-        index = torch.randint(0, samples, (batch_size,), generator=generator)
-        points, confidence = inputs(index)
-        sincos = head.from_keypoints(points, confidence).view(batch_size, -1, 2)
-        loss = angle_loss(sincos, angles[index], center)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        index = torch.arange(samples, samples + 2000)
-        sincos = head.from_keypoints(*inputs(index)).view(len(index), -1, 2)
-        predicted = (center + torch.atan2(sincos[..., 0], sincos[..., 1])).numpy()
-    errors = wrapped_error_deg(predicted, angles[index].numpy())
-    return {'angle_pretrain_mean_deg': float(errors.mean()),
-            **{f'angle_pretrain_deg_{j}': float(e) for j, e in zip(robot.joint_names, errors.mean(axis=0))}}
-
-
-def heatmap_loss(logits: Tensor, target: Tensor, kind: str, positive_weight: float) -> Tensor:
-    """Per-keypoint summed loss, averaged over batch and keypoints.
-
-    ``mse``: (sigmoid - target)^2 weighted by 1 + positive_weight * target, so the few pixels
-    near a keypoint are not drowned by the background. ``focal``: quality focal loss (BCE scaled
-    by |sigmoid - target|^2), which keeps the peak calibrated to the soft target.
-    """
-    logits = logits.float()
-    prob = torch.sigmoid(logits)
-    if kind == 'mse':
-        per_pixel = (1.0 + positive_weight * target) * (prob - target).square()
-    elif kind == 'focal':
-        per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction='none') \
-            * (prob - target).abs().square()
-    else:
-        raise ValueError(f'heatmap loss must be one of {HEATMAP_LOSSES}, got {kind!r}')
-    return per_pixel.sum(dim=(2, 3)).mean()
-
-
-def angle_loss(sincos: Tensor, angles: Tensor, center: Tensor) -> Tensor:
-    """Compute the wrapped angle loss 1 - cos(pred - truth).
-
-    A small pull of |(sin, cos)| to 1 is added so the raw outputs stay well conditioned for
-    ``atan2``.
-    """
-    sincos = sincos.float()
-    norm = sincos.norm(dim=-1).clamp_min(1e-6)
-    offset = angles - center
-    cos_diff = (sincos[..., 0] * torch.sin(offset) + sincos[..., 1] * torch.cos(offset)) / norm
-    return (1.0 - cos_diff).mean() + 0.01 * (norm - 1.0).square().mean()
-
-
-def wrapped_error_deg(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return np.abs(np.degrees((predicted - truth + np.pi) % (2 * np.pi) - np.pi))
-
-
-# ------------------------------------------------------------------------------ validation
-
-
-@torch.no_grad()
-def evaluate(net: PoseNet, samples: Samples, device: torch.device, batch_size: int = 64,
-             sigma: float = 2.0, heatmap_loss_kind: str = 'mse', positive_weight: float = 10.0,
-             autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Compute validation metrics: keypoint error, per-joint wrapped angle error and the losses.
-
-    The keypoint error is in input pixels, decoded exactly as the estimator does, over in-image
-    keypoints only.
-
-    ``val_angle_true_keypoints_mean_deg`` is the angle error when the angle head is given the
-    true keypoints: it separates the head's own error from that of the heatmaps feeding it.
-    """
-    was_training = net.training
-    net.eval()
-    errors, angles_pred, angles_true_kp, confidences, losses = [], [], [], [], []
-    size = samples.images.shape[1]
-    generator = torch.Generator().manual_seed(0)
-    for start in range(0, len(samples), batch_size):
-        batch = samples.take(slice(start, start + batch_size))
-        x = to_input_tensor(batch.images, device)
-        keypoints = torch.from_numpy(batch.keypoints).to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                            enabled=autocast_dtype is not None):
-            trunk = net.trunk(x)
-            logits, sincos = trunk.logits, net.angles(trunk)
-            hint = keypoint_hint(keypoints, torch.from_numpy(batch.in_image).to(device), tuple(logits.shape[2:]),
-                                 (size, size), 0.0, 1.0, generator)
-            sincos_true_kp = net.angles(trunk, hint)
-        angles_true_kp.append(net.joint_angles(sincos_true_kp.float()).cpu().numpy())
-        angles = torch.from_numpy(batch.joint_angles).to(device)
-        target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (size, size), sigma)
-        losses.append((heatmap_loss(logits, target, heatmap_loss_kind, positive_weight).item(),
-                       angle_loss(sincos, angles, net.joint_center).item(), len(batch)))
-        heatmaps = torch.sigmoid(logits.float()).cpu().numpy()
-        angles_pred.append(net.joint_angles(sincos.float()).cpu().numpy())
-        for i, maps in enumerate(heatmaps):
-            peaks, conf = decode_heatmaps(maps)
-            points = heatmap_to_input(peaks, maps.shape[1:], (size, size))
-            error = np.linalg.norm(points - batch.keypoints[i], axis=1)
-            errors.append(np.where(batch.in_image[i], error, np.nan))
-            confidences.append(conf)
-    net.train(was_training)
-    errors_px = np.stack(errors)
-    conf = np.stack(confidences)
-    predicted = np.concatenate(angles_pred)
-    angle_errors = wrapped_error_deg(predicted, samples.joint_angles)
-    valid = np.isfinite(errors_px)
-    weights = np.array([n for *_, n in losses], dtype=float)
-    return {
-        'val_images': len(samples),
-        'val_loss_heatmap': float(np.average([h for h, _, _ in losses], weights=weights)),
-        'val_loss_angle': float(np.average([a for _, a, _ in losses], weights=weights)),
-        'val_kp_median_px': float(np.nanmedian(errors_px)) if valid.any() else float('nan'),
-        'val_kp_p90_px': float(np.nanpercentile(errors_px, 90)) if valid.any() else float('nan'),
-        'val_kp_within_4px': float(np.mean(errors_px[valid] < 4.0)) if valid.any() else float('nan'),
-        'val_conf_in_image': float(conf[samples.in_image].mean()) if samples.in_image.any() else float('nan'),
-        'val_conf_out_of_image': float(conf[~samples.in_image].mean()) if (~samples.in_image).any() else float('nan'),
-        'val_angle_mean_deg': float(angle_errors.mean()) if angle_errors.size else float('nan'),
-        'val_angle_per_joint_deg': angle_errors.mean(axis=0).tolist(),
-        'val_angle_true_keypoints_mean_deg': float(wrapped_error_deg(np.concatenate(angles_true_kp),
-                                                                     samples.joint_angles).mean()),
-        '_angle_errors_deg': angle_errors,
-    }
-
-
-# -------------------------------------------------------------------------------- training
 
 
 @dataclass
@@ -504,6 +84,9 @@ class TrainSettings:
     positive_weight: float = 10.0
     angle_weight: float = 1.0
     mask_fraction: float = 0.2
+    encoder_lr_scale: float = 1.0      # the encoder's learning rate relative to ``lr`` (pretrained: < 1)
+    freeze_stages: int = 0             # encoder stem + this many stages not trained ...
+    freeze_minutes: float = 0.0        # ... during the run's first minutes
     hint_fraction: float = 0.5         # samples whose angle head sees noisy true keypoints
     hint_noise: float = 0.5            # ... with this noise, heatmap pixels
     angle_pretrain_steps: int = 12000  # synthetic keypoints -> angles steps before training (0: off)
@@ -523,24 +106,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def hardware_description(device: torch.device) -> dict[str, Any]:
-    """Describe the hardware that trained the model, for the model card."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {'device': device.type, 'cpu': cpu, 'cpu_count': os.cpu_count(),
-                            'torch_threads': torch.get_num_threads(), 'torch': torch.__version__}
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-    return info
-
-
-def robot_description(config_path: str | Path) -> tuple[dict[str, Any], RobotModel]:
+def robot_metadata(config_path: str | Path) -> tuple[dict[str, Any], RobotModel]:
     """Keypoints, joints and limits from the robot config: what the export metadata needs."""
     config = load_config(config_path)
     robot = RobotModel.from_config(config)
@@ -564,6 +130,13 @@ def joint_centres(lower: np.ndarray, upper: np.ndarray) -> list[float]:
     return np.where(finite, 0.5 * (np.where(finite, lower, 0) + np.where(finite, upper, 0)), 0.0).tolist()
 
 
+def _check_weights(weights: dict, robot: dict[str, Any], source: str) -> None:
+    for key in ('keypoint_names', 'joint_names'):
+        if list(weights['robot'][key]) != list(robot[key]):
+            raise ValueError(f"{source}: the weights' {key} {weights['robot'][key]} differ from the config's "
+                             f'{robot[key]}')
+
+
 def _check_dataset(meta: dict, robot: dict[str, Any], source: str) -> None:
     for key in ('keypoint_names', 'joint_names'):
         if key in meta and list(meta[key]) != list(robot[key]):
@@ -572,7 +145,7 @@ def _check_dataset(meta: dict, robot: dict[str, Any], source: str) -> None:
 
 
 def _learning_rate(settings: TrainSettings, step: int, elapsed: float) -> float:
-    """Linear warm-up, then a cosine over the time budget down to 1% of ``lr``."""
+    """Linear warm-up, then a cosine over the time budget down to 1% of ``lr`` (before group scales)."""
     warm = min(1.0, (step + 1) / max(1, settings.warmup_steps))
     progress = min(1.0, elapsed / max(1e-9, settings.minutes * 60.0))
     if settings.max_steps:
@@ -580,41 +153,65 @@ def _learning_rate(settings: TrainSettings, step: int, elapsed: float) -> float:
     return settings.lr * warm * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically so an interrupted save never destroys the previous checkpoint."""
-    tmp = path.with_suffix('.tmp')
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def _parameter_groups(net: PoseNet, settings: TrainSettings) -> list[dict[str, Any]]:
+    """Split the parameters: the encoder and the rest, so a pretrained encoder can learn slower than new layers."""
+    encoder = list(net.encoder.parameters())
+    ids = {id(p) for p in encoder}
+    rest = [p for p in net.parameters() if id(p) not in ids]
+    return [{'params': encoder, 'lr_scale': settings.encoder_lr_scale}, {'params': rest, 'lr_scale': 1.0}]
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location='cpu', weights_only=False)
+@dataclass
+class _Run:
+    """A run's state: what the loop changes, and with ``provenance`` everything a checkpoint records."""
+
+    out: Path
+    settings: TrainSettings
+    model_config: ModelConfig
+    net: PoseNet
+    optimizer: torch.optim.Optimizer
+    robot: dict[str, Any]
+    robot_model: RobotModel
+    metas: list[dict[str, Any]]
+    device: torch.device
+    step: int
+    images_seen: int
+    elapsed: float
+    history: list[dict[str, Any]]
+    validation: dict[str, Any]
+    provenance: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return self.settings.input_size
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.device.type == 'cuda' else None
+
+    def state(self) -> dict[str, Any]:
+        """Return the checkpoint: weights, optimiser, counters, settings and provenance (plain containers only)."""
+        mean, std = self.model_config.normalization
+        return {'model': self.net.state_dict(), 'optimizer': self.optimizer.state_dict(), 'step': self.step,
+                'images_seen': self.images_seen, 'elapsed_s': self.elapsed,
+                'model_config': self.model_config.to_dict(), 'settings': asdict(self.settings), 'robot': self.robot,
+                'input_size': [self.size, self.size], 'normalization_mean': list(mean),
+                'normalization_std': list(std), 'heatmap_stride': HEATMAP_STRIDE,
+                'datasets': [_dataset_summary(m) for m in self.metas], 'validation': self.validation,
+                'history': self.history, 'parameters': count_parameters(self.net), **self.provenance}
 
 
-def build_model(checkpoint: dict[str, Any]) -> PoseNet:
-    """Build the network of a checkpoint, weights loaded, in eval mode."""
-    net = PoseNet(ModelConfig.from_dict(checkpoint['model_config']))
-    net.load_state_dict(checkpoint['model'])
-    return net.eval()
-
-
-def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str | Path,
-          minutes: float = 100.0, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-          device: str = 'auto', resume: str | Path | None = None, input_size: int | None = None,
-          val_dirs: Sequence[str | Path] = (), width: int = 32, angle_head: str = 'keypoint',
-          command: str | None = None, progress: bool = True, **options: Any) -> TrainResult:
-    """Train (or resume) for ``minutes`` of wall-clock time in total and return the final state.
-
-    See ``TrainSettings`` for ``options``. ``input_size`` defaults to the dataset's image size. On
-    ``resume`` the network, input size and settings come from the checkpoint; only ``minutes``,
-    explicit ``options`` and an explicit ``input_size`` change them. The network is fully
-    convolutional, so a checkpoint can be fine-tuned at another input size (on data rendered at it).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch_device = resolve_device(device)
-    robot, robot_model = robot_description(config_path)
+def _start(config_path: str | Path, data_dirs: Sequence[str | Path], out: Path, minutes: float, batch_size: int,
+           lr: float, seed: int, device: torch.device, resume: str | Path | None, input_size: int | None,
+           val_dirs: Sequence[str | Path], width: int, angle_head: str, encoder: str, pretrained: bool,
+           decoder_channels: int, init_weights: str | Path | None, command: str, progress: bool,
+           options: dict[str, Any]) -> tuple[_Run, list, list]:
+    """Build the run (new, resumed from a checkpoint, or started from a weights file) and its data sources."""
+    robot, robot_model = robot_metadata(config_path)
+    if resume and init_weights:
+        raise ValueError('--resume continues a run, --init-weights starts a new one from weights: pick one')
     previous = load_checkpoint(resume) if resume else None
+    initial = load_weights(init_weights) if init_weights else None
     if previous is not None:
         settings = TrainSettings(**{**previous['settings'], 'minutes': minutes, **options})
     else:
@@ -628,217 +225,192 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
         _check_dataset(meta, robot, str(directory))
     if previous is None or input_size:
         settings.input_size = int(input_size or metas[0]['image_size'][0])
-    size = settings.input_size
-    if size % 32:
-        raise ValueError(f'input size must be a multiple of 32, got {size}')
+    if settings.input_size % 32:
+        raise ValueError(f'input size must be a multiple of 32, got {settings.input_size}')
 
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
-    if previous is not None:
-        model_config = ModelConfig.from_dict(previous['model_config'])
+    source = previous or initial
+    if source is not None:
+        model_config = ModelConfig.from_dict(source['model_config'])
     else:
+        if encoder not in ENCODERS:
+            raise ValueError(f'encoder must be one of {ENCODERS}, got {encoder!r}')
         model_config = ModelConfig(num_keypoints=len(robot['keypoint_names']),
-                                   num_joints=len(robot['joint_names']), width=width,
-                                   angle_head=angle_head,
+                                   num_joints=len(robot['joint_names']), encoder=encoder, width=width,
+                                   decoder_channels=decoder_channels, angle_head=angle_head,
                                    joint_center=joint_centres(robot_model.lower, robot_model.upper))
-    net = PoseNet(model_config)
-    pretrain: dict[str, Any] = {}
-    if previous is None and isinstance(net.angle_head, KeypointAngleHead) and settings.angle_pretrain_steps > 0:
-        pretrain_start = time.perf_counter()
-        pretrain = pretrain_angle_head(net.angle_head, robot_model, size, net.joint_center,
+    if initial is not None:
+        _check_weights(initial, robot, str(init_weights))
+        net = build_model(initial).train()
+    else:
+        net = PoseNet(model_config, pretrained=pretrained and previous is None)
+    history: list[dict[str, Any]] = list(previous.get('history', [])) if previous else []
+    elapsed = 0.0
+    if source is None and isinstance(net.angle_head, KeypointAngleHead) and settings.angle_pretrain_steps > 0:
+        started = time.perf_counter()
+        pretrain = pretrain_angle_head(net.angle_head, robot_model, settings.input_size, net.joint_center,
                                        settings.angle_pretrain_steps, settings.seed,
                                        samples=settings.angle_pretrain_samples)
-        pretrain['time_s'] = round(time.perf_counter() - pretrain_start, 1)
+        pretrain['time_s'] = elapsed = round(time.perf_counter() - started, 1)
+        history.append({'step': 0, **pretrain})
         if progress:
             print(f"angle head pre-trained on synthetic keypoints: {pretrain['angle_pretrain_mean_deg']:.1f} deg "
                   f"mean error ({pretrain['time_s']:.0f} s)")
-    net = net.to(torch_device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    step, images_seen, elapsed_before = 0, 0, 0.0
+    net = net.to(device).to(memory_format=torch.channels_last)
+    groups = _parameter_groups(net, settings)
+    if previous is not None and len(previous['optimizer']['param_groups']) == 1:   # a run from before the groups
+        groups = [{'params': [p for g in groups for p in g['params']], 'lr_scale': 1.0}]
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    step, images_seen = 0, 0
     if previous is not None:
         net.load_state_dict(previous['model'])
         optimizer.load_state_dict(previous['optimizer'])
-        step, images_seen = previous['step'], previous['images_seen']
-        elapsed_before = previous['elapsed_s']
-    autocast_dtype = torch.bfloat16 if torch_device.type == 'cuda' else None
-    if torch_device.type == 'cuda':
+        step, images_seen, elapsed = previous['step'], previous['images_seen'], previous['elapsed_s']
+    if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
+    if source is not None:
+        encoder_weights = source.get('encoder_weights')
+    else:
+        encoder_weights = 'imagenet' if pretrained and model_config.encoder != 'resnet_half' else None
+    init_record = {'path': str(init_weights), 'sha256': file_sha256(init_weights)} if initial is not None else None
+    provenance = {'data_dirs': [str(d) for d in data_dirs], 'hardware': hardware_description(device),
+                  'command': command, 'commands': (previous or {}).get('commands', []) + [command],
+                  'lineage': (source or {}).get('lineage', []), 'encoder_weights': encoder_weights,
+                  'init_weights': previous.get('init_weights') if previous is not None else init_record}
+    run = _Run(out, settings, model_config, net, optimizer, robot, robot_model, metas, device, step, images_seen,
+               elapsed, history, dict(previous.get('validation', {})) if previous else {}, provenance)
+    return run, train_sources, val_sources
 
-    val_samples = Samples.concat([resize_samples({k: load_shard(s.path)[k][s.rows] for k in _FIELDS}, size)
-                                  for s in val_sources])
-    window = max(1, settings.shuffle_window)
-    stream = iter(ShardStream(train_sources, size, settings.batch_size, settings.seed + step, window))
-    generator = torch.Generator().manual_seed(settings.seed + step)
-    hardware = hardware_description(torch_device)
-    command = command if command is not None else shlex.join(sys.argv)
-    history: list[dict[str, Any]] = list(previous.get('history', [])) if previous else []
-    if pretrain:
-        elapsed_before = pretrain['time_s']
-        history.append({'step': 0, **pretrain})
-    last_val: dict[str, Any] = dict(previous.get('validation', {})) if previous else {}
 
-    def state() -> dict[str, Any]:
-        return {'model': net.state_dict(), 'optimizer': optimizer.state_dict(), 'step': step,
-                'images_seen': images_seen, 'elapsed_s': elapsed, 'model_config': model_config.to_dict(),
-                'settings': asdict(settings), 'robot': robot, 'input_size': [size, size],
-                'normalization_mean': list(NORMALIZATION_MEAN), 'normalization_std': list(NORMALIZATION_STD),
-                'heatmap_stride': HEATMAP_STRIDE, 'datasets': [_dataset_summary(m) for m in metas],
-                'data_dirs': [str(d) for d in data_dirs], 'hardware': hardware,
-                'command': command, 'commands': (previous or {}).get('commands', []) + [command],
-                'validation': last_val, 'history': history,
-                'parameters': count_parameters(net)}
-
-    budget = settings.minutes * 60.0
-    start = time.perf_counter()
-    elapsed = elapsed_before
-    next_val = elapsed + settings.val_minutes * 60.0
-    next_checkpoint = elapsed + settings.checkpoint_minutes * 60.0
-    running: dict[str, list[float]] = {'loss': [], 'loss_heatmap': [], 'loss_angle': []}
-    log_every, run_images = 20, 0
-    from tqdm import tqdm
-    bar = tqdm(total=round(budget), initial=min(round(elapsed), round(budget)), unit='s',
-               desc='train', disable=not progress, dynamic_ncols=True, mininterval=2.0)
-    center = net.joint_center
+def _step(run: _Run, batch: Samples, generator: torch.Generator, rate: float) -> dict[str, float]:
+    """One optimiser step on a batch at learning rate ``rate``; returns its losses."""
+    settings, device, size = run.settings, run.device, run.size
+    normalization = run.model_config.normalization
+    x = random_masking(to_input_tensor(batch.images, device, normalization), settings.mask_fraction,
+                       generator, normalization)
+    keypoints = torch.from_numpy(batch.keypoints).to(device)
+    angles = torch.from_numpy(batch.joint_angles).to(device)
+    for group in run.optimizer.param_groups:
+        group['lr'] = rate * group.get('lr_scale', 1.0)
     heatmap_size = (size // HEATMAP_STRIDE, size // HEATMAP_STRIDE)
-    net.train()
-    while elapsed < budget and (settings.max_steps is None or step < settings.max_steps):
+    hint = keypoint_hint(keypoints, torch.from_numpy(batch.in_image).to(device), heatmap_size,
+                         (size, size), settings.hint_noise, settings.hint_fraction, generator)
+    with torch.autocast(device.type, dtype=run.autocast_dtype or torch.bfloat16,
+                        enabled=run.autocast_dtype is not None):
+        logits, sincos = run.net(x, hint)
+    target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (size, size), settings.sigma)
+    loss_hm = heatmap_loss(logits, target, settings.heatmap_loss, settings.positive_weight)
+    loss_angle = angle_loss(sincos, angles, run.net.joint_center)
+    loss = loss_hm + settings.angle_weight * loss_angle
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f'loss became {loss.item()} at step {run.step}')
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.step += 1
+    run.images_seen += len(batch)
+    return {'loss': loss.item(), 'loss_heatmap': loss_hm.item(), 'loss_angle': loss_angle.item()}
+
+
+def _validate(run: _Run, samples: Samples, row: dict[str, Any]) -> dict[str, Any]:
+    """Run the validation hook: metrics into the log row, bin errors and the moved sampler into files."""
+    settings = run.settings
+    metrics = validate(run.net, samples, run.device, sigma=settings.sigma, heatmap_loss_kind=settings.heatmap_loss,
+                       positive_weight=settings.positive_weight, autocast_dtype=run.autocast_dtype)
+    angle_errors = metrics.pop('_angle_errors_deg')
+    write_bin_errors(run.out, run.robot_model, samples.joint_angles, angle_errors, run.robot, run.metas)
+    run.validation = {**metrics, 'step': run.step}
+    row.update({k: v for k, v in metrics.items() if not isinstance(v, list)})
+    for name, value in zip(run.robot['joint_names'], metrics['val_angle_per_joint_deg']):
+        row[f'val_angle_deg_{name}'] = value
+    return metrics
+
+
+def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str | Path,
+          minutes: float = 100.0, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+          device: str = 'auto', resume: str | Path | None = None, input_size: int | None = None,
+          val_dirs: Sequence[str | Path] = (), width: int = 32, angle_head: str = 'keypoint',
+          encoder: str = 'efficientnet_lite0', pretrained: bool = True, decoder_channels: int = 64,
+          init_weights: str | Path | None = None, command: str | None = None, progress: bool = True,
+          **options: Any) -> TrainResult:
+    """Train (or resume) for ``minutes`` of wall-clock time in total and return the final state.
+
+    See ``TrainSettings`` for ``options``. ``input_size`` defaults to the dataset's image size. On
+    ``resume`` the network, input size and settings come from the checkpoint; only ``minutes``,
+    explicit ``options`` and an explicit ``input_size`` change them. The network is fully
+    convolutional, so a checkpoint can be fine-tuned at another input size (on data rendered at it).
+    ``init_weights`` starts a new run (new optimiser, step 0, this run's settings) from a weights
+    file that ``export`` wrote beside a shipped model, e.g. on a fresh machine. A new network
+    without it starts ``encoder`` from ImageNet when ``pretrained``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run, train_sources, val_sources = _start(
+        config_path, data_dirs, out, minutes, batch_size, lr, seed, resolve_device(device), resume, input_size,
+        val_dirs, width, angle_head, encoder, pretrained, decoder_channels, init_weights,
+        command if command is not None else shlex.join(sys.argv), progress, options)
+    settings, size = run.settings, run.size
+    val_samples = Samples.concat([resize_samples({k: load_shard(s.path)[k][s.rows] for k in FIELDS}, size)
+                                  for s in val_sources])
+    stream = iter(ShardStream(train_sources, size, settings.batch_size, settings.seed + run.step,
+                              max(1, settings.shuffle_window)))
+    generator = torch.Generator().manual_seed(settings.seed + run.step)
+    frozen = settings.freeze_stages > 0 and run.elapsed < settings.freeze_minutes * 60.0
+    if frozen:
+        run.net.freeze_encoder(settings.freeze_stages)
+
+    budget, started_at, run_images = settings.minutes * 60.0, run.elapsed, 0
+    clock = TrainingClock(run.elapsed)
+    next_val = run.elapsed + settings.val_minutes * 60.0
+    next_checkpoint = run.elapsed + settings.checkpoint_minutes * 60.0
+    running: dict[str, list[float]] = {'loss': [], 'loss_heatmap': [], 'loss_angle': []}
+    log_every = 20
+    bar = tqdm(total=round(budget), initial=min(round(run.elapsed), round(budget)), unit='s',
+               desc='train', disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    run.net.train()
+    while run.elapsed < budget and (settings.max_steps is None or run.step < settings.max_steps):
         batch = next(stream)
-        x = random_masking(to_input_tensor(batch.images, torch_device), settings.mask_fraction, generator)
-        keypoints = torch.from_numpy(batch.keypoints).to(torch_device)
-        angles = torch.from_numpy(batch.joint_angles).to(torch_device)
-        for group in optimizer.param_groups:
-            group['lr'] = _learning_rate(settings, step, elapsed)
-        hint = keypoint_hint(keypoints, torch.from_numpy(batch.in_image).to(torch_device), heatmap_size,
-                             (size, size), settings.hint_noise, settings.hint_fraction, generator)
-        with torch.autocast(torch_device.type, dtype=autocast_dtype or torch.bfloat16,
-                            enabled=autocast_dtype is not None):
-            logits, sincos = net(x, hint)
-        target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (size, size), settings.sigma)
-        loss_hm = heatmap_loss(logits, target, settings.heatmap_loss, settings.positive_weight)
-        loss_angle = angle_loss(sincos, angles, center)
-        loss = loss_hm + settings.angle_weight * loss_angle
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f'loss became {loss.item()} at step {step}')
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        images_seen += len(batch)
+        if frozen and run.elapsed >= settings.freeze_minutes * 60.0:
+            run.net.freeze_encoder(0)
+            frozen = False
+        rate = _learning_rate(settings, run.step, run.elapsed)
+        for name, value in _step(run, batch, generator, rate).items():
+            running[name].append(value)
         run_images += len(batch)
-        for name, value in (('loss', loss), ('loss_heatmap', loss_hm), ('loss_angle', loss_angle)):
-            running[name].append(value.item())
-        elapsed = elapsed_before + time.perf_counter() - start
-        bar.update(max(0, min(round(elapsed), round(budget)) - bar.n))
-        finished = elapsed >= budget or (settings.max_steps is not None and step >= settings.max_steps)
-        validate_now = elapsed >= next_val or finished
-        if step % log_every == 0 or validate_now:
-            row: dict[str, Any] = {'step': step, 'time_s': round(elapsed, 1), 'images': images_seen,
-                                   'lr': optimizer.param_groups[0]['lr'],
-                                   **{k: float(np.mean(v)) for k, v in running.items() if v}}
+        run.elapsed = clock.tick()
+        bar.update(max(0, min(round(run.elapsed), round(budget)) - bar.n))
+        finished = run.elapsed >= budget or (settings.max_steps is not None and run.step >= settings.max_steps)
+        validate_now = run.elapsed >= next_val or finished
+        if run.step % log_every == 0 or validate_now:
+            row: dict[str, Any] = {'step': run.step, 'time_s': round(run.elapsed, 1), 'images': run.images_seen,
+                                   'lr': rate, **{k: float(np.mean(v)) for k, v in running.items() if v}}
             running = {k: [] for k in running}
             if validate_now:
-                metrics = evaluate(net, val_samples, torch_device, sigma=settings.sigma,
-                                   heatmap_loss_kind=settings.heatmap_loss,
-                                   positive_weight=settings.positive_weight, autocast_dtype=autocast_dtype)
-                angle_errors = metrics.pop('_angle_errors_deg')
-                write_bin_errors(out, robot_model, val_samples.joint_angles, angle_errors, robot, metas)
-                last_val = {**metrics, 'step': step}
-                row.update({k: v for k, v in metrics.items() if not isinstance(v, list)})
-                for name, value in zip(robot['joint_names'], metrics['val_angle_per_joint_deg']):
-                    row[f'val_angle_deg_{name}'] = value
-                next_val = elapsed + settings.val_minutes * 60.0
+                metrics = _validate(run, val_samples, row)
+                next_val = run.elapsed + settings.val_minutes * 60.0
                 bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}",
                                 kp_px=f"{metrics['val_kp_median_px']:.2f}",
                                 ang=f"{metrics['val_angle_mean_deg']:.1f}",
-                                ips=f'{run_images / max(1e-9, elapsed - elapsed_before):.0f}')
-            history.append(row)
-            write_log(out, history)
-        if elapsed >= next_checkpoint and not finished:
-            _save_checkpoint(out / CHECKPOINT_NAME, state())
-            next_checkpoint = elapsed + settings.checkpoint_minutes * 60.0
+                                ips=f'{run_images / max(1e-9, run.elapsed - started_at):.0f}')
+            run.history.append(row)
+            write_log(out, run.history)
+        if run.elapsed >= next_checkpoint and not finished:
+            save_checkpoint(out / CHECKPOINT_NAME, run.state())
+            next_checkpoint = run.elapsed + settings.checkpoint_minutes * 60.0
+        run.elapsed = clock.tick(work=True)      # validation and checkpoints count in full, never as a pause
     bar.close()
-    _save_checkpoint(out / CHECKPOINT_NAME, state())
-    write_log(out, history)
-    plot_curves(out, history)
-    run_time = max(1e-9, elapsed - elapsed_before)
-    return TrainResult(out, out / CHECKPOINT_NAME, step, images_seen, elapsed, run_images / run_time,
-                       last_val)
+    save_checkpoint(out / CHECKPOINT_NAME, run.state())
+    write_log(out, run.history)
+    plot_curves(out, run.history)
+    run_time = max(1e-9, run.elapsed - started_at)
+    return TrainResult(out, out / CHECKPOINT_NAME, run.step, run.images_seen, run.elapsed, run_images / run_time,
+                       run.validation)
 
 
 def _dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
     """Pick the parts of a dataset's meta.json that belong in the model card (not the shard list)."""
     return {k: v for k, v in meta.items() if k != 'shards'}
-
-
-# ---------------------------------------------------------------------------------- outputs
-
-
-def write_bin_errors(out: Path, robot_model: RobotModel, angles: np.ndarray, errors_deg: np.ndarray,
-                     robot: dict[str, Any], metas: Sequence[dict[str, Any]]) -> None:
-    """Write ``bin_errors.json`` and ``sampler.json`` (for ``render --sampler``).
-
-    ``bin_errors.json`` holds the mean angle error per joint and bin; ``sampler.json`` is the render
-    sampler moved toward those bins. It starts from the sampler that rendered the data (dataset
-    meta ``sampler``), else from a uniform one over the joint limits.
-    """
-    sampler = None
-    for meta in metas:
-        if meta.get('sampler'):
-            sampler = AdaptiveJointSampler.from_dict(meta['sampler'])
-            break
-    if sampler is None or sampler.num_joints != len(robot['joint_names']):
-        sampler = AdaptiveJointSampler.for_robot(robot_model)
-    per_bin = sampler.per_bin_error(angles, errors_deg)
-    edges = [np.linspace(lo, hi, sampler.bins + 1).tolist() for lo, hi in zip(sampler.lower, sampler.upper)]
-    report = {'joint_names': robot['joint_names'], 'bins': sampler.bins, 'bin_edges_rad': edges,
-              'mean_error_deg': [[None if not np.isfinite(v) else float(v) for v in row] for row in per_bin],
-              'samples': len(angles)}
-    (out / 'bin_errors.json').write_text(json.dumps(report, indent=1) + '\n')
-    sampler.update(per_bin)
-    sampler.save(out / 'sampler.json')
-
-
-def write_log(out: Path, history: list[dict[str, Any]]) -> None:
-    """``log.csv``: one row per logging interval; validation columns are empty between validations."""
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    with open(out / 'log.csv', 'w', newline='') as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
-    """``curves.png``: training losses, validation keypoint error and joint-angle error."""
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    train_rows = [r for r in history if 'loss' in r]
-    val_rows = [r for r in history if 'val_kp_median_px' in r]
-    for name in ('loss', 'loss_heatmap', 'loss_angle'):
-        axes[0].plot([r['step'] for r in train_rows], [r[name] for r in train_rows], label=name)
-    axes[0].set(title='training loss', xlabel='step', yscale='log')
-    axes[0].legend()
-    axes[1].plot([r['step'] for r in val_rows], [r['val_kp_median_px'] for r in val_rows], 'o-', label='median')
-    axes[1].plot([r['step'] for r in val_rows], [r['val_kp_p90_px'] for r in val_rows], 's--', label='90th pct')
-    axes[1].set(title='validation keypoint error (input px)', xlabel='step', yscale='log')
-    axes[1].legend()
-    axes[2].plot([r['step'] for r in val_rows], [r['val_angle_mean_deg'] for r in val_rows], 'o-', color='k',
-                 label='mean')
-    for name in sorted({k for r in val_rows for k in r if k.startswith('val_angle_deg_')}):
-        axes[2].plot([r['step'] for r in val_rows], [r.get(name, np.nan) for r in val_rows], lw=0.8,
-                     label=name.removeprefix('val_angle_deg_'))
-    axes[2].set(title='validation joint-angle error (deg)', xlabel='step')
-    axes[2].legend(fontsize=7)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / 'curves.png', dpi=100)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------- CLI
@@ -847,7 +419,7 @@ def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
 # Options of ``train`` that ``run_train`` forwards only when given, so that ``--resume`` keeps the
 # checkpoint's values for everything not on the command line.
 _OPTIONS = ('sigma', 'heatmap_loss', 'angle_weight', 'mask_fraction', 'val_minutes', 'checkpoint_minutes',
-            'max_steps', 'angle_pretrain_steps')
+            'max_steps', 'angle_pretrain_steps', 'encoder_lr_scale', 'freeze_stages', 'freeze_minutes')
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -868,8 +440,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--input-size', type=int,
                         help='network input side (default: the dataset image size, or with --resume the '
                              "checkpoint's; a new size there fine-tunes at that resolution)")
-    parser.add_argument('--width', type=int, default=32, help='encoder base width (32 = half ResNet-18)')
+    parser.add_argument('--init-weights', metavar='PT',
+                        help='start a new run from a weights file that export wrote beside a model (e.g. '
+                             'models/panda.weights.pt): continue training on a fresh machine; the optimiser restarts')
+    parser.add_argument('--encoder', choices=ENCODERS, default='efficientnet_lite0',
+                        help='efficientnet_lite0: ImageNet-pretrained (transfers to real images); '
+                             'resnet_half: a half-width ResNet-18 from scratch')
+    parser.add_argument('--no-pretrained', action='store_true', help='start efficientnet_lite0 from random weights')
+    parser.add_argument('--width', type=int, default=32, help='resnet_half base width (32 = half ResNet-18)')
+    parser.add_argument('--decoder-channels', type=int, default=64, help='channels of the FPN decoder')
     parser.add_argument('--angle-head', choices=('keypoint', 'global'), default='keypoint')
+    parser.add_argument('--encoder-lr-scale', type=float,
+                        help=f"the encoder's learning rate relative to --lr (default {d.encoder_lr_scale})")
+    parser.add_argument('--freeze-stages', type=int,
+                        help='do not train the encoder stem and its first N stages (1-4) ... '
+                             f'(default {d.freeze_stages}; 1 trains efficientnet_lite0 about 1.7x faster at 192)')
+    parser.add_argument('--freeze-minutes', type=float,
+                        help=f'... during the first M minutes of the run (default {d.freeze_minutes})')
     parser.add_argument('--sigma', type=float, help=f'heatmap sigma in heatmap pixels (default {d.sigma})')
     parser.add_argument('--heatmap-loss', choices=HEATMAP_LOSSES, help=f'default {d.heatmap_loss}')
     parser.add_argument('--angle-weight', type=float, help=f'default {d.angle_weight}')
@@ -895,7 +482,9 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(args.config, args.data, args.out, minutes=args.minutes, batch_size=args.batch_size,
                    lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
                    input_size=args.input_size, val_dirs=args.val_data, width=args.width,
-                   angle_head=args.angle_head, progress=not args.no_progress, **options)
+                   angle_head=args.angle_head, encoder=args.encoder, pretrained=not args.no_pretrained,
+                   decoder_channels=args.decoder_channels, init_weights=args.init_weights,
+                   progress=not args.no_progress, **options)
     val = result.validation
     print(f'{result.steps} steps, {result.images_seen} images, {result.elapsed_s / 60:.1f} min, '
           f'{result.images_per_s:.1f} images/s; validation: keypoints median '

@@ -54,6 +54,23 @@ class Randomization:
     max_blur_sigma: float = 1.5         # px
     jpeg_prob: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
+    # Sim-to-real (docs/sim_to_real.md). Their field defaults are neutral, so renders that name
+    # only the settings above (make-bag's evaluation look) come out bit-identical; ``default()``
+    # turns them on for training.
+    robot_recolor_prob: float = 1.0     # per image: whether the link colour and texture draws above apply at all
+    photo_background_prob: float = 0.0  # with photo folders: a photo crop instead of a procedural background
+    floor_prob: float = 0.0             # a floor or table top under the base, drawn in 3D with a texture
+    max_objects: int = 0                # 3D boxes, cylinders and spheres near the robot (they may occlude it)
+    shadow_prob: float = 0.0            # TinyRenderer's shadow map from the light
+    exposure_ev: float = 0.0            # exposure offset, uniform in +-ev stops
+    white_balance: float = 0.0          # red and blue gains, uniform in 1 +- this
+    vignetting: float = 0.0             # corners darkened by up to this fraction
+    shot_noise: float = 0.0             # brightness-dependent noise: variance up to this times the intensity
+    motion_blur_prob: float = 0.0
+    max_motion_blur_px: float = 9.0     # length of a straight motion streak
+    defocus_prob: float = 0.0
+    max_defocus_px: float = 2.5         # radius of the defocus disc
+    edge_softness: float = 0.0          # alpha sigma (px) at the scene's silhouette (TinyRenderer has no antialiasing)
 
     @classmethod
     def none(cls) -> Randomization:
@@ -64,8 +81,10 @@ class Randomization:
 
     @classmethod
     def default(cls) -> Randomization:
-        """Return the training distribution."""
-        return cls()
+        """Return the training distribution: the robot's own colours most of the time, a real camera's flaws."""
+        return cls(robot_recolor_prob=0.3, photo_background_prob=0.75, floor_prob=0.5,
+                   max_objects=4, shadow_prob=0.3, exposure_ev=1.0, white_balance=0.15, vignetting=0.4,
+                   shot_noise=0.02, motion_blur_prob=0.15, defocus_prob=0.15, edge_softness=0.6)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (for meta.json)."""
@@ -170,14 +189,6 @@ def random_shape_mask(rng: np.random.Generator, h: int, w: int, centre: np.ndarr
     return mask.astype(bool)
 
 
-def background_image(rng: np.random.Generator, h: int, w: int, distractors: int) -> np.ndarray:
-    """Draw a (h, w, 3) float32 background: a procedural texture with ``distractors`` shapes on it."""
-    image = procedural_texture(rng, h, w)
-    for _ in range(distractors):
-        paint(image, random_shape_mask(rng, h, w), rng)
-    return image
-
-
 # --- occluders ---------------------------------------------------------------------------------
 
 def occluder_mask(rng: np.random.Generator, robot: np.ndarray, fraction: float,
@@ -237,9 +248,34 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> 
 
 
 def sensor_effects(image: np.ndarray, rng: np.random.Generator, settings: Randomization) -> np.ndarray:
-    """Blur, Gaussian noise and JPEG re-encoding, in a camera's order; float [0,1] in, uint8 out."""
+    """Apply a camera's image formation to a float [0, 1] RGB render, in its order; uint8 out.
+
+    Exposure and white balance act on linear light, then the lens (vignetting, defocus or motion
+    blur, Gaussian blur), then the sensor (brightness-dependent shot noise plus read noise), then
+    the encoder (JPEG). Effects whose settings are neutral draw nothing from ``rng``.
+    """
+    if settings.exposure_ev > 0 or settings.white_balance > 0:
+        linear = np.power(np.clip(image, 0.0, 1.0), 2.2)
+        gain = np.ones(3, dtype=np.float32)
+        if settings.exposure_ev > 0:
+            gain *= np.float32(2.0 ** rng.uniform(-settings.exposure_ev, settings.exposure_ev))
+        if settings.white_balance > 0:
+            balance = settings.white_balance
+            gain[[0, 2]] *= rng.uniform(1.0 - balance, 1.0 + balance, 2).astype(np.float32)
+        image = np.power(np.clip(linear * gain, 0.0, 1.0), 1.0 / 2.2).astype(np.float32)
+    if settings.vignetting > 0:
+        strength = float(rng.uniform(0.0, settings.vignetting))
+        image = image * _vignette(image.shape[0], image.shape[1], strength)[..., None]
+    if settings.defocus_prob > 0 and rng.random() < settings.defocus_prob:
+        image = cv2.filter2D(image, -1, _disc_kernel(rng.uniform(1.0, settings.max_defocus_px)))
+    if settings.motion_blur_prob > 0 and rng.random() < settings.motion_blur_prob:
+        image = cv2.filter2D(image, -1, _streak_kernel(rng.uniform(2.0, settings.max_motion_blur_px),
+                                                       rng.uniform(0.0, np.pi)))
     if rng.random() < settings.blur_prob:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, settings.max_blur_sigma))
+    if settings.shot_noise > 0:
+        variance = np.float32(rng.uniform(0.0, settings.shot_noise) / 100.0) * np.clip(image, 0.0, 1.0)
+        image = image + np.sqrt(variance) * rng.standard_normal(size=image.shape, dtype=np.float32)
     if rng.random() < settings.noise_prob:
         std = rng.uniform(0.0, settings.max_noise_std)
         image = image + np.float32(std) * rng.standard_normal(size=image.shape, dtype=np.float32)
@@ -250,3 +286,30 @@ def sensor_effects(image: np.ndarray, rng: np.random.Generator, settings: Random
         if ok:
             out = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return out
+
+
+def _vignette(h: int, w: int, strength: float) -> np.ndarray:
+    """Gain (h, w): 1 at the centre, 1 - strength in the corners, falling off as r^2 (cos^4-like)."""
+    x, y = _pixel_grid(h, w)
+    r2 = ((x - (w - 1) / 2.0) ** 2 + (y - (h - 1) / 2.0) ** 2) / (((w - 1) / 2.0) ** 2 + ((h - 1) / 2.0) ** 2)
+    return (1.0 - strength * r2).astype(np.float32)
+
+
+def _disc_kernel(radius: float) -> np.ndarray:
+    """Normalised defocus disc of ``radius`` pixels (antialiased edge)."""
+    size = 2 * int(np.ceil(radius)) + 1
+    x, y = _pixel_grid(size, size)
+    distance = np.hypot(x - size // 2, y - size // 2)
+    kernel = np.clip(radius + 0.5 - distance, 0.0, 1.0).astype(np.float32)
+    return kernel / kernel.sum()
+
+
+def _streak_kernel(length: float, angle: float) -> np.ndarray:
+    """Normalised straight motion streak of ``length`` pixels at ``angle``."""
+    size = 2 * int(np.ceil(length / 2.0)) + 1
+    kernel = np.zeros((size, size), dtype=np.float32)
+    half = np.array([np.cos(angle), np.sin(angle)]) * length / 2.0
+    centre = np.array([size // 2, size // 2], dtype=float)
+    start, end = (tuple(np.round((centre + sign * half) * 16).astype(int)) for sign in (-1.0, 1.0))
+    cv2.line(kernel, start, end, 1.0, 1, cv2.LINE_AA, shift=4)
+    return kernel / max(float(kernel.sum()), 1e-6)

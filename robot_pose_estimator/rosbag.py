@@ -22,19 +22,20 @@ the image by header stamp. :class:`BagWriter` writes such bags (``make-bag``, te
 """
 from __future__ import annotations
 
+import argparse
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import cv2
 import numpy as np
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb
-from robot_pose_estimator.core.transforms import (
-    invert_transform, make_transform, matrix_from_quaternion, quaternion_from_matrix
+from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb, rgb_to_compressed_bytes, rgb_to_pixels
+from robot_pose_estimator.core.messages import (  # noqa: F401 (stamp_to_ns and transform_to_matrix re-exported)
+    camera_info_to_model, matrix_to_transform_fields, ns_to_stamp_fields, stamp_to_ns, transform_to_matrix
 )
+from robot_pose_estimator.core.transforms import invert_transform
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 
@@ -60,15 +61,10 @@ class BagError(ValueError):
 
 # --- time ---------------------------------------------------------------------------------------
 
-def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds (exact, unlike float seconds)."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def ns_to_time(ns: int) -> Any:
     """Integer nanoseconds -> builtin_interfaces/Time."""
-    return TYPESTORE.types['builtin_interfaces/msg/Time'](
-        sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+    sec, nanosec = ns_to_stamp_fields(ns)
+    return TYPESTORE.types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec)
 
 
 def header(stamp_ns: int, frame_id: str) -> Any:
@@ -79,28 +75,16 @@ def header(stamp_ns: int, frame_id: str) -> Any:
 
 def rgb_to_compressed(rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: int = 90) -> Any:
     """RGB uint8 -> sensor_msgs/CompressedImage (JPEG)."""
-    ok, buffer = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                              [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise BagError('JPEG encoding failed')
-    return TYPESTORE.types[COMPRESSED_IMAGE](header=header(stamp_ns, frame_id), format='jpeg',
-                                             data=buffer.ravel())
+    data = np.frombuffer(rgb_to_compressed_bytes(rgb, 'jpeg', quality), dtype=np.uint8)
+    return TYPESTORE.types[COMPRESSED_IMAGE](header=header(stamp_ns, frame_id), format='jpeg', data=data)
 
 
 def rgb_to_image(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = 'rgb8') -> Any:
-    """RGB uint8 -> sensor_msgs/Image in rgb8, bgr8 or mono8."""
-    converted = {'rgb8': lambda a: a, 'bgr8': lambda a: cv2.cvtColor(a, cv2.COLOR_RGB2BGR),
-                 'mono8': lambda a: cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)}[encoding](rgb)
-    height, width = rgb.shape[:2]
-    return TYPESTORE.types[IMAGE](header=header(stamp_ns, frame_id), height=height, width=width,
-                                  encoding=encoding, is_bigendian=0,
-                                  step=converted.size // height, data=np.ascontiguousarray(converted).ravel())
-
-
-def camera_info_to_model(msg: Any) -> CameraModel:
-    """sensor_msgs/CameraInfo -> CameraModel (raw, distorted images: K and D)."""
-    return CameraModel(np.asarray(msg.k, dtype=np.float64), np.asarray(msg.d, dtype=np.float64),
-                       msg.distortion_model, width=int(msg.width), height=int(msg.height))
+    """RGB uint8 -> sensor_msgs/Image in any encoding ``core.images`` writes."""
+    pixels = rgb_to_pixels(rgb, encoding)
+    return TYPESTORE.types[IMAGE](header=header(stamp_ns, frame_id), height=pixels.height, width=pixels.width,
+                                  encoding=pixels.encoding, is_bigendian=0, step=pixels.step,
+                                  data=np.frombuffer(pixels.data, dtype=np.uint8))
 
 
 def camera_info_msg(camera: CameraModel, stamp_ns: int, frame_id: str) -> Any:
@@ -125,20 +109,13 @@ def joint_state_msg(names: Sequence[str], positions: np.ndarray, stamp_ns: int) 
 def tf_msg(T_parent_child: np.ndarray, parent: str, child: str, stamp_ns: int) -> Any:
     """Build a TFMessage with one transform parent -> child (T maps child points into parent)."""
     types = TYPESTORE.types
-    x, y, z = (float(v) for v in T_parent_child[:3, 3])
-    qx, qy, qz, qw = (float(v) for v in quaternion_from_matrix(T_parent_child[:3, :3]))
+    (x, y, z), (qx, qy, qz, qw) = matrix_to_transform_fields(T_parent_child)
     transform = types['geometry_msgs/msg/TransformStamped'](
         header=header(stamp_ns, parent), child_frame_id=child,
         transform=types['geometry_msgs/msg/Transform'](
             translation=types['geometry_msgs/msg/Vector3'](x=x, y=y, z=z),
             rotation=types['geometry_msgs/msg/Quaternion'](x=qx, y=qy, z=qz, w=qw)))
     return types[TF_MESSAGE](transforms=[transform])
-
-
-def transform_to_matrix(transform: Any) -> np.ndarray:
-    """geometry_msgs/Transform -> 4x4."""
-    t, q = transform.translation, transform.rotation
-    return make_transform(matrix_from_quaternion(np.array([q.x, q.y, q.z, q.w])), [t.x, t.y, t.z])
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -250,11 +227,14 @@ class BagReader:
     ``base_frame`` is the robot's root link (the TF child); ``joint_names`` orders the ground-truth
     joint positions. Ground truth is matched to an image by header stamp within
     ``stamp_tolerance_s``; CameraInfo by the nearest stamp (calibrations rarely change).
+    ``rectified`` images (image_rect) are described by CameraInfo P, as the node reads them.
     """
 
     def __init__(self, path: str | Path, topics: BagTopics = DEFAULT_TOPICS, base_frame: str | None = None,
-                 joint_names: Sequence[str] | None = None, stamp_tolerance_s: float = 1e-3) -> None:
+                 joint_names: Sequence[str] | None = None, stamp_tolerance_s: float = 1e-3,
+                 rectified: bool = False) -> None:
         self.path = Path(path)
+        self.rectified = rectified
         self.topics = topics
         self.base_frame = base_frame
         self.joint_names = list(joint_names) if joint_names is not None else None
@@ -341,7 +321,7 @@ class BagReader:
         msg = self._camera_infos.nearest(stamp_ns, None)
         key = id(msg)
         if key not in self._camera_cache:
-            self._camera_cache[key] = camera_info_to_model(msg)
+            self._camera_cache[key] = camera_info_to_model(msg, rectified=self.rectified)
         return self._camera_cache[key]
 
     def joint_positions_at(self, stamp_ns: int) -> np.ndarray | None:
@@ -405,3 +385,23 @@ class BagReader:
         connections = [c for c in self._reader.connections if c.topic in set(topics)]
         for connection, log_time, raw in self._reader.messages(connections=connections):
             yield connection.topic, connection.msgtype, int(log_time), bytes(raw)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
+    """Topic overrides shared by evaluate, play and demo."""
+    parser.add_argument('--image-topic', default=None,
+                        help='image topic (Image or CompressedImage); default: the only one in the bag')
+    parser.add_argument('--camera-info-topic', default=None,
+                        help='CameraInfo topic; default: the only one in the bag')
+    parser.add_argument('--gt-joint-states-topic', default=BagTopics.joint_states,
+                        help='ground-truth JointState topic')
+    parser.add_argument('--gt-tf-topic', default=BagTopics.tf,
+                        help='ground-truth TFMessage topic (camera optical frame -> robot base)')
+
+
+def topics_from_args(args: argparse.Namespace) -> BagTopics:
+    """Return the ``BagTopics`` that ``add_topic_arguments``' options name."""
+    return BagTopics(image=args.image_topic, camera_info=args.camera_info_topic,
+                     joint_states=args.gt_joint_states_topic, tf=args.gt_tf_topic)

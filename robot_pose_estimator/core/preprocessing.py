@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from robot_pose_estimator.core.heatmaps import apply_crop, CropTransform, heatmap_to_input
-from robot_pose_estimator.inference.base import ModelMetadata
+from robot_pose_estimator.core.model import ModelMetadata
 
 
 def preprocess(image_rgb: np.ndarray, transform: CropTransform, metadata: ModelMetadata) -> np.ndarray:

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-
 from robot_pose_estimator.core.robot_model import KeypointSpec
 from robot_pose_estimator.core.types import Estimate
 

@@ -12,7 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The backend protocol and the model metadata contract shared by export and inference.
+"""The model contract: the backend protocol the estimator calls and the metadata every model carries.
+
+It lives in ``core`` so that the estimator depends on a protocol, not on a backend: ``inference``
+implements it (ONNX Runtime, TensorRT), ``training.export`` writes models that follow it.
 
 Contract (the training/export side writes exactly this):
 
@@ -34,6 +37,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 FORMAT_VERSION = '1'
+#: (mean, std) per RGB channel of ``pixel / 255``: the input is ``(pixel / 255 - mean) / std``.
+Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
+#: The two input normalisations in use. Models carry theirs in ``metadata_props``; these are what
+#: training writes there, per encoder (ImageNet statistics; EfficientNet-Lite's (pixel - 127) / 128).
+IMAGENET_NORMALIZATION: Normalization = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+EFFICIENTNET_LITE_NORMALIZATION: Normalization = ((127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3)
 INPUT_NAME = 'image'
 HEATMAPS_NAME = 'heatmaps'
 JOINT_ANGLES_NAME = 'joint_angles'

@@ -35,7 +35,12 @@ import threading
 import time
 from typing import Any
 
-from robot_pose_estimator.evaluation.bag import BagReader, BagTopics, DEFAULT_TOPICS, stamp_to_ns, TYPESTORE
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from robot_pose_estimator.rosbag import (
+    add_topic_arguments, BagReader, BagTopics, DEFAULT_TOPICS, stamp_to_ns, topics_from_args, TYPESTORE
+)
 from tqdm import tqdm
 
 QOS_CHOICES = ('reliable', 'best_effort')
@@ -112,10 +117,6 @@ def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 
     ``context``: an initialised ``rclpy.Context`` to publish in (e.g. the caller's, with its
     domain id); by default the player opens and closes its own.
     """
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     if rate <= 0:
         raise ValueError(f'rate must be > 0, got {rate}')
     reliability = ReliabilityPolicy.RELIABLE if qos == 'reliable' else ReliabilityPolicy.BEST_EFFORT
@@ -174,8 +175,6 @@ def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 
 
 
 def add_play_arguments(parser: argparse.ArgumentParser) -> None:
-    from robot_pose_estimator.evaluation.evaluate import add_topic_arguments
-
     parser.add_argument('--bag', required=True, type=Path, help='rosbag2 directory or .mcap/.db3 file')
     parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor of the recorded rate')
     parser.add_argument('--wait-for', default=None, metavar='TOPIC',
@@ -191,8 +190,6 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_play(args: argparse.Namespace) -> int:
-    from robot_pose_estimator.evaluation.evaluate import topics_from_args
-
     try:
         stats = play_bag(args.bag, topics_from_args(args), rate=args.rate, wait_for=args.wait_for,
                          wait_timeout=args.wait_timeout, qos=args.qos, image_out=args.image_out,

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ONNX -> TensorRT 10 engine, built on the target GPU and cached next to the ONNX file.
+"""ONNX -> TensorRT 10 engine, built on the target GPU and cached next to the ONNX file (``build-engine``).
 
 The engine is named by ``inference.tensorrt_backend.engine_path_for`` (GPU model and TensorRT
 version in the name, so a cache never serves the wrong GPU) and gets the JSON metadata sidecar
@@ -25,7 +25,7 @@ import json
 import logging
 from pathlib import Path
 
-from robot_pose_estimator.inference.base import INPUT_NAME
+from robot_pose_estimator.core.model import INPUT_NAME
 from robot_pose_estimator.inference.tensorrt_backend import (
     current_gpu_name, engine_path_for, import_tensorrt, read_onnx_metadata, sidecar_path, TensorRTUnavailable
 )
@@ -33,8 +33,8 @@ from robot_pose_estimator.inference.tensorrt_backend import (
 LOGGER = logging.getLogger(__name__)
 
 
-def build_engine(onnx_path: str | Path, fp16: bool = True, workspace_gb: float = 2.0,
-                 output: str | Path | None = None, max_batch: int = 8) -> Path:
+def build_engine(onnx_path: str | Path, output: str | Path | None = None, fp16: bool = True,
+                 workspace_gb: float = 2.0, max_batch: int = 8) -> Path:
     """Build and serialise an engine for this machine's GPU; return its path.
 
     A dynamic-batch ONNX gets one optimisation profile for batch 1 (optimal) to ``max_batch``.

@@ -45,14 +45,26 @@ import threading
 import time
 from typing import Any
 
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from robot_pose_estimator.config import default_config_path, DEFAULT_NODE_NAME, load_config, resolve_path
 from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.messages import stamp_to_ns, transform_to_matrix
 from robot_pose_estimator.evaluation import metrics
-from robot_pose_estimator.evaluation.bag import (
-    BagReader, BagTopics, COMPRESSED_IMAGE, DEFAULT_TOPICS, stamp_to_ns, transform_to_matrix, TYPESTORE
+from robot_pose_estimator.evaluation.evaluate import headline
+from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecord, Scorer
+from robot_pose_estimator.evaluation.report import write_outputs
+from robot_pose_estimator.ros.play import play_bag
+from robot_pose_estimator.rosbag import (
+    add_topic_arguments, BagReader, BagTopics, COMPRESSED_IMAGE, DEFAULT_TOPICS, topics_from_args, TYPESTORE
 )
-from robot_pose_estimator.evaluation.evaluate import EvaluationResult, FrameRecord, headline, Scorer
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+from tf2_msgs.msg import TFMessage
 
 DEFAULT_BAG = 'test/data/demo_panda'
 DEFAULT_OUT = Path('out/demo')
@@ -158,13 +170,6 @@ class Recorder:
     """
 
     def __init__(self, domain_id: int, image_topic: str, compressed: bool, camera_info_topic: str) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from rclpy.signals import SignalHandlerOptions
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
-        from tf2_msgs.msg import TFMessage
 
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context, domain_id=domain_id,
@@ -226,7 +231,6 @@ class Recorder:
                     self.outputs.diagnostics_time = now
 
     def _relay(self, stamp_ns: int) -> None:
-        from builtin_interfaces.msg import Time
 
         msg = self._joint_state()
         msg.header.stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
@@ -286,7 +290,6 @@ class Recorder:
             return len(self.outputs.joint_states)
 
     def close(self) -> None:
-        import rclpy
 
         self._stop.set()
         self._watchdog.join(timeout=5.0)
@@ -391,9 +394,6 @@ def run_demo_bag(bag: str | Path | None = None, config_path: str | Path | None =
     (``-p name:=value``). Raises :class:`DemoError` on a missing model or bag, or a node that
     does not start.
     """
-    from robot_pose_estimator.evaluation.play import play_bag
-    from robot_pose_estimator.evaluation.report import write_outputs
-
     config_path = Path(config_path) if config_path is not None else default_config_path()
     config = load_config(config_path, **({'mode': mode} if mode else {}))
     model = Path(model_path).resolve() if model_path is not None else Path(config.model_path)
@@ -498,8 +498,6 @@ def _parameter(text: str) -> tuple[str, str]:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from robot_pose_estimator.evaluation.evaluate import add_topic_arguments
-
     parser.add_argument('--bag', type=Path, default=None,
                         help=f'rosbag2 to replay (default: the bundled {DEFAULT_BAG})')
     parser.add_argument('--config', type=Path, default=None, help='node params YAML (default: config/panda.yaml)')
@@ -519,8 +517,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from robot_pose_estimator.evaluation.evaluate import topics_from_args
-
     started = time.monotonic()
     try:
         result = run_demo_bag(args.bag, args.config, args.model, args.mode, args.out, args.rate,

@@ -1,0 +1,108 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The node's ROS parameters, declared from the settings dataclasses and read back into them.
+
+Every public field of ``core.settings.EstimatorSettings`` and of ``NodeSettings`` below becomes
+one parameter with the field's default, description, range and read-only flag (``ros2 param
+describe``). The values are turned into settings by ``config.settings_from_parameters``, the
+function ``load_config`` uses, so the node and the offline tools run the same estimator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from robot_pose_estimator.config import settings_from_parameters
+from robot_pose_estimator.core.settings import check, EstimatorSettings, parameters, setting, Spec
+
+RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The node's own parameters: frames, topics, QoS, rate (the estimator's are EstimatorSettings)."""
+
+    base_frame: str = setting('', 'TF child frame (before tf_child_prefix); empty: the URDF root link')
+    camera_frame: str = setting('', "TF parent frame; empty: the image's header.frame_id")
+    tf_child_prefix: str = setting('estimated/', 'prefix of the TF child frame, e.g. estimated/')
+    publish_tf: bool = setting(True, 'publish the camera -> base transform on /tf')
+    publish_inverse_tf: bool = setting(False, 'publish base -> camera instead of camera -> base')
+    input_compressed: bool = setting(False, 'subscribe to sensor_msgs/CompressedImage on image/compressed '
+                                     'instead of sensor_msgs/Image on image')
+    image_reliability: str = setting('auto', 'image subscription reliability: auto (follow the publisher) | '
+                                     'reliable | best_effort', choices=RELIABILITY_CHOICES)
+    image_rectified: bool = setting(False, 'the images are rectified (image_rect): use CameraInfo P, no '
+                                    'distortion')
+    max_rate: float = setting(0.0, 'process at most this many frames per second, always the newest (0: as fast '
+                              'as possible)', low=0.0, high=1000.0)
+    camera_info_max_age: float = setting(1.0, 'warn when the cached camera_info is this many seconds older than '
+                                         'the image', low=0.0, high=1.0e6)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+#: robot.* parameters: (type, description).
+ROBOT_PARAMETERS: dict[str, tuple[Parameter.Type, str]] = {
+    'keypoint_names': (Parameter.Type.STRING_ARRAY, 'keypoint names, in the network output order'),
+    'keypoint_links': (Parameter.Type.STRING_ARRAY, 'URDF link of each keypoint'),
+    'keypoint_offsets': (Parameter.Type.DOUBLE_ARRAY, 'x, y, z offset of each keypoint in its link frame, '
+                         'metres (flattened)'),
+    'metric_keypoints': (Parameter.Type.STRING_ARRAY, 'keypoints the ADD metric uses'),
+    'joint_names': (Parameter.Type.STRING_ARRAY, 'joints the network predicts, URDF names in order'),
+    'visual_urdf': (Parameter.Type.STRING, 'URDF with the detailed meshes the renderers draw (training and '
+                    'benchmarks; the node does not use it)'),
+}
+
+
+def descriptor(spec: Spec, **kwargs: Any) -> ParameterDescriptor:
+    """Build the ROS descriptor of a setting: description, range, allowed strings, read-only unless runtime."""
+    text = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices else '')
+    result = ParameterDescriptor(description=text, read_only=not spec.runtime, **kwargs)
+    if spec.choices:
+        result.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if spec.low is not None and spec.high is not None and spec.off is None:
+        if isinstance(spec.low, int) and isinstance(spec.high, int) and not isinstance(spec.low, bool):
+            result.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high))]
+        else:
+            result.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                              to_value=float(spec.high))]
+    elif spec.off is not None:   # 0 (off) or [low, high]: the range cannot say it, the check below does
+        result.floating_point_range = [FloatingPointRange(from_value=min(float(spec.off), float(spec.low)),
+                                                          to_value=float(spec.high))]
+    return result
+
+
+def declare_settings(node: Node) -> tuple[EstimatorSettings, NodeSettings]:
+    """Declare every parameter with its default and descriptor; return the settings (ValueError on bad values)."""
+    estimator = {f.name: node.declare_parameter(f.name, f.default, descriptor(spec)).value
+                 for f, spec in parameters(EstimatorSettings)}
+    own = {f.name: node.declare_parameter(f.name, f.default, descriptor(spec)).value
+           for f, spec in parameters(NodeSettings)}
+    robot: dict[str, Any] = {}
+    for key, (kind, description) in ROBOT_PARAMETERS.items():
+        # Unset unless the params file sets it; no robot.keypoint_names at all means the bundled
+        # Panda's whole robot section, as load_config reads a file without one.
+        # Offsets may be written as integers (0 rather than 0.0) in a params file: dynamically typed.
+        dynamic = kind == Parameter.Type.DOUBLE_ARRAY
+        default = None if dynamic else '' if kind == Parameter.Type.STRING else kind
+        spec_descriptor = ParameterDescriptor(description=description, read_only=True, dynamic_typing=dynamic)
+        value = node.declare_parameter(f'robot.{key}', default, spec_descriptor).value
+        if value:
+            robot[key] = value if isinstance(value, str) else list(value)
+    return settings_from_parameters({**estimator, 'robot': robot}, source='node parameters'), NodeSettings(**own)

@@ -1,0 +1,236 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Sim-to-real rendering: photo backgrounds, detailed meshes, scene props, sensor model, the path tracer."""
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+pybullet = pytest.importorskip('pybullet')
+
+from robot_pose_estimator.config import load_config, REPO_ROOT  # noqa: E402
+from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
+from robot_pose_estimator.core.transforms import look_at  # noqa: E402
+from robot_pose_estimator.rendering.backgrounds import list_images, PhotoPool, prepare_images  # noqa: E402
+from robot_pose_estimator.rendering.cameras import project  # noqa: E402
+from robot_pose_estimator.rendering.meshes import resolve_package_uri, visual_urdf  # noqa: E402
+from robot_pose_estimator.rendering.randomization import (  # noqa: E402
+    _disc_kernel, _streak_kernel, Randomization, sensor_effects
+)
+from robot_pose_estimator.rendering.tinyrenderer import Renderer  # noqa: E402
+from robot_pose_estimator.training.render import render_dataset, render_sample  # noqa: E402
+
+PANDA = REPO_ROOT / 'config' / 'panda.yaml'
+SIZE = 96
+
+
+@pytest.fixture(scope='module')
+def panda():
+    config = load_config(PANDA)
+    return config, RobotModel.from_config(config)
+
+
+def _checkerboard(path, size=(120, 90), cell=10):
+    """Write a black-and-white photo: no procedural background and no render has only those two colours."""
+    ys, xs = np.mgrid[:size[1], :size[0]]
+    image = np.where(((xs // cell + ys // cell) % 2 == 0)[..., None], 255, 0).astype(np.uint8).repeat(3, axis=2)
+    cv2.imwrite(str(path), image)
+
+
+def test_photo_pool_balances_folders_and_lists_every_format(tmp_path):
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b' / 'deeper').mkdir(parents=True)
+    for i in range(9):
+        _checkerboard(tmp_path / 'a' / f'{i}.png')
+    cv2.imwrite(str(tmp_path / 'b' / 'deeper' / 'one.jpg'), np.full((60, 80, 3), 128, np.uint8))
+    (tmp_path / 'b' / 'notes.txt').write_text('not an image')
+    assert len(list_images([tmp_path])) == 10
+    pool = PhotoPool([tmp_path / 'a', tmp_path / 'b'])
+    rng = np.random.default_rng(0)
+    grey = [np.allclose(pool.sample(rng, 16, 16, jitter=0.0), 128 / 255, atol=0.02) for _ in range(200)]
+    assert 0.35 < np.mean(grey) < 0.65       # one image in b, nine in a: each folder half of the draws
+    crop = pool.sample(np.random.default_rng(1), 30, 40)
+    assert crop.shape == (30, 40, 3) and crop.dtype == np.float32 and 0.0 <= crop.min() <= crop.max() <= 1.0
+
+
+def test_photo_pool_refuses_missing_and_empty_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match='background folder not found'):
+        PhotoPool([tmp_path / 'nope'])
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no images'):
+        PhotoPool([tmp_path / 'empty'])
+
+
+def test_prepare_images_keeps_the_largest_copy_of_each_wallpaper(tmp_path):
+    source = tmp_path / 'usr' / 'share' / 'wallpapers' / 'Hill' / 'contents' / 'images'
+    source.mkdir(parents=True)
+    cv2.imwrite(str(source / '1920x1080.png'), np.zeros((1080, 1920, 3), np.uint8))
+    cv2.imwrite(str(source / '640x480.png'), np.zeros((480, 640, 3), np.uint8))
+    cv2.imwrite(str(source.parent / 'screenshot.png'), np.zeros((400, 400, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / 'icon.png'), np.zeros((32, 32, 3), np.uint8))
+    assert prepare_images(tmp_path, tmp_path / 'out', max_side=256) == 1
+    (kept,) = list((tmp_path / 'out').glob('*.jpg'))
+    assert cv2.imread(str(kept)).shape == (144, 256, 3)
+
+
+def test_render_with_photo_backgrounds_puts_photo_pixels_behind_the_robot(panda, tmp_path):
+    """Show that with render --backgrounds the image outside the robot is the photo (black and white squares)."""
+    config, robot = panda
+    (tmp_path / 'photos').mkdir()
+    _checkerboard(tmp_path / 'photos' / 'board.png')
+    settings = dataclasses.replace(Randomization.none(), background=True, photo_background_prob=1.0)
+    with Renderer(config.urdf_path, robot, SIZE, SIZE, PhotoPool([tmp_path / 'photos'])) as renderer:
+        rng = np.random.default_rng(3)
+        q = robot.sample(rng)
+        T = look_at(np.array([2.0, 0.5, 1.0]), np.array([0.0, 0.0, 0.5]))
+        K = np.array([[80.0, 0, 47.5], [0, 80.0, 47.5], [0, 0, 1]])
+        result = renderer.render(q, T, K, settings, rng)
+    background = result.image[result.mask == 0].astype(float)
+    dark, bright = background.max(axis=1) < 40, background.min(axis=1) > 120
+    assert (dark | bright).mean() > 0.9 and dark.mean() > 0.2 and bright.mean() > 0.2
+    assert (result.mask > 0).sum() > 200          # the robot is there, drawn over the photo
+
+
+def test_render_command_records_backgrounds_and_meshes(panda, tmp_path):
+    (tmp_path / 'photos').mkdir()
+    _checkerboard(tmp_path / 'photos' / 'board.png')
+    meta = render_dataset(PANDA, tmp_path / 'data', count=2, size=64, processes=1, progress=False,
+                          backgrounds=[tmp_path / 'photos'], meshes='coarse')
+    assert meta['backgrounds'] == [str((tmp_path / 'photos').resolve())] and meta['background_images'] == 1
+    assert meta['meshes'] == 'coarse' and meta['render_urdf'].endswith('panda.urdf')
+    with pytest.raises(ValueError, match='meshes must be one of'):
+        render_dataset(PANDA, tmp_path / 'x', count=1, meshes='fine')
+
+
+def test_detailed_panda_meshes_keep_their_materials_and_kinematics(panda):
+    """Franka's COLLADA meshes (example-robot-data) become textured OBJs with white and dark parts."""
+    config, robot = panda
+    source = resolve_package_uri(config.robot.visual_urdf, PANDA.parent)
+    converted = visual_urdf(source)
+    assert converted != source and converted.read_text().count('.dae') == 0
+    palettes = sorted(converted.parent.glob('*/link0_palette.png'))
+    colours = {tuple(c) for c in cv2.imread(str(palettes[0]))[..., ::-1].reshape(-1, 3).tolist()}
+    assert (64, 64, 64) in colours and max(sum(c) for c in colours) > 3 * 225    # dark rings, white shells
+    with Renderer(source, robot, SIZE, SIZE) as renderer:        # checks the links against the RobotModel
+        rng = np.random.default_rng(0)
+        q = robot.sample(rng)
+        T = look_at(np.array([2.2, 0.3, 1.0]), np.array([0.0, 0.0, 0.5]))
+        K = np.array([[70.0, 0, 47.5], [0, 70.0, 47.5], [0, 0, 1]])
+        image = renderer.render(q, T, K).image
+        mask = renderer.render(q, T, K).mask > 0
+    pixels = image[mask].astype(float)
+    assert (pixels.mean(axis=1) < 90).mean() > 0.02 and (pixels.mean(axis=1) > 150).mean() > 0.3
+
+
+def test_a_visual_urdf_with_other_kinematics_is_refused(panda):
+    config, robot = panda
+    with pytest.raises(ValueError, match='same kinematics|not found by pybullet|root link'):
+        Renderer(REPO_ROOT / 'urdf' / 'kuka_iiwa' / 'model.urdf', robot, 32, 32)
+
+
+def test_training_props_occlude_in_3d_and_stay_out_of_the_mask(panda):
+    """Floor and objects are drawn (not background), never labelled robot, and can hide links."""
+    config, robot = panda
+    settings = dataclasses.replace(Randomization.none(), floor_prob=1.0, max_objects=8, background=True)
+    with Renderer(config.urdf_path, robot, SIZE, SIZE) as renderer:
+        rng = np.random.default_rng(5)
+        covered = []
+        for i in range(6):
+            sample_rng = np.random.default_rng([5, i])
+            q = robot.sample(rng)
+            T = look_at(np.array([1.8, 0.4, 1.2]), np.array([0.0, 0.0, 0.4]))
+            K = np.array([[60.0, 0, 47.5], [0, 60.0, 47.5], [0, 0, 1]])
+            clean = renderer.render(q, T, K, Randomization.none(), np.random.default_rng(0))
+            dressed = renderer.render(q, T, K, settings, sample_rng)
+            # Props never count as robot (the fingers are opened at random, so they may differ).
+            fingers = [i + 1 for i, name in enumerate(renderer.link_names) if 'finger' in name]
+            arm = (dressed.mask > 0) & ~np.isin(dressed.mask, fingers)
+            assert not arm[clean.mask == 0].any()
+            covered.append(1.0 - (dressed.mask > 0).sum() / max((clean.mask > 0).sum(), 1))
+        floor_rows = dressed.image[-10:].reshape(-1, 3)
+        assert floor_rows.std() > 1.0                                       # a textured floor, not black
+    assert max(covered) > 0.02                                              # some object stood in front
+
+
+def test_sensor_effects_model_a_camera(panda):
+    image = np.full((60, 80, 3), 0.5, np.float32)
+    neutral = Randomization.none()
+    np.testing.assert_array_equal(sensor_effects(image, np.random.default_rng(0), neutral),
+                                  np.full((60, 80, 3), 128, np.uint8))
+    vignetted = sensor_effects(image, np.random.default_rng(0), dataclasses.replace(neutral, vignetting=0.9))
+    assert vignetted[30, 40].mean() > vignetted[0, 0].mean() + 5            # darker corners
+    exposures = [sensor_effects(image, np.random.default_rng(s), dataclasses.replace(neutral, exposure_ev=1.0))
+                 .mean() for s in range(20)]
+    assert np.ptp(exposures) > 40                                           # +-1 stop moves the mean a lot
+    ramp = np.repeat(np.linspace(0.05, 0.95, 80, dtype=np.float32)[None, :, None], 60, 0).repeat(3, 2)
+    noisy = sensor_effects(ramp, np.random.default_rng(1), dataclasses.replace(neutral, shot_noise=0.05)).astype(float)
+    residual = noisy - np.round(ramp * 255)
+    assert residual[:, 60:].std() > 1.3 * residual[:, :20].std()            # noise grows with brightness
+    for kernel in (_disc_kernel(2.5), _streak_kernel(9.0, 0.3)):
+        assert kernel.sum() == pytest.approx(1.0, abs=1e-5) and kernel.min() >= 0
+    streak = _streak_kernel(9.0, 0.0)
+    assert (streak.sum(axis=0) > 0).sum() >= 9 and (streak.sum(axis=1) > 0.05).sum() <= 2    # horizontal
+
+
+def test_default_training_look_keeps_the_robot_colours_most_of_the_time(panda):
+    config, robot = panda
+    settings = Randomization.default()
+    with Renderer(config.urdf_path, robot, 64, 64) as renderer:
+        changed = 0
+        for i in range(20):
+            render_sample(renderer, np.random.default_rng([2, i]), 0.5, settings)
+            changed += renderer._current_rgba != renderer._original_rgba
+    assert changed <= 10                     # recoloured in about 30 % of the images
+
+
+mitsuba = pytest.importorskip('mitsuba')
+
+
+def test_path_tracer_draws_the_robot_where_the_camera_model_puts_it(panda, tmp_path):
+    """The cross-domain renderer follows K exactly: its silhouette covers TinyRenderer's, not a shifted one."""
+    from robot_pose_estimator.rendering.pbr import PbrScene
+
+    config, robot = panda
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    _checkerboard(photos / 'board.png')
+    W, H = 96, 72
+    scene = PbrScene(config.urdf_path, robot, W, H, PhotoPool([photos]), PhotoPool([photos]), seed=1, spp=2)
+    q = robot.sample(np.random.default_rng(2))
+    T = look_at(np.array([1.6, 0.6, 1.6]), np.array([0.0, 0.0, 0.45]))
+    K = np.array([[75.0, 0, 51.3], [0, 75.0, 33.8], [0, 0, 1]])
+    image = scene.render(q, T, K)
+    assert image.shape == (H, W, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, PbrScene(config.urdf_path, robot, W, H, PhotoPool([photos]),
+                                                  PhotoPool([photos]), seed=1, spp=2).render(q, T, K))
+    with Renderer(config.urdf_path, robot, W, H) as tiny:
+        silhouette = tiny.render(q, T, K).mask > 0
+    scene.params['floor.to_world'] = mitsuba.ScalarTransform4f().translate([0.0, 0.0, -100.0])   # robot alone
+
+    def coverage(K_pbr):
+        scene.render(q, T, K_pbr)
+        alpha = np.asarray(mitsuba.render(scene.scene, spp=2))[..., 3] > 0.5
+        return (alpha & silhouette).sum() / silhouette.sum()
+
+    assert coverage(K) > 0.97
+    shifted = K.copy()
+    shifted[0, 2] += 4.0
+    assert coverage(shifted) < 0.85
+    points = project(robot.keypoints(q) @ T[:3, :3].T + T[:3, 3], K)
+    assert ((points >= 0) & (points < [W, H])).all()                 # the arm is in view
+    scene.close()
