@@ -34,7 +34,8 @@ def tree(directory: str) -> list[tuple[str, list[str]]]:
 
 def requirements() -> list[str]:
     """requirements.txt serves colcon users (who pip install it by hand) and pip alike."""
-    lines = Path(__file__).with_name('requirements.txt').read_text().splitlines()
+    # resolve(): colcon --symlink-install runs a symlink to this file from build/
+    lines = Path(__file__).resolve().with_name('requirements.txt').read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
 
 
@@ -55,7 +56,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
-        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
         ('share/' + PACKAGE + '/models', glob('models/*.onnx') + glob('models/*.npz') + glob('models/*.json')),
         *tree('urdf'),
         *tree('test/data/demo_panda'),
@@ -63,14 +64,13 @@ setup(
     install_requires=requirements(),
     extras_require={
         'train': TRAIN,
-        'test': [*TRAIN, 'pytest>=7', 'ruff>=0.5', 'import-linter>=2.0'],
+        'test': [*TRAIN, 'pytest>=7', 'ruff>=0.5', 'import-linter>=2.0', 'colcon-common-extensions>=0.3'],
     },
     zip_safe=True,
     maintainer='robot_pose_estimator maintainers',
     maintainer_email='maintainers@robot-pose-estimator.dev',
     description='Markerless camera-to-robot pose and joint-angle estimation from one RGB camera.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'robot_pose_estimator_node = robot_pose_estimator.ros.node:main',

@@ -20,7 +20,9 @@
 Both nodes run in ``namespace`` (default ``estimated``), so the estimated ``joint_states``
 never mix with a real robot's ``/joint_states``. robot_state_publisher turns them into TF
 frames ``<frame_prefix><link>``, hanging below the estimator's camera -> ``<frame_prefix><base>``
-transform: in RViz (fixed frame = the camera frame) the estimated arm lies over the image.
+transform. ``frame_prefix`` defaults to the namespace and a slash, so a second camera launched
+in another namespace publishes frames of its own. ``rviz:=true`` opens RViz on the debug
+overlay, TF and the estimated arm; ``use_sim_time:=true`` follows ``/clock`` (``play --clock``).
 """
 from pathlib import Path
 
@@ -36,8 +38,11 @@ PACKAGE = 'robot_pose_estimator'
 
 def _nodes(context):
     """Resolve the arguments (paths relative to the params file) and build both nodes."""
+    import tempfile
+
     from robot_pose_estimator.config import load_parameters, resolve_path
-    from robot_pose_estimator.ros.launch_support import flatten_parameters, robot_description
+    from robot_pose_estimator.core.robot_model import RobotModel
+    from robot_pose_estimator.ros.launch_support import flatten_parameters, frame_prefix, robot_description, rviz_config
 
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
@@ -49,8 +54,12 @@ def _nodes(context):
     for key in ('model_path', 'urdf_path', 'lifter_path'):
         if parameters.get(key):
             parameters[key] = str(resolve_path(parameters[key], params_file.parent))
-    parameters['tf_child_prefix'] = arg('frame_prefix')
     namespace = arg('namespace')
+    prefix = frame_prefix(arg('frame_prefix'), namespace)
+    use_sim_time = IfCondition(LaunchConfiguration('use_sim_time')).evaluate(context)
+    parameters['tf_child_prefix'] = prefix
+    parameters['use_sim_time'] = use_sim_time
+    urdf = parameters.get('urdf_path') or str(Path(get_package_share_directory(PACKAGE)) / 'urdf' / 'panda.urdf')
 
     nodes = [Node(
         package=PACKAGE, executable='robot_pose_estimator_node', name='robot_pose_estimator',
@@ -58,12 +67,19 @@ def _nodes(context):
         remappings=[('image', arg('image_topic')), ('camera_info', arg('camera_info_topic'))],
         ros_arguments=['--log-level', arg('log_level')])]
     if IfCondition(LaunchConfiguration('use_robot_state_publisher')).evaluate(context):
-        urdf = parameters.get('urdf_path') or str(Path(get_package_share_directory(PACKAGE)) / 'urdf' / 'panda.urdf')
         nodes.append(Node(
             package='robot_state_publisher', executable='robot_state_publisher',
             name='estimated_robot_state_publisher', namespace=namespace, output='screen',
             # It subscribes to joint_states in the estimator's namespace: the estimated angles.
-            parameters=[{'robot_description': robot_description(urdf), 'frame_prefix': arg('frame_prefix')}]))
+            parameters=[{'robot_description': robot_description(urdf), 'frame_prefix': prefix,
+                         'use_sim_time': use_sim_time}]))
+    if IfCondition(LaunchConfiguration('rviz')).evaluate(context):
+        base = parameters.get('base_frame') or RobotModel.root_link(urdf)
+        template = Path(get_package_share_directory(PACKAGE)) / 'config' / 'robot_pose_estimator.rviz'
+        config = Path(tempfile.mkdtemp(prefix='robot_pose_estimator_rviz_')) / 'robot_pose_estimator.rviz'
+        config.write_text(rviz_config(template.read_text(), namespace, prefix + base))
+        nodes.append(Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+                          arguments=['-d', str(config)], parameters=[{'use_sim_time': use_sim_time}]))
     return nodes
 
 
@@ -77,8 +93,10 @@ def generate_launch_description() -> LaunchDescription:
         ('params_file', str(share / 'config' / 'panda.yaml'), 'the robot params file'),
         ('model_path', '', 'override the params file model_path (ONNX or TensorRT engine)'),
         ('use_robot_state_publisher', 'true', "publish the estimated arm's link frames"),
-        ('frame_prefix', 'estimated/', 'prefix of the estimated robot frames (TF child and '
-                                       'robot_state_publisher frame_prefix)'),
+        ('frame_prefix', '', 'prefix of the estimated robot frames (TF child and robot_state_publisher '
+                             'frame_prefix); empty: the namespace and a slash'),
+        ('use_sim_time', 'false', 'use /clock (a bag played with --clock) instead of the wall clock'),
+        ('rviz', 'false', 'open RViz with the debug overlay, TF and the estimated robot model'),
         ('log_level', 'info', "the estimator node's log level"),
     ]
     return LaunchDescription(

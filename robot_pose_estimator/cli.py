@@ -15,7 +15,8 @@
 """The ``robot-pose-estimator`` command: one entry point, one subcommand per job.
 
 Subcommands import their modules lazily, so the core commands work without the training extra
-(torch, pybullet) and a missing optional dependency is reported as such, not as a traceback.
+(torch, pybullet, Mitsuba), every ``--help`` works on a base install, and a command whose extra is
+missing says so in one line instead of a traceback.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 import importlib
 import sys
+
+from robot_pose_estimator.doctor import missing_modules
+
+TRAIN_EXTRA = "pip install '.[train]'"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Subcommand:
     add_arguments: str
     run: str
     extra: str | None = None   # the pip extra that provides its dependencies, for the error message
+    requires: tuple[str, ...] = ()   # modules of that extra the command cannot run without
 
 
 SUBCOMMANDS = (
@@ -44,25 +50,33 @@ SUBCOMMANDS = (
     Subcommand('bench', 'print latency benchmarks as JSON (geometry, node overhead, model)',
                'robot_pose_estimator.bench', 'add_bench_arguments', 'run_bench'),
     Subcommand('render', 'render a synthetic training set from a URDF (multiprocess)',
-               'robot_pose_estimator.training.render', 'add_render_arguments', 'run_render', 'train'),
+               'robot_pose_estimator.training.render', 'add_render_arguments', 'run_render', 'train',
+               ('pybullet', 'collada')),
     Subcommand('train', 'train the keypoint + joint-angle network on rendered data',
-               'robot_pose_estimator.training.train', 'add_train_arguments', 'run_train', 'train'),
+               'robot_pose_estimator.training.commands', 'add_train_arguments', 'run_train', 'train',
+               ('torch', 'efficientnet_lite_pytorch')),
     Subcommand('train-lifter', 'train the keypoints -> joint-angle hypotheses MLP (no images, minutes on a CPU)',
-               'robot_pose_estimator.training.lifter', 'add_train_lifter_arguments', 'run_train_lifter', 'train'),
+               'robot_pose_estimator.training.commands', 'add_train_lifter_arguments', 'run_train_lifter', 'train',
+               ('torch',)),
     Subcommand('export', 'export a checkpoint to ONNX with metadata and write the model card',
-               'robot_pose_estimator.training.export', 'add_export_arguments', 'run_export', 'train'),
+               'robot_pose_estimator.training.commands', 'add_export_arguments', 'run_export', 'train',
+               ('torch', 'onnx')),
     Subcommand('build-engine', 'build a TensorRT engine for this GPU from an ONNX model',
                'robot_pose_estimator.inference.engine', 'add_build_engine_arguments', 'run_build_engine'),
     Subcommand('make-bag', 'render an evaluation rosbag2 with ground truth',
-               'robot_pose_estimator.evaluation.make_bag', 'add_make_bag_arguments', 'run_make_bag', 'train'),
+               'robot_pose_estimator.evaluation.make_bag', 'add_make_bag_arguments', 'run_make_bag', 'train',
+               ('pybullet',)),
     Subcommand('evaluate', 'replay a rosbag2 through the estimator and score it against ground truth',
                'robot_pose_estimator.evaluation.evaluate', 'add_evaluate_arguments', 'run_evaluate'),
+    Subcommand('calibrate', "average a fixed camera's camera -> base over a bag into a calibration YAML",
+               'robot_pose_estimator.evaluation.calibrate', 'add_calibrate_arguments', 'run_calibrate'),
     Subcommand('play', "publish a bag's image and camera_info topics to ROS (like ros2 bag play)",
                'robot_pose_estimator.ros.play', 'add_play_arguments', 'run_play'),
     Subcommand('demo', 'replay the bundled bag through the live node and report accuracy and FPS',
                'robot_pose_estimator.demo', 'add_demo_arguments', 'run_demo'),
     Subcommand('benchmark-suite', 'render bags and write the robustness benchmark table',
-               'robot_pose_estimator.evaluation.suite', 'add_suite_arguments', 'run_suite', 'train'),
+               'robot_pose_estimator.evaluation.suite', 'add_suite_arguments', 'run_suite', 'train',
+               ('pybullet', 'mitsuba', 'collada')),
 )
 
 
@@ -91,9 +105,17 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, check the subcommand's extra, run it; its return value is the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    return int(_load(args.handler, args.handler.run)(args) or 0)
+    sub = args.handler
+    missing = missing_modules(sub.requires)
+    if missing:
+        print(f"robot-pose-estimator {sub.name}: needs the '{sub.extra}' extra ({', '.join(missing)} not "
+              f"installed): {TRAIN_EXTRA if sub.extra == 'train' else f'pip install .[{sub.extra}]'}",
+              file=sys.stderr)
+        return 2
+    return int(_load(sub, sub.run)(args) or 0)
 
 
 if __name__ == '__main__':

@@ -26,8 +26,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from robot_pose_estimator.core.calibration import CalibrationResult
+from robot_pose_estimator.core.messages import matrix_to_transform_fields
 from robot_pose_estimator.core.robot_model import KeypointSpec
 from robot_pose_estimator.core.settings import EstimatorSettings, parameters, RobotConfig
+from robot_pose_estimator.core.transforms import invert_transform, rpy_from_matrix
 import yaml
 
 PACKAGE_NAME = 'robot_pose_estimator'
@@ -145,3 +148,44 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorSe
     values.update({k: v for k, v in overrides.items() if k in known})
     settings = settings_from_parameters(values, source=str(path), relative_to=path.parent)
     return replace(settings, **{k: v for k, v in overrides.items() if k not in known})
+
+
+def write_calibration(path: str | Path, result: CalibrationResult, camera_frame: str, base_frame: str,
+                      model_sha256: str, source: str) -> Path:
+    """Write a saved calibration: camera frame -> base frame, the spread and the provenance.
+
+    The transform is written as the node publishes it (parent: the camera's optical frame, child:
+    the robot's base frame, so neither gets a second parent in a TF tree with a camera driver and
+    a robot_state_publisher), and inverted for reading. ``launch/static_calibration.launch.py``
+    publishes it on /tf_static.
+    """
+    T = result.T_camera_base
+    fields = matrix_to_transform_fields(T)
+    inverse = matrix_to_transform_fields(invert_transform(T))
+    document = {
+        'parent_frame': camera_frame, 'child_frame': base_frame,
+        'translation': [round(v, 6) for v in fields.translation],
+        'quaternion_xyzw': [round(v, 8) for v in fields.rotation],
+        'rpy': [round(float(v), 8) for v in rpy_from_matrix(T[:3, :3])],
+        'inverse': {'parent_frame': base_frame, 'child_frame': camera_frame,
+                    'translation': [round(v, 6) for v in inverse.translation],
+                    'quaternion_xyzw': [round(v, 8) for v in inverse.rotation]},
+        'spread': {'translation_rms_m': round(result.translation_spread_m, 6),
+                   'rotation_rms_deg': round(result.rotation_spread_deg, 4)},
+        'frames_used': result.frames_used, 'frames_rejected': result.frames_rejected,
+        'model_sha256': model_sha256, 'source': source,
+    }
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('# robot_pose_estimator calibration: camera -> robot base, averaged over frames\n'
+                    + yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def read_calibration(path: str | Path) -> dict[str, Any]:
+    """Read a saved calibration and check it holds a transform (ValueError naming what is missing)."""
+    document = yaml.safe_load(Path(path).read_text()) or {}
+    missing = [k for k in ('parent_frame', 'child_frame', 'translation', 'quaternion_xyzw') if k not in document]
+    if missing:
+        raise ValueError(f'{path}: not a robot_pose_estimator calibration (no {", ".join(missing)})')
+    return document

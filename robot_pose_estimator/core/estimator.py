@@ -112,6 +112,14 @@ class Estimator:
         """Forget the previous frame (e.g. when a bag loops)."""
         self.tracker.reset()
 
+    def update_settings(self, settings: EstimatorSettings) -> None:
+        """Use ``settings`` from the next frame on (the node's runtime parameters); the tracker keeps its state.
+
+        The model, URDF and lifter stay: changing them means building another estimator.
+        """
+        self.settings = settings
+        self.tracker.config = replace(settings.tracker, min_keypoints=settings.min_keypoints)
+
     def estimate(self, image_rgb: np.ndarray, camera: CameraModel, stamp: float) -> Estimate:
         """Estimate joint angles and T_camera_base for one RGB image; failures are returned, not raised."""
         clock = _StageClock()
@@ -181,6 +189,7 @@ class Estimator:
             T_camera_base=solution.T_camera_base, keypoint_names=list(self.robot.keypoint_names),
             keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=used & solution.inliers,
             mode=mode, reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
+            pose_covariance=solution.pose_covariance,
             confidence_threshold=kept.threshold_used)
 
     @property

@@ -117,6 +117,9 @@ class PoseSolution:
     joint_std: np.ndarray              # (J,) rad, 1-sigma from the Gauss-Newton Hessian; NaN if not refined
     iterations: int = 0
     message: str = ''
+    # (6, 6) covariance of the base pose in the camera frame, ROS order (x, y, z, rot x, rot y, rot z),
+    # from the inverse Gauss-Newton Hessian: local curvature only, blind to a wrong minimum.
+    pose_covariance: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
@@ -401,13 +404,16 @@ class _Problem:
         if not _finite(R, t, q):
             return self._finish(SolveStatus.DIVERGED, R, t, q, None, iterations, 'non-finite pose')
         joint_std = np.full(J, np.nan)
-        if self.refine_joints:
-            try:
-                covariance = np.linalg.inv(H)
+        pose_covariance = None
+        try:
+            covariance = np.linalg.inv(H)
+            pose_covariance = pose_covariance_ros(covariance[:6, :6], t)
+            if self.refine_joints:
                 joint_std = np.sqrt(np.maximum(np.diag(covariance)[6:], 0.0))
-            except np.linalg.LinAlgError:
+        except np.linalg.LinAlgError:
+            if self.refine_joints:
                 joint_std = np.full(J, np.inf)
-        return self._finish(SolveStatus.OK, R, t, q, state, iterations, '', joint_std)
+        return self._finish(SolveStatus.OK, R, t, q, state, iterations, '', joint_std, pose_covariance)
 
     def _step(self, H: np.ndarray, g: np.ndarray, lam: float, q: np.ndarray) -> np.ndarray | None:
         """Compute one damped Gauss-Newton step (None when the system is singular).
@@ -435,7 +441,8 @@ class _Problem:
         return step
 
     def _finish(self, status: SolveStatus, R: np.ndarray, t: np.ndarray, q: np.ndarray, state: _State | None,
-                iterations: int, message: str, joint_std: np.ndarray | None = None) -> PoseSolution:
+                iterations: int, message: str, joint_std: np.ndarray | None = None,
+                pose_covariance: np.ndarray | None = None) -> PoseSolution:
         T = np.empty((4, 4))
         T[:3, :3], T[:3, 3], T[3] = R, t, _HOMOGENEOUS_ROW
         K = len(self.used)
@@ -450,10 +457,26 @@ class _Problem:
                 rms = math.sqrt(float(inlier_error @ inlier_error) / len(inlier_error))
         solution = PoseSolution(status, T, q, inliers, rms,
                                 joint_std if joint_std is not None else np.full(self.robot.num_joints, np.nan),
-                                iterations, message)
+                                iterations, message, pose_covariance)
         if status is SolveStatus.OK:
             _judge(solution, len(self.index), self.options)
         return solution
+
+
+def pose_covariance_ros(covariance: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Covariance of the solver's pose step -> ROS pose covariance (x, y, z, rot x, rot y, rot z).
+
+    The solver updates T_camera_base on the left, T <- exp([omega, v]) T, so the base origin
+    t moves by v + omega x t and rotates by omega, both in the camera frame: the Jacobian
+    [[-[t]x, I], [I, 0]] maps (omega, v) to (position, rotation). The result is symmetrised.
+    """
+    tx, ty, tz = (float(v) for v in t)
+    jacobian = np.zeros((6, 6))
+    jacobian[:3, :3] = [[0.0, tz, -ty], [-tz, 0.0, tx], [ty, -tx, 0.0]]    # -[t]x
+    jacobian[:3, 3:] = np.eye(3)
+    jacobian[3:, :3] = np.eye(3)
+    result = jacobian @ covariance @ jacobian.T
+    return 0.5 * (result + result.T)
 
 
 def _judge(solution: PoseSolution, n_used: int, options: SolverOptions) -> None:

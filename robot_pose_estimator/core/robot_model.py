@@ -136,6 +136,11 @@ class RobotModel:
         self._full_chain = self._chain(np.arange(len(joints)))
         self._keypoint_chain_arrays = self._chain(self._keypoint_chain)
 
+    @staticmethod
+    def root_link(urdf_path: str | Path) -> str:
+        """The URDF's one root link, the robot's base frame (ValueError when there is not exactly one)."""
+        return _root_link(_load_urdf(Path(urdf_path)), Path(urdf_path))
+
     @classmethod
     def from_urdf(cls, urdf_path: str | Path, keypoints: Sequence[KeypointSpec],
                   joint_names: Sequence[str] | None = None) -> RobotModel:
@@ -145,18 +150,10 @@ class RobotModel:
         in URDF order). Other movable joints are held at zero clipped into their limits; mimic
         joints follow their leader.
         """
-        import yourdfpy  # it imports trimesh (~0.5 s): only when a URDF is parsed
-
         path = Path(urdf_path)
-        if not path.is_file():
-            raise FileNotFoundError(f'URDF not found: {path}')
-        urdf = yourdfpy.URDF.load(str(path), build_scene_graph=False, load_meshes=False,
-                                  build_collision_scene_graph=False, load_collision_meshes=False)
+        urdf = _load_urdf(path)
         joint_map = urdf.joint_map
-        children = {j.child for j in joint_map.values()}
-        roots = [link for link in urdf.link_map if link not in children]
-        if len(roots) != 1:
-            raise ValueError(f'{path}: expected one root link, found {roots}')
+        root = _root_link(urdf, path)
         if joint_names is None or len(joint_names) == 0:
             joint_names = [n for n, j in joint_map.items() if j.type in MOVABLE_TYPES and j.mimic is None]
         joint_names = list(joint_names)
@@ -179,12 +176,12 @@ class RobotModel:
 
         variable_index = {name: i for i, name in enumerate(joint_names)}
         compiled: list[_CompiledJoint] = []
-        placed = {roots[0]}
+        placed = {root}
         pending = list(joint_map.values())
         while pending:
             ready = [j for j in pending if j.parent in placed]
             if not ready:
-                raise ValueError(f'{path}: joints {[j.name for j in pending]} are not connected to {roots[0]}')
+                raise ValueError(f'{path}: joints {[j.name for j in pending]} are not connected to {root}')
             for joint in ready:
                 pending.remove(joint)
                 placed.add(joint.child)
@@ -212,7 +209,7 @@ class RobotModel:
                 compiled.append(_CompiledJoint(joint.name, joint.parent, joint.child, origin, axis,
                                                kind, variable, multiplier, offset))
         bounds = np.array([limits(joint_map[n]) for n in joint_names], dtype=float).reshape(-1, 2)
-        return cls(urdf.robot.name, roots[0], compiled, joint_names, bounds[:, 0], bounds[:, 1], keypoints)
+        return cls(urdf.robot.name, root, compiled, joint_names, bounds[:, 0], bounds[:, 1], keypoints)
 
     @classmethod
     def from_config(cls, config: _RobotSettings) -> RobotModel:
@@ -334,3 +331,21 @@ class RobotModel:
         """Keypoints (K, 3) and d keypoint / d q (K, 3, J) in the base frame at q (J,)."""
         kinematics = self.keypoint_kinematics(q)
         return kinematics.points, self.keypoint_jacobian(kinematics)
+
+
+def _load_urdf(path: Path):
+    """Parse a URDF's kinematics only (no meshes, no scene graph)."""
+    import yourdfpy  # it imports trimesh (~0.5 s): only when a URDF is parsed
+
+    if not path.is_file():
+        raise FileNotFoundError(f'URDF not found: {path}')
+    return yourdfpy.URDF.load(str(path), build_scene_graph=False, load_meshes=False,
+                              build_collision_scene_graph=False, load_collision_meshes=False)
+
+
+def _root_link(urdf, path: Path) -> str:
+    children = {j.child for j in urdf.joint_map.values()}
+    roots = [link for link in urdf.link_map if link not in children]
+    if len(roots) != 1:
+        raise ValueError(f'{path}: expected one root link, found {roots}')
+    return roots[0]

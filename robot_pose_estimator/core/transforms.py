@@ -148,3 +148,16 @@ def matrix_from_quaternion(q: np.ndarray) -> np.ndarray:
         np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
         np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
     ], -2)
+
+
+def rpy_from_matrix(R: np.ndarray) -> np.ndarray:
+    """Rotation matrix -> (roll, pitch, yaw) in radians, R = Rz(yaw) Ry(pitch) Rx(roll) (URDF and tf2's order)."""
+    R = np.asarray(R, dtype=float)
+    pitch = np.arcsin(np.clip(-R[2, 0], -1.0, 1.0))
+    if abs(R[2, 0]) < 1.0 - 1e-9:
+        roll = np.arctan2(R[2, 1], R[2, 2])
+        yaw = np.arctan2(R[1, 0], R[0, 0])
+    else:   # gimbal lock: roll and yaw turn about the same axis; put it all in yaw
+        roll = 0.0
+        yaw = np.arctan2(-R[0, 1], R[1, 1])
+    return np.array([roll, pitch, yaw])

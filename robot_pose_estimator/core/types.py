@@ -45,6 +45,9 @@ class Estimate:
     # (J,) rad, 1-sigma from the fit's Hessian: local curvature only, blind to a wrong local
     # minimum, which is where most joint error comes from; so it is not published.
     joint_std: np.ndarray | None = None
+    # (6, 6) covariance of the base pose in the camera frame, ROS order (x, y, z, rot x, rot y, rot z):
+    # the same local curvature as joint_std, published on ~/pose_with_covariance with that caveat.
+    pose_covariance: np.ndarray | None = None
     confidence_threshold: float = float('nan')  # the threshold the filter ended up using
     failure_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)

@@ -43,9 +43,13 @@ PLOTS = {
     'add_curve': 'add_curve.png',
     'joint_errors': 'joint_errors.png',
     'add_over_time': 'add_over_time.png',
+    'joint_angles': 'joint_angles.png',
+    'keypoint_errors': 'keypoint_errors.png',
+    'pose_error_over_time': 'pose_error_over_time.png',
     'latency': 'latency.png',
-    'worst_frames': 'worst_frames.png',
+    'worst_frames': 'worst_frames.jpg',    # photographs: JPEG keeps the sheet well under 1 MB
 }
+SHEET_JPEG_QUALITY = 85
 GT_COLOUR = (255, 215, 0)       # ground-truth skeleton (RGB)
 EST_COLOUR = (255, 0, 255)      # estimated skeleton: FK of the estimated angles through T_est
 KEPT_COLOUR = (0, 220, 0)       # detected peaks the estimator used
@@ -77,6 +81,10 @@ def write_outputs(out_dir: str | Path, result: EvaluationResult, robot: RobotMod
         paths['add_curve'] = plot_add_curve(out / PLOTS['add_curve'], result)
         paths['joint_errors'] = plot_joint_errors(out / PLOTS['joint_errors'], result)
         paths['add_over_time'] = plot_add_over_time(out / PLOTS['add_over_time'], result)
+        paths['joint_angles'] = plot_joint_angles(out / PLOTS['joint_angles'], result)
+        paths['pose_error_over_time'] = plot_pose_error_over_time(out / PLOTS['pose_error_over_time'], result)
+        if result.errors.keypoint_px is not None and result.summary.get('keypoint_error_px'):
+            paths['keypoint_errors'] = plot_keypoint_errors(out / PLOTS['keypoint_errors'], result)
     if any(r.timings_ms for r in result.records):
         paths['latency'] = plot_latency(out / PLOTS['latency'], result)
     if isinstance(images, BagReader):
@@ -85,7 +93,8 @@ def write_outputs(out_dir: str | Path, result: EvaluationResult, robot: RobotMod
         sheet = contact_sheet(result, robot, images, worst_frames)
         if sheet is not None:
             paths['worst_frames'] = out / PLOTS['worst_frames']
-            cv2.imwrite(str(paths['worst_frames']), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(paths['worst_frames']), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, SHEET_JPEG_QUALITY])
     paths['report'] = out / 'report.md'
     paths['report'].write_text(report_markdown(result, {k: p.name for k, p in paths.items()}, worst_frames))
     return paths
@@ -218,6 +227,78 @@ def plot_add_over_time(path: Path, result: EvaluationResult) -> Path:
     return path
 
 
+def _scored_times(result: EvaluationResult) -> np.ndarray:
+    """Bag time (s from the first scored frame) of every scored frame."""
+    stamps = np.array([result.records[i].stamp for i in result.scored])
+    return stamps - stamps.min() if stamps.size else stamps
+
+
+def plot_joint_angles(path: Path, result: EvaluationResult) -> Path:
+    """Estimated against true angle of every joint over time, one panel per joint (degrees)."""
+    t = _scored_times(result)
+    records = [result.records[i] for i in result.scored]
+    estimated = np.degrees(np.stack([r.joint_positions for r in records])) if records else np.zeros((0, 0))
+    truth = np.degrees(np.stack([r.joint_positions_gt for r in records])) if records else np.zeros((0, 0))
+    joints = len(result.joint_names)
+    columns = 2 if joints > 3 else 1
+    rows = math.ceil(joints / columns)
+    fig = _figure(4.2 * columns, 1.9 * rows + 0.6)
+    axes = fig.subplots(rows, columns, sharex=True, squeeze=False).ravel()
+    for j, name in enumerate(result.joint_names):
+        ax = axes[j]
+        if records:
+            ax.plot(t, truth[:, j], '-', color='tab:orange', lw=1.2, label='truth')
+            ax.plot(t, estimated[:, j], '.', color='tab:blue', ms=2.5, label='estimate')
+        ax.set(title=name, ylabel='deg')
+        ax.grid(alpha=0.3)
+    for ax in axes[joints:]:
+        ax.set_visible(False)
+    for ax in axes[max(0, joints - columns):joints]:
+        ax.set(xlabel='time (s)')
+    axes[0].legend(loc='best', fontsize='small')
+    fig.suptitle('Joint angles: estimate against truth (gaps: no estimate)')
+    fig.savefig(path)
+    return path
+
+
+def plot_keypoint_errors(path: Path, result: EvaluationResult) -> Path:
+    """Median (bars) and 90th percentile (ticks) 2D error of every keypoint, in-frame frames only."""
+    stats = result.summary['keypoint_error_px']
+    names = list(stats)
+    median = np.array([np.nan if stats[n]['median_px'] is None else stats[n]['median_px'] for n in names])
+    p90 = np.array([np.nan if stats[n]['p90_px'] is None else stats[n]['p90_px'] for n in names])
+    fig = _figure(max(6.4, 0.42 * len(names) + 1.5), 4.0)
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    ax.bar(x, median, color='tab:blue', label='median')
+    ax.plot(x, p90, '_', color='tab:red', ms=14, mew=2, label='90th percentile')
+    ax.set_xticks(x, names, rotation=60, ha='right', fontsize='small')
+    ax.set(ylabel='2D error (px)', title='Keypoint error in the image, per keypoint')
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend()
+    fig.savefig(path)
+    return path
+
+
+def plot_pose_error_over_time(path: Path, result: EvaluationResult) -> Path:
+    """Camera -> base translation (cm) and rotation (deg) error per frame against bag time."""
+    errors = result.errors
+    assert errors is not None
+    t = _scored_times(result)
+    fig = _figure(8.0, 4.4)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for ax, values, label in ((top, errors.translation_cm, 'translation (cm)'),
+                              (bottom, errors.rotation_deg, 'rotation (deg)')):
+        finite = np.isfinite(values)
+        ax.plot(t[finite], values[finite], '.-', lw=0.8, ms=3)
+        ax.set(ylabel=label)
+        ax.grid(alpha=0.3)
+    bottom.set(xlabel='time (s)')
+    top.set(title='Camera -> base error over time (frames with an estimate)')
+    fig.savefig(path)
+    return path
+
+
 def plot_latency(path: Path, result: EvaluationResult) -> Path:
     """Histogram of the per-frame latency of every stage (and the total)."""
     stages: dict[str, list[float]] = {}
@@ -307,7 +388,26 @@ def contact_sheet(result: EvaluationResult, robot: RobotModel, images: ImageSour
     for k, tile in enumerate(tiles):
         r, c = divmod(k, columns)
         sheet[r * height:r * height + tile.shape[0], c * TILE_WIDTH:(c + 1) * TILE_WIDTH] = tile
-    return sheet
+    return np.vstack([sheet, sheet_legend(sheet.shape[1])])
+
+
+#: What the sheet's colours mean, in the order the legend shows them.
+LEGEND = (('ground truth', GT_COLOUR, 'line'), ('estimate', EST_COLOUR, 'line'),
+          ('keypoint used', KEPT_COLOUR, 'dot'), ('keypoint dropped', DROPPED_COLOUR, 'ring'))
+
+
+def sheet_legend(width: int, height: int = 28) -> np.ndarray:
+    """A strip under the contact sheet naming the colours of the overlays."""
+    strip = np.full((height, width, 3), 32, dtype=np.uint8)
+    x, y = 8, height // 2
+    for label, colour, mark in LEGEND:
+        if mark == 'line':
+            cv2.line(strip, (x, y), (x + 22, y), colour, 2, cv2.LINE_AA)
+        else:
+            cv2.circle(strip, (x + 11, y), 5, colour, -1 if mark == 'dot' else 2, cv2.LINE_AA)
+        cv2.putText(strip, label, (x + 28, y + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        x += 34 + cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] + 16
+    return strip
 
 
 # --- report.md -----------------------------------------------------------------------------------
@@ -387,7 +487,9 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
         lines.append('')
     lines += ['## Plots', '']
     captions = {'add_curve': 'ADD accuracy-threshold curve', 'joint_errors': 'Joint error per joint',
-                'add_over_time': 'ADD over time', 'latency': 'Latency per stage',
+                'add_over_time': 'ADD over time', 'joint_angles': 'Joint angles over time',
+                'pose_error_over_time': 'Camera -> base error over time',
+                'keypoint_errors': 'Keypoint error per keypoint', 'latency': 'Latency per stage',
                 'worst_frames': f'Worst {worst_frames} frames by ADD (yellow: ground truth, magenta: estimate, '
                                 'green/red: kept/dropped keypoint peaks)'}
     for key, caption in captions.items():

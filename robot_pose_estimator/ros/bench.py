@@ -83,6 +83,7 @@ def run_node_overhead_benchmark(frames: int = 200, width: int = 640, height: int
                   '-r', f'/diagnostics:={namespace}/diagnostics']
         node = RobotPoseEstimatorNode(estimator=_FixedEstimator(width, height), start_worker=False,
                                       context=context, cli_args=remaps)
+        node.start()
         listener = rclpy.create_node('rpe_bench_listener', namespace=namespace, context=listener_context)
         listener.create_subscription(JointState, 'joint_states', lambda _: None, 10)
         listener.create_subscription(TFMessage, 'tf', lambda _: None, TF_QOS)

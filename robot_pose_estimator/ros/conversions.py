@@ -24,12 +24,13 @@ from collections.abc import Mapping
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, TransformStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped
 import numpy as np
 from robot_pose_estimator.core.images import rgb_to_compressed_bytes, rgb_to_pixels
 from robot_pose_estimator.core.messages import matrix_to_transform_fields
 from robot_pose_estimator.core.transforms import invert_transform
 from robot_pose_estimator.core.types import Estimate
+from robot_pose_estimator_msgs.msg import Keypoints2D
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Header
 
@@ -98,6 +99,39 @@ def estimate_to_pose(estimate: Estimate, header: Header) -> PoseStamped:
     position, orientation = msg.pose.position, msg.pose.orientation
     position.x, position.y, position.z = fields.translation
     orientation.x, orientation.y, orientation.z, orientation.w = fields.rotation
+    return msg
+
+
+def estimate_to_pose_with_covariance(estimate: Estimate, header: Header) -> PoseWithCovarianceStamped:
+    """The ~/pose numbers with the solver's 6x6 covariance (x, y, z, rot x, rot y, rot z), row-major.
+
+    The covariance is the inverse Gauss-Newton Hessian at the solution: it says how well the kept
+    keypoints pin the pose down locally, not whether the fit found the right minimum (the
+    shoulder-flip twin, a wrong joint 7). All zeros when the solver gave none.
+    """
+    pose = estimate_to_pose(estimate, header)
+    msg = PoseWithCovarianceStamped()
+    msg.header = header
+    msg.pose.pose = pose.pose
+    covariance = estimate.pose_covariance
+    if covariance is not None and np.isfinite(covariance).all():
+        msg.pose.covariance = [float(v) for v in np.asarray(covariance, dtype=np.float64).ravel()]
+    return msg
+
+
+def estimate_to_keypoints(estimate: Estimate, header: Header) -> Keypoints2D:
+    """The network's keypoints in the image's pixels, their peaks and whether the solver used them."""
+    msg = Keypoints2D()
+    msg.header = header
+    msg.mode = estimate.mode
+    msg.names = list(estimate.keypoint_names)
+    points = np.asarray(estimate.keypoints_px, dtype=np.float32).reshape(-1, 2)
+    msg.x = points[:, 0].tolist()
+    msg.y = points[:, 1].tolist()
+    msg.confidence = np.asarray(estimate.confidences, dtype=np.float32).tolist()
+    msg.kept = [bool(v) for v in estimate.used]
+    msg.confidence_threshold = float(estimate.confidence_threshold)
+    msg.reprojection_error_px = float(estimate.reprojection_error_px)
     return msg
 
 

@@ -123,12 +123,16 @@ class FrameStatistics:
 
 
 def status_level(values: dict[str, object], last_success: bool | None, seconds_since_image: float | None,
-                 timeout_sec: float = 3.0) -> tuple[int, str]:
-    """(level, message) for the summary: STALE without images, WARN when the last frame failed."""
+                 timeout_sec: float = 3.0, expected_rate_hz: float = 0.0) -> tuple[int, str]:
+    """(level, message) for the summary: STALE without images, WARN when the last frame failed or
+    images arrive slower than 80 % of ``expected_rate_hz`` (0: no expectation)."""
     if seconds_since_image is None:
         return STALE, 'waiting for images'
     if seconds_since_image > timeout_sec:
         return STALE, f'no image for {seconds_since_image:.1f} s'
+    rate = float(values.get('input_rate_hz') or 0.0)
+    if expected_rate_hz > 0.0 and rate < 0.8 * expected_rate_hz:
+        return WARN, f'images arrive at {rate:.1f} Hz, below the expected {expected_rate_hz:g} Hz'
     if last_success is False:
         return WARN, f'last frame failed: {values.get("last_failure")}'
     if last_success is None:

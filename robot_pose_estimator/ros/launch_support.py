@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Helpers for launch/robot_pose_estimator.launch.py that need no ROS import (so they are testable).
+"""Helpers for the launch files that need no ROS import (so they are testable).
 
 The launch file passes the params file to the node as a flat dict rather than as
 ``--params-file``: a params file keyed by the node name does not apply once the node runs in a
@@ -23,6 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 import re
+from typing import Any
+
+from robot_pose_estimator.config import read_calibration
 
 _MESH_FILENAME = re.compile(r'(<mesh\b[^>]*?\bfilename\s*=\s*)(["\'])(.*?)\2', re.DOTALL)
 
@@ -58,3 +61,48 @@ def flatten_parameters(parameters: Mapping[str, object], prefix: str = '') -> di
         else:
             flat[name] = value
     return flat
+
+
+def frame_prefix(given: str, namespace: str) -> str:
+    """The launch file's frame prefix: ``given``, else the namespace and a slash (``estimated/``).
+
+    The estimator's TF child and robot_state_publisher's links then carry the same prefix, and
+    two launches in two namespaces never publish the same frame.
+    """
+    if given:
+        return given
+    name = namespace.strip('/')
+    return f'{name}/' if name else 'estimated/'
+
+
+#: What config/robot_pose_estimator.rviz is written for: the launch file's default namespace and base.
+RVIZ_NAMESPACE, RVIZ_FIXED_FRAME = 'estimated', 'estimated/panda_link0'
+
+
+def rviz_config(text: str, namespace: str, fixed_frame: str) -> str:
+    """Point the bundled RViz config at this launch's topics (``/<namespace>/...``) and frames."""
+    name = namespace.strip('/')
+    topic_prefix = f'/{name}/' if name else '/'
+    text = text.replace(f'Value: /{RVIZ_NAMESPACE}/', f'Value: {topic_prefix}')
+    return text.replace(f'Fixed Frame: {RVIZ_FIXED_FRAME}', f'Fixed Frame: {fixed_frame}')
+
+
+def static_transform_arguments(calibration_path: str | Path, parent: str = 'camera') -> list[str]:
+    """Arguments of tf2_ros ``static_transform_publisher`` for a saved calibration.
+
+    ``parent='camera'`` publishes camera frame -> robot base, as the node does (right when the
+    robot's base is the root of its tree); ``parent='base'`` publishes base -> camera frame (right
+    when the camera's frame is the root of its driver's tree). A frame may have one parent only.
+    """
+    document: dict[str, Any] = read_calibration(calibration_path)
+    if parent not in ('camera', 'base'):
+        raise ValueError(f"parent must be 'camera' or 'base', got {parent!r}")
+    if parent == 'base':
+        if 'inverse' not in document:
+            raise ValueError(f'{calibration_path}: has no inverse entry for parent:=base')
+        document = document['inverse']
+    x, y, z = (float(v) for v in document['translation'])
+    qx, qy, qz, qw = (float(v) for v in document['quaternion_xyzw'])
+    values = {'--x': x, '--y': y, '--z': z, '--qx': qx, '--qy': qy, '--qz': qz, '--qw': qw}
+    return [item for key, value in values.items() for item in (key, repr(value))] + [
+        '--frame-id', str(document['parent_frame']), '--child-frame-id', str(document['child_frame'])]

@@ -12,46 +12,61 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``robot_pose_estimator_node``: the ROS 2 node around ``core.estimator.Estimator``.
+"""``robot_pose_estimator_node``: the ROS 2 node around ``core.estimator.Estimator``, a managed lifecycle node.
+
+Lifecycle (as ROS 2 managed nodes and yolo_ros do): *configure* reads and checks the parameters
+and loads the URDF and the model; *activate* creates the publishers, subscriptions and timers and
+starts processing; *deactivate* stops them; *cleanup* frees the model. With ``autostart`` (the
+default) the node configures and activates itself, so ``ros2 run`` and the launch file work as
+a plain node; ``autostart:=false`` leaves the transitions to a lifecycle manager.
 
 Threading: the subscription callback only stores the newest image (depth-1 queue, a newer
 image replaces an unprocessed one) and a worker thread processes whatever is newest when it
 becomes free. Latency is thus bounded by one frame's processing time, however fast images
-arrive, and the executor stays free for camera_info, the QoS probe and /diagnostics.
+arrive, and the executor stays free for camera_info, services, parameters and /diagnostics.
+Parameter changes and ~/reset reach the worker as requests that it applies before its next
+frame, never in the middle of one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 import sys
 import threading
 import time
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
-from robot_pose_estimator.config import DEFAULT_NODE_NAME
+from robot_pose_estimator.config import DEFAULT_NODE_NAME, write_calibration
+from robot_pose_estimator.core.calibration import CalibrationAccumulator
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb, ImageConversionError
 from robot_pose_estimator.core.messages import camera_info_to_model, stamp_to_seconds
-from robot_pose_estimator.core.model import ModelLoadError
+from robot_pose_estimator.core.model import file_sha256, ModelLoadError
 from robot_pose_estimator.core.overlay import draw_overlay, skeleton_edges
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.core.types import Estimate
 from robot_pose_estimator.inference.factory import build_estimator
 from robot_pose_estimator.ros import diagnostics
 from robot_pose_estimator.ros.conversions import (
-    diagnostic_array, diagnostic_status, estimate_to_joint_state, estimate_to_pose, estimate_to_transform,
-    rgb_to_image
+    diagnostic_array, diagnostic_status, estimate_to_joint_state, estimate_to_keypoints, estimate_to_pose,
+    estimate_to_pose_with_covariance, estimate_to_transform, rgb_to_image
 )
-from robot_pose_estimator.ros.parameters import declare_settings
+from robot_pose_estimator.ros.parameters import declare_parameters, expand_prefix, read_settings, runtime_change
+from robot_pose_estimator_msgs.msg import Keypoints2D
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 THROTTLE_SEC = 5.0
@@ -73,58 +88,222 @@ class _SkipFrame(Exception):
     """A frame that cannot be estimated for a reason the node has already logged."""
 
 
-class RobotPoseEstimatorNode(Node):
-    """Images + camera_info in; joint_states, /tf, ~/pose, ~/debug_image, /diagnostics out.
+class StartupError(RuntimeError):
+    """configure or activate failed; the message says why (a parameter, a file, a model)."""
 
-    ``estimator`` replaces the one built from the parameters (benchmarks, tests);
+
+class RobotPoseEstimatorNode(LifecycleNode):
+    """Images + camera_info in; joint_states, /tf, ~/pose, ~/pose_with_covariance, ~/keypoints, ~/debug_image,
+    /diagnostics out; ~/reset, ~/start_calibration, ~/save_calibration services.
+
+    ``estimator`` replaces the one built from the parameters at configure (benchmarks, tests);
     ``start_worker=False`` leaves frame processing to explicit ``process_image`` calls.
     """
 
     def __init__(self, *, estimator=None, start_worker: bool = True, **node_kwargs) -> None:
         super().__init__(DEFAULT_NODE_NAME, **node_kwargs)
-        self.estimator_settings, self.settings = declare_settings(self)
-        if estimator is None:
-            estimator = build_estimator(self.estimator_settings)
-        self.estimator = estimator
-        robot = estimator.robot
-        self._base_frame = self.settings.tf_child_prefix + (self.settings.base_frame or robot.base_frame)
-        self._edges = skeleton_edges(robot.keypoint_specs)
-
+        declare_parameters(self)
+        self._given_estimator = estimator
+        self._start_worker = start_worker
+        self.estimator = None
+        self.estimator_settings = None
+        self.settings = None
+        self._model_sha256 = self._model_id = ''
+        self._startup_error: str | None = None
+        self._last_frame_id = ''
+        self._active = False
         self._cameras: dict[str, _CameraEntry] = {}
         self._last_stamp: float | None = None
         self._last_success: bool | None = None
         self._last_arrival: float | None = None
         self.stats = diagnostics.FrameStatistics()
-
-        self._joint_pub = self.create_publisher(JointState, 'joint_states', 10)
-        self._tf_pub = self.create_publisher(TFMessage, '/tf', TF_QOS)
-        self._pose_pub = self.create_publisher(PoseStamped, '~/pose', 10)
-        self._debug_pub = self.create_publisher(Image, '~/debug_image', 1)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-
-        self._image_type = CompressedImage if self.settings.input_compressed else Image
-        self._image_topic = self._image_topic_name()
-        self._image_sub = None
-        self._subscribe_image(self._initial_reliability())
-        self._info_sub = None
-        self._subscribe_camera_info(ReliabilityPolicy.BEST_EFFORT)
-        self._follow_publisher_reliability()
-        self._qos_timer = self.create_timer(2.0, self._follow_publisher_reliability)
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
-
+        self.calibration = CalibrationAccumulator()
+        self._calibrating = False
         self._pending: tuple[Image | CompressedImage, float] | None = None
         self._condition = threading.Condition()
+        self._requests: dict[str, Any] = {}        # for the worker, before its next frame
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name='estimator', daemon=True)
-        if start_worker:
+        self._worker: threading.Thread | None = None
+        self._image_sub: Subscription | None = None
+        self._info_sub: Subscription | None = None
+        self._publishers: list = []
+        self._timers: list = []
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_service(Trigger, '~/reset', self._on_reset)
+        self.create_service(Trigger, '~/start_calibration', self._on_start_calibration)
+        self.create_service(Trigger, '~/save_calibration', self._on_save_calibration)
+
+    # ---------------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Configure and activate (what ``autostart`` does); StartupError with the reason if either fails."""
+        for transition, trigger in (('configure', self.trigger_configure), ('activate', self.trigger_activate)):
+            if trigger() != TransitionCallbackReturn.SUCCESS:
+                raise StartupError(self._startup_error or f'{transition} failed')
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read and check the parameters, load the URDF and the model."""
+        self._startup_error = None
+        try:
+            estimator_settings, settings = read_settings(self)
+            settings = replace(settings, tf_child_prefix=expand_prefix(settings.tf_child_prefix,
+                                                                       self.get_namespace()))
+            if settings.publish_inverse_tf and not settings.tf_child_prefix:
+                raise ValueError('publish_inverse_tf publishes base -> tf_child_prefix + camera frame; with an '
+                                 "empty tf_child_prefix that is the camera's own frame, which its driver already "
+                                 'parents (REP 105: one parent per frame): set tf_child_prefix')
+            estimator = self._given_estimator or build_estimator(estimator_settings)
+        except (ModelLoadError, ValueError, OSError, ParameterException) as error:
+            self._startup_error = str(error)
+            self.get_logger().error(f'cannot configure: {error}')
+            return TransitionCallbackReturn.FAILURE
+        self.estimator_settings, self.settings, self.estimator = estimator_settings, settings, estimator
+        model = Path(estimator_settings.model_path)
+        self._model_sha256 = file_sha256(model) if model.is_file() else 'no model file'
+        self._model_id = self._model_sha256[:12]
+        self._edges = skeleton_edges(estimator.robot.keypoint_specs)
+        self.get_logger().info(f'configured: model {estimator_settings.model_path} (sha256 {self._model_id}), '
+                               f'mode {estimator_settings.mode}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Create the publishers, subscriptions and timers; start the worker."""
+        publisher = self.create_publisher
+        self._joint_pub = publisher(JointState, 'joint_states', 10)
+        self._tf_pub = publisher(TFMessage, '/tf', TF_QOS)
+        self._pose_pub = publisher(PoseStamped, '~/pose', 10)
+        self._pose_cov_pub = publisher(PoseWithCovarianceStamped, '~/pose_with_covariance', 10)
+        self._keypoints_pub = publisher(Keypoints2D, '~/keypoints', 10)
+        self._debug_pub = publisher(Image, '~/debug_image', 1)
+        self._diag_pub = publisher(DiagnosticArray, '/diagnostics', 10)
+        self._publishers = [self._joint_pub, self._tf_pub, self._pose_pub, self._pose_cov_pub, self._keypoints_pub,
+                            self._debug_pub, self._diag_pub]
+        self._image_type = CompressedImage if self.settings.input_compressed else Image
+        self._image_topic = self._image_topic_name()
+        self._subscribe_image(self._initial_reliability())
+        self._subscribe_camera_info(ReliabilityPolicy.BEST_EFFORT)
+        self._follow_publisher_reliability()
+        # A steady clock: with use_sim_time and no /clock yet, ROS-time timers would never fire.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timers = [self.create_timer(2.0, self._follow_publisher_reliability, clock=steady),
+                        self.create_timer(1.0, self._publish_diagnostics, clock=steady)]
+        self._stop.clear()
+        self._active = True
+        if self._start_worker:
+            self._worker = threading.Thread(target=self._work, name='estimator', daemon=True)
             self._worker.start()
         self.get_logger().info(
             f'listening on {self._image_sub.topic_name} ({self._image_type.__name__}, '
-            f'{self.settings.image_reliability}) and {self._info_sub.topic_name}; model '
-            f'{self.estimator_settings.model_path}; TF {self.settings.camera_frame or "<image frame>"} -> '
-            f'{self._base_frame}{" (inverse)" if self.settings.publish_inverse_tf else ""}')
+            f'{self.settings.image_reliability}) and {self._info_sub.topic_name}; TF '
+            + ('{} -> {}'.format(*self._tf_frames('<image frame>')) if self.settings.publish_tf else 'off'))
+        return TransitionCallbackReturn.SUCCESS
 
-    # ----------------------------------------------------------------------------------- setup
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop processing: the worker, the subscriptions, the timers and the publishers go."""
+        self._stop_worker()
+        for subscription in (self._image_sub, self._info_sub):
+            if subscription is not None:
+                self.destroy_subscription(subscription)
+        self._image_sub = self._info_sub = None
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        for pub in self._publishers:
+            self.destroy_publisher(pub)
+        self._timers, self._publishers = [], []
+        self._active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model (and the tracker, the cached calibrations, the statistics)."""
+        self.estimator = None
+        self._cameras.clear()
+        self._last_stamp = self._last_success = self._last_arrival = None
+        self.stats = diagnostics.FrameStatistics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self.on_deactivate(state)
+        return self.on_cleanup(state)
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        with self._condition:
+            self._condition.notify_all()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        self._worker = None
+        self._pending = None
+
+    # ------------------------------------------------------------------- parameters and services
+
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        """Check runtime changes like a start-up value; the worker applies them from its next frame."""
+        if self.settings is None:     # not configured yet: configure reads whatever is set
+            return SetParametersResult(successful=True)
+        changes = {p.name: p.value for p in parameters}
+        try:
+            estimator_settings, settings = runtime_change(self.estimator_settings, self.settings, changes)
+            if settings.publish_inverse_tf and not settings.tf_child_prefix:
+                raise ValueError('publish_inverse_tf needs a non-empty tf_child_prefix (the camera frame keeps '
+                                 'its one parent)')
+        except (ValueError, TypeError) as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        self.estimator_settings, self.settings = estimator_settings, settings
+        self._request('settings', estimator_settings)
+        self.get_logger().info(f'parameters changed from the next frame: {changes}')
+        return SetParametersResult(successful=True)
+
+    def _request(self, name: str, value: Any = True) -> None:
+        with self._condition:
+            self._requests[name] = value
+
+    def _apply_requests(self) -> None:
+        """In the worker, between frames: settings changes and resets asked for by the executor thread."""
+        with self._condition:
+            requests, self._requests = self._requests, {}
+        if 'settings' in requests:
+            self.estimator.update_settings(requests['settings'])
+        if 'reset' in requests:
+            self.estimator.reset()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """~/reset: drop the tracker's state; the next frame is solved from scratch."""
+        response.success = self.estimator is not None
+        if response.success:
+            self._request('reset')
+        response.message = 'the next frame is solved from scratch' if response.success else 'not configured'
+        return response
+
+    def _on_start_calibration(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """~/start_calibration: collect camera -> base from every frame with a pose from now on."""
+        self.calibration.reset()
+        self._calibrating = True
+        response.success = True
+        response.message = ('collecting: move the robot through varied poses in view of the fixed camera, '
+                            'then call ~/save_calibration')
+        return response
+
+    def _on_save_calibration(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """~/save_calibration: average what was collected, write calibration_path, stop collecting."""
+        need = self.settings.calibration_min_frames if self.settings is not None else 3
+        if len(self.calibration) < need:
+            response.success = False
+            response.message = (f'{len(self.calibration)} frames collected, calibration_min_frames is {need}'
+                                + ('' if self._calibrating else '; call ~/start_calibration first'))
+            return response
+        result = self.calibration.result()
+        camera_frame, base_frame = self._calibration_frames
+        path = write_calibration(self.settings.calibration_path, result, camera_frame, base_frame, self._model_sha256,
+                                 f'{self.get_fully_qualified_name()} ~/save_calibration')
+        self._calibrating = False
+        response.success = True
+        response.message = (f'wrote {path.resolve()}: {result.frames_used} frames used, {result.frames_rejected} '
+                            f'rejected, spread {100 * result.translation_spread_m:.1f} cm / '
+                            f'{result.rotation_spread_deg:.2f} deg (RMS)')
+        return response
+
+    # -------------------------------------------------------------------------------- subscriptions
 
     def _image_topic_name(self) -> str:
         """Name the image topic: ``image``, or ``<remapped image>/compressed`` for compressed input.
@@ -241,6 +420,7 @@ class RobotPoseEstimatorNode(Node):
 
     def process_image(self, msg: Image | CompressedImage, received: float) -> Estimate | None:
         """Convert, estimate and publish one frame; None when it was skipped before estimation."""
+        self._apply_requests()
         start = time.monotonic()
         header = msg.header
         stamp = stamp_to_seconds(header.stamp)
@@ -263,6 +443,7 @@ class RobotPoseEstimatorNode(Node):
         converted = time.monotonic()
         estimate = self.estimator.estimate(rgb, camera, stamp)
         estimated = time.monotonic()
+        self._keypoints_pub.publish(estimate_to_keypoints(estimate, header))
         if estimate.success:
             self._publish(estimate, header)
         else:
@@ -315,20 +496,42 @@ class RobotPoseEstimatorNode(Node):
             estimated=False, failure_reason=reason))
         return None
 
+    def _tf_frames(self, camera_frame: str) -> tuple[str, str]:
+        """(parent, child) of the published transform.
+
+        camera -> prefix + base by default; with publish_inverse_tf base -> prefix + camera, so the
+        camera frame never gets a second parent besides its driver's.
+        """
+        base = self.settings.base_frame or self.estimator.robot.base_frame
+        if self.settings.publish_inverse_tf:
+            return base, self.settings.tf_child_prefix + camera_frame
+        return camera_frame, self.settings.tf_child_prefix + base
+
+    @property
+    def _calibration_frames(self) -> tuple[str, str]:
+        """(camera frame, robot base frame) a saved calibration connects: the real frames, unprefixed."""
+        base = self.settings.base_frame or self.estimator.robot.base_frame
+        return self.settings.camera_frame or self._last_frame_id, base
+
     def _publish(self, estimate: Estimate, header: Header) -> None:
-        """joint_states, /tf and ~/pose, all with the image's stamp."""
+        """joint_states, /tf, ~/pose and ~/pose_with_covariance, all with the image's stamp."""
         self._joint_pub.publish(estimate_to_joint_state(estimate, header))
         camera_frame = self.settings.camera_frame or header.frame_id
         if not camera_frame:
             self.get_logger().warn('the image has no header.frame_id and camera_frame is not set: '
                                    'publishing joint_states only', throttle_duration_sec=THROTTLE_SEC)
             return
+        self._last_frame_id = camera_frame
+        if self._calibrating:
+            self.calibration.add(estimate.T_camera_base)
         if self.settings.publish_tf:
-            transform = estimate_to_transform(estimate, header.stamp, camera_frame, self._base_frame,
+            parent, child = self._tf_frames(camera_frame)
+            transform = estimate_to_transform(estimate, header.stamp, parent, child,
                                               inverse=self.settings.publish_inverse_tf)
             self._tf_pub.publish(TFMessage(transforms=[transform]))
         pose_header = Header(stamp=header.stamp, frame_id=camera_frame)
         self._pose_pub.publish(estimate_to_pose(estimate, pose_header))
+        self._pose_cov_pub.publish(estimate_to_pose_with_covariance(estimate, pose_header))
 
     def _publish_debug(self, rgb: np.ndarray, estimate: Estimate, camera: CameraModel,
                        header: Header) -> None:
@@ -343,18 +546,16 @@ class RobotPoseEstimatorNode(Node):
         now = time.monotonic()
         values = self.stats.summary(now)
         since = None if self._last_arrival is None else now - self._last_arrival
-        level, message = diagnostics.status_level(values, self._last_success, since)
+        level, message = diagnostics.status_level(values, self._last_success, since,
+                                                  expected_rate_hz=self.settings.expected_rate)
         status = diagnostic_status(f'{self.get_fully_qualified_name()}: pose estimation',
-                                   self.estimator_settings.model_path, bytes([level]), message, values)
+                                   f'{self.get_fully_qualified_name()} model {self._model_id}', bytes([level]),
+                                   message, values)
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     def destroy_node(self) -> None:
         """Stop the worker before the publishers go away."""
-        self._stop.set()
-        with self._condition:
-            self._condition.notify_all()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+        self._stop_worker()
         super().destroy_node()
 
 
@@ -367,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         node = RobotPoseEstimatorNode()
-    except (ModelLoadError, ValueError, OSError, ParameterException) as exc:
+        if node.get_parameter('autostart').value:
+            node.start()
+    except (StartupError, ParameterException) as exc:
         # One line that names the file or parameter, not a traceback.
         rclpy.logging.get_logger(DEFAULT_NODE_NAME).fatal(f'cannot start: {exc}')
         rclpy.try_shutdown()

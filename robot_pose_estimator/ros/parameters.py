@@ -18,30 +18,47 @@ Every public field of ``core.settings.EstimatorSettings`` and of ``NodeSettings`
 one parameter with the field's default, description, range and read-only flag (``ros2 param
 describe``). The values are turned into settings by ``config.settings_from_parameters``, the
 function ``load_config`` uses, so the node and the offline tools run the same estimator.
+Settings marked ``runtime`` may be changed while the node runs (``ros2 param set``); the others
+are read when the node is configured, so change them through the lifecycle.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from robot_pose_estimator.config import settings_from_parameters
-from robot_pose_estimator.core.settings import check, EstimatorSettings, parameters, setting, Spec
+from robot_pose_estimator.core.settings import check, EstimatorSettings, parameters, runtime_parameters, setting, Spec
 
 RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
+#: In tf_child_prefix: the node's namespace without its leading slash, plus a slash ('' at the root).
+NAMESPACE_PLACEHOLDER = '{ns}'
+
+
+def expand_prefix(prefix: str, namespace: str) -> str:
+    """``tf_child_prefix`` with ``{ns}`` replaced: /cam1 -> 'cam1/', / -> ''."""
+    name = namespace.strip('/')
+    return prefix.replace(NAMESPACE_PLACEHOLDER, f'{name}/' if name else '')
 
 
 @dataclass(frozen=True)
 class NodeSettings:
     """The node's own parameters: frames, topics, QoS, rate (the estimator's are EstimatorSettings)."""
 
+    autostart: bool = setting(True, 'configure and activate at start (false: wait for a lifecycle manager)')
     base_frame: str = setting('', 'TF child frame (before tf_child_prefix); empty: the URDF root link')
     camera_frame: str = setting('', "TF parent frame; empty: the image's header.frame_id")
-    tf_child_prefix: str = setting('estimated/', 'prefix of the TF child frame, e.g. estimated/')
-    publish_tf: bool = setting(True, 'publish the camera -> base transform on /tf')
-    publish_inverse_tf: bool = setting(False, 'publish base -> camera instead of camera -> base')
+    tf_child_prefix: str = setting(NAMESPACE_PLACEHOLDER + 'estimated/',
+                                   'prefix of the published frame; {ns} stands for the node namespace and a '
+                                   'slash (cam1/ in /cam1, nothing at the root), so two cameras never publish the '
+                                   'same frame')
+    publish_tf: bool = setting(True, 'publish the camera -> base transform on /tf', runtime=True)
+    publish_inverse_tf: bool = setting(False, 'publish base -> tf_child_prefix + camera frame instead: the '
+                                       "camera's pose in the robot's own TF tree, under a name of its own (the "
+                                       'camera frame keeps its one parent, its driver)', runtime=True)
     input_compressed: bool = setting(False, 'subscribe to sensor_msgs/CompressedImage on image/compressed '
                                      'instead of sensor_msgs/Image on image')
     image_reliability: str = setting('auto', 'image subscription reliability: auto (follow the publisher) | '
@@ -49,7 +66,13 @@ class NodeSettings:
     image_rectified: bool = setting(False, 'the images are rectified (image_rect): use CameraInfo P, no '
                                     'distortion')
     max_rate: float = setting(0.0, 'process at most this many frames per second, always the newest (0: as fast '
-                              'as possible)', low=0.0, high=1000.0)
+                              'as possible)', low=0.0, high=1000.0, runtime=True)
+    expected_rate: float = setting(0.0, '/diagnostics warns when images arrive slower than 80 % of this rate '
+                                   '(0: no expectation)', low=0.0, high=1000.0, runtime=True)
+    calibration_path: str = setting('calibration.yaml', '~/save_calibration writes the averaged camera -> base '
+                                    'transform here (relative: to the working directory)', runtime=True)
+    calibration_min_frames: int = setting(30, '~/save_calibration refuses with fewer frames collected since '
+                                          '~/start_calibration', low=3, high=1000000, runtime=True)
     camera_info_max_age: float = setting(1.0, 'warn when the cached camera_info is this many seconds older than '
                                          'the image', low=0.0, high=1.0e6)
 
@@ -88,21 +111,45 @@ def descriptor(spec: Spec, **kwargs: Any) -> ParameterDescriptor:
     return result
 
 
-def declare_settings(node: Node) -> tuple[EstimatorSettings, NodeSettings]:
-    """Declare every parameter with its default and descriptor; return the settings (ValueError on bad values)."""
-    estimator = {f.name: node.declare_parameter(f.name, f.default, descriptor(spec)).value
-                 for f, spec in parameters(EstimatorSettings)}
-    own = {f.name: node.declare_parameter(f.name, f.default, descriptor(spec)).value
-           for f, spec in parameters(NodeSettings)}
-    robot: dict[str, Any] = {}
+def declare_parameters(node: Node) -> None:
+    """Declare every parameter with its default and descriptor (values from --params-file / -p win)."""
+    for cls in (EstimatorSettings, NodeSettings):
+        for f, spec in parameters(cls):
+            node.declare_parameter(f.name, f.default, descriptor(spec))
     for key, (kind, description) in ROBOT_PARAMETERS.items():
         # Unset unless the params file sets it; no robot.keypoint_names at all means the bundled
         # Panda's whole robot section, as load_config reads a file without one.
         # Offsets may be written as integers (0 rather than 0.0) in a params file: dynamically typed.
         dynamic = kind == Parameter.Type.DOUBLE_ARRAY
         default = None if dynamic else '' if kind == Parameter.Type.STRING else kind
-        spec_descriptor = ParameterDescriptor(description=description, read_only=True, dynamic_typing=dynamic)
-        value = node.declare_parameter(f'robot.{key}', default, spec_descriptor).value
+        node.declare_parameter(f'robot.{key}', default,
+                               ParameterDescriptor(description=description, read_only=True, dynamic_typing=dynamic))
+
+
+def read_settings(node: Node) -> tuple[EstimatorSettings, NodeSettings]:
+    """The settings the declared parameters hold now (ValueError naming a bad value)."""
+    estimator = {f.name: node.get_parameter(f.name).value for f, _ in parameters(EstimatorSettings)}
+    own = {f.name: node.get_parameter(f.name).value for f, _ in parameters(NodeSettings)}
+    robot: dict[str, Any] = {}
+    for key in ROBOT_PARAMETERS:
+        try:
+            value = node.get_parameter(f'robot.{key}').value
+        except ParameterUninitializedException:   # declared by type only and not set
+            continue
         if value:
             robot[key] = value if isinstance(value, str) else list(value)
     return settings_from_parameters({**estimator, 'robot': robot}, source='node parameters'), NodeSettings(**own)
+
+
+def runtime_change(estimator: EstimatorSettings, own: NodeSettings, changes: dict[str, Any]
+                   ) -> tuple[EstimatorSettings, NodeSettings]:
+    """Both settings with runtime ``changes`` applied and checked; ValueError says why one is refused."""
+    estimator_names = {f.name for f, _ in parameters(EstimatorSettings)}
+    allowed = set(runtime_parameters(EstimatorSettings)) | set(runtime_parameters(NodeSettings))
+    refused = sorted(set(changes) - allowed)
+    if refused:
+        raise ValueError(f'{", ".join(refused)} cannot change while the node runs: reconfigure it '
+                         '(lifecycle deactivate, cleanup, set, configure, activate)')
+    estimator = estimator.updated(**{k: v for k, v in changes.items() if k in estimator_names})
+    own = replace(own, **{k: v for k, v in changes.items() if k not in estimator_names})
+    return estimator, own

@@ -35,12 +35,15 @@ import threading
 import time
 from typing import Any
 
+from builtin_interfaces.msg import Time
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from robot_pose_estimator.core.messages import ns_to_stamp_fields
 from robot_pose_estimator.rosbag import (
     add_topic_arguments, BagReader, BagTopics, DEFAULT_TOPICS, stamp_to_ns, topics_from_args, TYPESTORE
 )
+from rosgraph_msgs.msg import Clock
 from tqdm import tqdm
 
 QOS_CHOICES = ('reliable', 'best_effort')
@@ -109,13 +112,15 @@ def _stamp_ns(msg: Any) -> int | None:
 def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 1.0, wait_for: str | None = None,
              wait_timeout: float = 1.0, qos: str = 'reliable', image_out: str | None = None,
              camera_info_out: str | None = None, subscriber_timeout: float = 5.0, max_frames: int | None = None,
-             context: Any = None, progress: bool = True) -> PlayStats:
+             context: Any = None, progress: bool = True, clock: bool = False) -> PlayStats:
     """Publish the bag's images and camera infos; returns the statistics.
 
     ``image_out``/``camera_info_out`` rename the published topics (default: as recorded).
     Playback starts once the image topic has a subscriber, or after ``subscriber_timeout``.
     ``context``: an initialised ``rclpy.Context`` to publish in (e.g. the caller's, with its
-    domain id); by default the player opens and closes its own.
+    domain id); by default the player opens and closes its own. ``clock`` publishes the bag's
+    time on ``/clock`` before each message, as ``ros2 bag play --clock`` does, for nodes started
+    with ``use_sim_time:=true`` (their timers only run while a clock is published).
     """
     if rate <= 0:
         raise ValueError(f'rate must be > 0, got {rate}')
@@ -129,6 +134,7 @@ def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
+    clock_pub = node.create_publisher(Clock, '/clock', 10) if clock else None
     stats = PlayStats()
     try:
         with BagReader(bag, topics) as reader:
@@ -146,6 +152,9 @@ def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 
             start_wall = time.monotonic()
             first_log: int | None = None
             for topic, _, log_time, raw in reader.serialized_messages([reader.image_topic, reader.camera_info_topic]):
+                if clock_pub is not None:
+                    sec, nanosec = ns_to_stamp_fields(log_time)
+                    clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
                 if topic == reader.camera_info_topic:
                     info_pub.publish(raw)
                     stats.camera_infos += 1
@@ -168,6 +177,8 @@ def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 
             stats.seconds = time.monotonic() - start_wall
     finally:
         executor.shutdown()
+        if spinner.is_alive():   # a spinning thread still alive at interpreter exit aborts the process
+            spinner.join(timeout=5.0)
         node.destroy_node()
         if owns_context:
             rclpy.try_shutdown(context=context)
@@ -186,6 +197,10 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--image-out', default=None, help='publish images on this topic (default: as recorded)')
     parser.add_argument('--camera-info-out', default=None, help='publish camera infos here (default: as recorded)')
     parser.add_argument('--max-frames', type=int, default=None, help='stop after N images')
+    parser.add_argument('--subscriber-timeout', type=float, default=5.0,
+                        help='start once the image topic has a subscriber, or after this many seconds')
+    parser.add_argument('--clock', action='store_true',
+                        help='publish the bag time on /clock (for nodes run with use_sim_time:=true)')
     add_topic_arguments(parser)
 
 
@@ -193,7 +208,8 @@ def run_play(args: argparse.Namespace) -> int:
     try:
         stats = play_bag(args.bag, topics_from_args(args), rate=args.rate, wait_for=args.wait_for,
                          wait_timeout=args.wait_timeout, qos=args.qos, image_out=args.image_out,
-                         camera_info_out=args.camera_info_out, max_frames=args.max_frames)
+                         camera_info_out=args.camera_info_out, max_frames=args.max_frames, clock=args.clock,
+                         subscriber_timeout=args.subscriber_timeout)
     except (FileNotFoundError, ValueError, TimeoutError) as error:
         print(f'play: {error}', file=sys.stderr)
         return 2

@@ -23,12 +23,9 @@ training data, the exact commands, the training time and hardware, and measured 
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 from pathlib import Path
-import shlex
-import sys
 import time
 from typing import Any
 import warnings
@@ -39,13 +36,12 @@ import onnxruntime as ort
 from robot_pose_estimator.config import REPO_ROOT
 from robot_pose_estimator.core.model import file_sha256, HEATMAPS_NAME, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
 from robot_pose_estimator.model_card import card_accuracy
-from robot_pose_estimator.training.checkpoints import build_model, hardware_description, load_checkpoint, save_weights
+from robot_pose_estimator.training.checkpoints import build_model, hardware_description, load_checkpoint
 from robot_pose_estimator.training.model import count_parameters, ExportModel, ModelConfig
 import torch
 
 MAX_MODEL_MB = 30.0
 TOLERANCE = 1e-4
-WEIGHTS_SUFFIX = '.weights.pt'
 _ENCODER_DESCRIPTIONS = {
     'efficientnet_lite0': 'EfficientNet-Lite0 encoder (blocks to stride 32, started from ImageNet weights)',
     'resnet_half': 'ResNet-18 layout encoder (width x1, x2, x4, x8, from scratch)',
@@ -244,24 +240,7 @@ def _portable_path(path: str | None) -> str | None:
         return str(path)
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``robot-pose-estimator export``."""
-    parser.add_argument('--checkpoint', required=True, help='checkpoint.pt from `train`')
-    parser.add_argument('--output', help='ONNX path (default: models/<robot>.onnx)')
-    parser.add_argument('--card', help='model card path (default: the ONNX path with .json)')
-    parser.add_argument('--dynamic-batch', action='store_true', help='symbolic batch dimension')
-    parser.add_argument('--opset', type=int, default=17)
-    parser.add_argument('--accuracy', help='measured accuracy for the model card: a benchmark-suite output folder '
-                        '(its held-out camera rows; they must have been measured on this very model) or a JSON file')
-    parser.add_argument('--accuracy-note', help='a sentence for the card next to the accuracy (caveats, tuning)')
-    parser.add_argument('--no-check', action='store_true', help='skip the ONNX Runtime vs torch check')
-    parser.add_argument('--no-weights', action='store_true',
-                        help=f'do not write the fp16 weights file beside the ONNX (<model>{WEIGHTS_SUFFIX}, '
-                             'for train --init-weights)')
-    parser.add_argument('--no-latency', action='store_true', help='skip the ONNX Runtime latency measurement')
-
-
-def _read_accuracy(source: str, model_sha256: str) -> tuple[dict[str, Any], str | None]:
+def read_accuracy(source: str, model_sha256: str) -> tuple[dict[str, Any], str | None]:
     """Card accuracy from a benchmark-suite folder or a JSON file, and why it was refused (or None).
 
     A suite folder measured on another model is refused: its numbers would describe a different file.
@@ -277,28 +256,3 @@ def _read_accuracy(source: str, model_sha256: str) -> tuple[dict[str, Any], str 
         return {}, (f"{source} was measured on the model with sha256 {accuracy['model_sha256'][:16]}, not on the "
                     f'exported one ({model_sha256[:16]}); run benchmark-suite on it, then export again')
     return accuracy, None
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """Export, check and write the model card from parsed arguments."""
-    state = load_checkpoint(args.checkpoint)
-    output = Path(args.output or Path('models') / f"{state['robot']['robot_name']}.onnx")
-    info = export_onnx(args.checkpoint, output, dynamic_batch=args.dynamic_batch, opset=args.opset,
-                       check=not args.no_check)
-    accuracy, refused = _read_accuracy(args.accuracy, info['sha256']) if args.accuracy else ({}, None)
-    if args.accuracy_note and not refused:
-        accuracy['note'] = args.accuracy_note
-    latency = None if args.no_latency else measure_latency(output)
-    card_path = Path(args.card) if args.card else output.with_suffix('.json')
-    weights = None if args.no_weights else save_weights(state, output.with_name(output.stem + WEIGHTS_SUFFIX))
-    if weights is not None:
-        info['weights'] = {'path': weights.name, 'sha256': file_sha256(weights),
-                           'size_mb': round(weights.stat().st_size / 2**20, 3)}
-    write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy, latency)
-    print(f"wrote {output} ({info['size_mb']:.1f} MB"
-          + (f", ONNX Runtime {latency['median_ms']:.1f} ms on {latency['threads']} threads" if latency else '')
-          + f'), {card_path}' + (f' and {weights} (for train --init-weights)' if weights else ''))
-    if refused:
-        print(f'export: the card has no suite accuracy: {refused}', file=sys.stderr)
-        return 2
-    return 0

@@ -29,10 +29,8 @@ single-frame AUC 42.7 and 31.2 deg mean joint error, one gave 43.0 and 29.8 (non
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 import json
-import math
 from pathlib import Path
 import shlex
 import sys
@@ -48,30 +46,9 @@ from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.rendering.cameras import FULL_FRAME_SIZE, project, sample_camera
 from robot_pose_estimator.training.checkpoints import hardware_description
 from robot_pose_estimator.training.losses import wrapped_error_deg
+from robot_pose_estimator.training.settings import LifterSettings
 import torch
 from tqdm import tqdm
-
-
-@dataclass(frozen=True)
-class LifterSettings:
-    """What ``train-lifter`` varies; the defaults made the shipped Panda lifter."""
-
-    samples: int = 400_000
-    epochs: int = 30
-    hypotheses: int = 1
-    width: int = 512
-    hidden_layers: int = 3
-    batch_size: int = 1024
-    lr: float = 2e-3
-    seed: int = 0
-    confidence_beta: tuple[float, float] = (9.6, 2.6)   # Beta(a, b) of heatmap peaks
-    confidence_threshold: float = 0.5                   # peaks below this are dropped, as in the estimator
-    sigma_px_at_reference: float = 2.0
-    doubling_step: float = 0.1
-    sigma_scale: float = 1.3
-    outlier_fraction: float = 0.12
-    share_for_all: float = 0.05                         # loss weight of every hypothesis, not just the best
-    validation_samples: int = 5000
 
 
 def sample_training_pairs(robot: RobotModel, count: int, rng: np.random.Generator,
@@ -98,9 +75,10 @@ def sample_training_pairs(robot: RobotModel, count: int, rng: np.random.Generato
     return lifter_features(nccs, used, confidences), angles
 
 
-def train_lifter(config_path: str | Path, out: str | Path, settings: LifterSettings = LifterSettings(),
+def train_lifter(config_path: str | Path, out: str | Path, settings: LifterSettings | None = None,
                  progress: bool = True) -> dict:
     """Train, write ``out`` (.npz, the card inside) and ``out`` with .json (the card); return the card."""
+    settings = settings if settings is not None else LifterSettings()
     started = time.monotonic()
     config = load_config(config_path)
     robot = RobotModel.from_config(config)
@@ -186,35 +164,3 @@ def _validation_errors(lifter: KeypointLifter, features: np.ndarray, angles: np.
     first = errors[:, 0]
     return {'first_hypothesis_mean_deg': float(first.mean()), 'best_hypothesis_mean_deg': float(best.mean()),
             'best_hypothesis_deg': dict(zip(lifter.joint_names, np.round(best.mean(axis=0), 2).tolist()))}
-
-
-def add_train_lifter_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``robot-pose-estimator train-lifter``."""
-    d = LifterSettings()
-    parser.add_argument('--config', required=True, help='robot params YAML (keypoints, joints, URDF)')
-    parser.add_argument('--out', required=True, help='output .npz (a .json card is written beside it)')
-    parser.add_argument('--samples', type=int, default=d.samples, help='training keypoint sets')
-    parser.add_argument('--epochs', type=int, default=d.epochs)
-    parser.add_argument('--hypotheses', type=int, default=d.hypotheses, help='angle hypotheses per frame')
-    parser.add_argument('--width', type=int, default=d.width, help='hidden layer width')
-    parser.add_argument('--seed', type=int, default=d.seed)
-    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch decides)')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-
-
-def run_train_lifter(args: argparse.Namespace) -> int:
-    """Entry point of ``robot-pose-estimator train-lifter``."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for name in ('samples', 'epochs', 'hypotheses', 'width'):
-        if getattr(args, name) < 1:
-            raise SystemExit(f'--{name} must be >= 1, got {getattr(args, name)}')
-    settings = LifterSettings(samples=args.samples, epochs=args.epochs, hypotheses=args.hypotheses,
-                              width=args.width, seed=args.seed)
-    card = train_lifter(args.config, args.out, settings, progress=not args.no_progress)
-    validation = card['validation']
-    detail = (f"{validation['first_hypothesis_mean_deg']:.1f} deg for the first hypothesis, "
-              f"{validation['best_hypothesis_mean_deg']:.1f} for the closest of {settings.hypotheses}"
-              if settings.hypotheses > 1 else f"{validation['best_hypothesis_mean_deg']:.1f} deg")
-    print(f'wrote {args.out}: mean joint error {detail} on {settings.validation_samples} held-out keypoint sets')
-    return 0 if math.isfinite(validation['best_hypothesis_mean_deg']) else 1

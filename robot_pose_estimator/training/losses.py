@@ -21,12 +21,12 @@ import numpy as np
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.rendering.cameras import frame_sample, FULL_FRAME_SIZE, project, sample_camera
 from robot_pose_estimator.training.model import AngleHint, KeypointAngleHead
+from robot_pose_estimator.training.settings import HEATMAP_LOSSES
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 HEATMAP_STRIDE = 4
-HEATMAP_LOSSES = ('mse', 'focal')
 
 
 def _to_heatmap_pixels(keypoints: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int]) -> Tensor:

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from robot_pose_estimator.core.model import EFFICIENTNET_LITE_NORMALIZATION, IMAGENET_NORMALIZATION, Normalization
+from robot_pose_estimator.training.settings import ENCODERS
 import torch
 from torch import nn, Tensor
 from torch.nn import functional as F
@@ -56,7 +57,6 @@ ENCODER_NORMALIZATION: dict[str, Normalization] = {
     'efficientnet_lite0': EFFICIENTNET_LITE_NORMALIZATION,
     'resnet_half': IMAGENET_NORMALIZATION,
 }
-ENCODERS = tuple(ENCODER_NORMALIZATION)
 
 
 @dataclass

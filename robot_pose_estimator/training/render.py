@@ -41,7 +41,7 @@ from robot_pose_estimator.rendering.backgrounds import PhotoPool
 from robot_pose_estimator.rendering.cameras import (
     CROP, frame_sample, FULL_FRAME_SIZE, intrinsics_for_crop, project, sample_camera
 )
-from robot_pose_estimator.rendering.meshes import resolve_package_uri, visual_urdf
+from robot_pose_estimator.rendering.meshes import resolve_package_uri
 from robot_pose_estimator.rendering.randomization import Randomization
 from robot_pose_estimator.rendering.tinyrenderer import Renderer
 from robot_pose_estimator.training.dataset import load_shard, open_dataset, write_shard
@@ -150,7 +150,10 @@ def render_dataset(config_path: str | Path, out_dir: str | Path, count: int, siz
     backgrounds = [str(Path(d).resolve()) for d in backgrounds]
     photo_count = len(PhotoPool(backgrounds)) if backgrounds else 0   # fails early on an empty folder
     urdf_path = render_urdf(config, config_path, meshes)
-    visual_urdf(urdf_path)          # convert meshes once here, not in every worker at the same time
+    # Convert the meshes and load the robot once here: in the workers at the same time the
+    # conversions would race, and a worker whose start fails is replaced forever (a hang).
+    with Renderer(urdf_path, RobotModel.from_config(config), 16, 16):
+        pass
     randomization = randomization if randomization is not None else Randomization.default()
     if isinstance(sampler, (str, Path)):
         sampler = AdaptiveJointSampler.load(sampler)

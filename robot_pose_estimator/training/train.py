@@ -26,7 +26,6 @@ streaming is ``training.data``, targets and losses ``training.losses``, files ``
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 import math
@@ -49,9 +48,10 @@ from robot_pose_estimator.training.data import (
 from robot_pose_estimator.training.dataset import load_shard
 from robot_pose_estimator.training.hooks import plot_curves, TrainingClock, validate, write_bin_errors, write_log
 from robot_pose_estimator.training.losses import (
-    angle_loss, heatmap_loss, HEATMAP_LOSSES, HEATMAP_STRIDE, heatmap_targets, keypoint_hint, pretrain_angle_head
+    angle_loss, heatmap_loss, HEATMAP_STRIDE, heatmap_targets, keypoint_hint, pretrain_angle_head
 )
-from robot_pose_estimator.training.model import count_parameters, ENCODERS, KeypointAngleHead, ModelConfig, PoseNet
+from robot_pose_estimator.training.model import count_parameters, KeypointAngleHead, ModelConfig, PoseNet
+from robot_pose_estimator.training.settings import ENCODERS, HEATMAP_LOSSES, TrainSettings
 import torch
 from tqdm import tqdm
 
@@ -67,37 +67,6 @@ class TrainResult:
     elapsed_s: float
     images_per_s: float
     validation: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrainSettings:
-    """The knobs of a run, stored in the checkpoint and the model card."""
-
-    minutes: float = 100.0
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    input_size: int = 128
-    sigma: float = 2.0                 # heatmap Gaussian sigma, heatmap pixels
-    heatmap_loss: str = 'mse'
-    positive_weight: float = 10.0
-    angle_weight: float = 1.0
-    mask_fraction: float = 0.2
-    encoder_lr_scale: float = 1.0      # the encoder's learning rate relative to ``lr`` (pretrained: < 1)
-    freeze_stages: int = 0             # encoder stem + this many stages not trained ...
-    freeze_minutes: float = 0.0        # ... during the run's first minutes
-    hint_fraction: float = 0.5         # samples whose angle head sees noisy true keypoints
-    hint_noise: float = 0.5            # ... with this noise, heatmap pixels
-    angle_pretrain_steps: int = 12000  # synthetic keypoints -> angles steps before training (0: off)
-    angle_pretrain_samples: int = 60000
-    warmup_steps: int = 300
-    val_fraction: float = 0.05
-    val_max: int = 512
-    val_minutes: float = 5.0
-    checkpoint_minutes: float = 10.0
-    shuffle_window: int = 8
-    max_steps: int | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -411,84 +380,3 @@ def train(config_path: str | Path, data_dirs: Sequence[str | Path], out_dir: str
 def _dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
     """Pick the parts of a dataset's meta.json that belong in the model card (not the shard list)."""
     return {k: v for k, v in meta.items() if k != 'shards'}
-
-
-# --------------------------------------------------------------------------------------- CLI
-
-
-# Options of ``train`` that ``run_train`` forwards only when given, so that ``--resume`` keeps the
-# checkpoint's values for everything not on the command line.
-_OPTIONS = ('sigma', 'heatmap_loss', 'angle_weight', 'mask_fraction', 'val_minutes', 'checkpoint_minutes',
-            'max_steps', 'angle_pretrain_steps', 'encoder_lr_scale', 'freeze_stages', 'freeze_minutes')
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``robot-pose-estimator train``."""
-    d = TrainSettings()
-    parser.add_argument('--config', required=True, help='robot params YAML (keypoints, joints, URDF)')
-    parser.add_argument('--data', nargs='+', required=True, help='dataset directories from `render`')
-    parser.add_argument('--val-data', nargs='*', default=[],
-                        help='validation dataset directories (default: hold out part of --data)')
-    parser.add_argument('--out', default='runs/train', help='output directory (checkpoint, log, curves)')
-    parser.add_argument('--minutes', type=float, default=d.minutes,
-                        help='total wall-clock training budget, including time before --resume')
-    parser.add_argument('--batch-size', type=int, default=d.batch_size)
-    parser.add_argument('--lr', type=float, default=d.lr)
-    parser.add_argument('--seed', type=int, default=d.seed)
-    parser.add_argument('--device', default='auto', help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
-    parser.add_argument('--resume', help='checkpoint.pt to continue from (model, optimiser, step, settings)')
-    parser.add_argument('--input-size', type=int,
-                        help='network input side (default: the dataset image size, or with --resume the '
-                             "checkpoint's; a new size there fine-tunes at that resolution)")
-    parser.add_argument('--init-weights', metavar='PT',
-                        help='start a new run from a weights file that export wrote beside a model (e.g. '
-                             'models/panda.weights.pt): continue training on a fresh machine; the optimiser restarts')
-    parser.add_argument('--encoder', choices=ENCODERS, default='efficientnet_lite0',
-                        help='efficientnet_lite0: ImageNet-pretrained (transfers to real images); '
-                             'resnet_half: a half-width ResNet-18 from scratch')
-    parser.add_argument('--no-pretrained', action='store_true', help='start efficientnet_lite0 from random weights')
-    parser.add_argument('--width', type=int, default=32, help='resnet_half base width (32 = half ResNet-18)')
-    parser.add_argument('--decoder-channels', type=int, default=64, help='channels of the FPN decoder')
-    parser.add_argument('--angle-head', choices=('keypoint', 'global'), default='keypoint')
-    parser.add_argument('--encoder-lr-scale', type=float,
-                        help=f"the encoder's learning rate relative to --lr (default {d.encoder_lr_scale})")
-    parser.add_argument('--freeze-stages', type=int,
-                        help='do not train the encoder stem and its first N stages (1-4) ... '
-                             f'(default {d.freeze_stages}; 1 trains efficientnet_lite0 about 1.7x faster at 192)')
-    parser.add_argument('--freeze-minutes', type=float,
-                        help=f'... during the first M minutes of the run (default {d.freeze_minutes})')
-    parser.add_argument('--sigma', type=float, help=f'heatmap sigma in heatmap pixels (default {d.sigma})')
-    parser.add_argument('--heatmap-loss', choices=HEATMAP_LOSSES, help=f'default {d.heatmap_loss}')
-    parser.add_argument('--angle-weight', type=float, help=f'default {d.angle_weight}')
-    parser.add_argument('--mask-fraction', type=float,
-                        help=f'random masking of up to this fraction of the input (default {d.mask_fraction})')
-    parser.add_argument('--angle-pretrain-steps', type=int,
-                        help=f'synthetic keypoints -> angles pre-training steps (default {d.angle_pretrain_steps})')
-    parser.add_argument('--val-minutes', type=float, help=f'validation interval (default {d.val_minutes})')
-    parser.add_argument('--checkpoint-minutes', type=float,
-                        help=f'checkpoint interval (default {d.checkpoint_minutes})')
-    parser.add_argument('--max-steps', type=int, help='stop after this many steps (smoke tests)')
-    parser.add_argument('--threads', type=int,
-                        help='torch CPU threads (default: torch decides); use 1 while rendering shares the '
-                             'cores: 2 contended threads ran ~10x slower than 1 here')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Run ``train`` from parsed arguments and print where everything went."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    options = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
-    result = train(args.config, args.data, args.out, minutes=args.minutes, batch_size=args.batch_size,
-                   lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
-                   input_size=args.input_size, val_dirs=args.val_data, width=args.width,
-                   angle_head=args.angle_head, encoder=args.encoder, pretrained=not args.no_pretrained,
-                   decoder_channels=args.decoder_channels, init_weights=args.init_weights,
-                   progress=not args.no_progress, **options)
-    val = result.validation
-    print(f'{result.steps} steps, {result.images_seen} images, {result.elapsed_s / 60:.1f} min, '
-          f'{result.images_per_s:.1f} images/s; validation: keypoints median '
-          f"{val.get('val_kp_median_px', float('nan')):.2f} px, angles mean "
-          f"{val.get('val_angle_mean_deg', float('nan')):.1f} deg")
-    print(f'checkpoint: {result.checkpoint}')
-    return 0

@@ -1,0 +1,81 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The knobs of training runs, without torch: the CLI builds its options and help from them.
+
+``train --help`` and ``train-lifter --help`` must work on an install without the ``train`` extra,
+so these dataclasses and choices live apart from the modules that need torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HEATMAP_LOSSES = ('mse', 'focal')
+#: The fp16 weights file that ``export`` writes beside a model, for ``train --init-weights``.
+WEIGHTS_SUFFIX = '.weights.pt'
+#: Network encoders: ImageNet-pretrained EfficientNet-Lite0 (the default) and a half-width ResNet-18 from scratch.
+ENCODERS = ('efficientnet_lite0', 'resnet_half')
+
+
+@dataclass
+class TrainSettings:
+    """The knobs of a run, stored in the checkpoint and the model card."""
+
+    minutes: float = 100.0
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    input_size: int = 128
+    sigma: float = 2.0                 # heatmap Gaussian sigma, heatmap pixels
+    heatmap_loss: str = 'mse'
+    positive_weight: float = 10.0
+    angle_weight: float = 1.0
+    mask_fraction: float = 0.2
+    encoder_lr_scale: float = 1.0      # the encoder's learning rate relative to ``lr`` (pretrained: < 1)
+    freeze_stages: int = 0             # encoder stem + this many stages not trained ...
+    freeze_minutes: float = 0.0        # ... during the run's first minutes
+    hint_fraction: float = 0.5         # samples whose angle head sees noisy true keypoints
+    hint_noise: float = 0.5            # ... with this noise, heatmap pixels
+    angle_pretrain_steps: int = 12000  # synthetic keypoints -> angles steps before training (0: off)
+    angle_pretrain_samples: int = 60000
+    warmup_steps: int = 300
+    val_fraction: float = 0.05
+    val_max: int = 512
+    val_minutes: float = 5.0
+    checkpoint_minutes: float = 10.0
+    shuffle_window: int = 8
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class LifterSettings:
+    """What ``train-lifter`` varies; the defaults made the shipped Panda lifter."""
+
+    samples: int = 400_000
+    epochs: int = 30
+    hypotheses: int = 1
+    width: int = 512
+    hidden_layers: int = 3
+    batch_size: int = 1024
+    lr: float = 2e-3
+    seed: int = 0
+    confidence_beta: tuple[float, float] = (9.6, 2.6)   # Beta(a, b) of heatmap peaks
+    confidence_threshold: float = 0.5                   # peaks below this are dropped, as in the estimator
+    sigma_px_at_reference: float = 2.0
+    doubling_step: float = 0.1
+    sigma_scale: float = 1.3
+    outlier_fraction: float = 0.12
+    share_for_all: float = 0.05                         # loss weight of every hypothesis, not just the best
+    validation_samples: int = 5000

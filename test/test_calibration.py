@@ -1,0 +1,151 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Markerless calibration: the robust SO(3) average, the YAML and ``calibrate`` on a bag."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from robot_pose_estimator import rosbag as bagio
+from robot_pose_estimator.cli import main
+from robot_pose_estimator.config import load_config, read_calibration
+from robot_pose_estimator.core.calibration import CalibrationAccumulator, rotation_mean
+from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.robot_model import RobotModel
+from robot_pose_estimator.core.transforms import (
+    look_at, make_transform, matrix_from_quaternion, matrix_to_rotvec, quaternion_from_matrix, rotation_angle_deg,
+    rotvec_to_matrix
+)
+from robot_pose_estimator.evaluation.calibrate import calibrate_bag
+from test_evaluate import write_model_for
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / 'config' / 'panda.yaml'
+TRUTH = look_at(np.array([1.3, 0.5, 0.7]), np.array([0.0, 0.0, 0.4]))
+
+
+def noisy(rng: np.random.Generator, sigma_m: float, sigma_deg: float) -> np.ndarray:
+    """TRUTH perturbed by Gaussian translation and rotation noise."""
+    R = rotvec_to_matrix(rng.normal(0.0, np.radians(sigma_deg), 3)) @ TRUTH[:3, :3]
+    return make_transform(R, TRUTH[:3, 3] + rng.normal(0.0, sigma_m, 3))
+
+
+def test_rotation_mean_ignores_quaternion_signs_and_matches_a_known_average():
+    axis = np.array([0.0, 0.0, 1.0])
+    rotations = np.stack([rotvec_to_matrix(axis * np.radians(a)) for a in (-20.0, 0.0, 20.0)])
+    assert rotation_angle_deg(rotation_mean(rotations), np.eye(3)) < 1e-9
+    rng = np.random.default_rng(1)
+    many = np.stack([noisy(rng, 0.0, 3.0)[:3, :3] for _ in range(200)])
+    flipped = quaternion_from_matrix(many) * rng.choice([-1.0, 1.0], size=(200, 1))
+    again = np.stack([matrix_from_quaternion(q) for q in flipped])
+    assert rotation_angle_deg(rotation_mean(many), rotation_mean(again)) < 1e-9
+    # For small spreads the chordal mean is the mean rotation vector about the truth.
+    tangent = np.mean([matrix_to_rotvec(R @ TRUTH[:3, :3].T) for R in many], axis=0)
+    assert rotation_angle_deg(rotation_mean(many), rotvec_to_matrix(tangent) @ TRUTH[:3, :3]) < 0.01
+    assert rotation_angle_deg(rotation_mean(many), TRUTH[:3, :3]) < 1.0
+
+
+def test_average_beats_the_median_frame_and_drops_the_wrong_minima():
+    rng = np.random.default_rng(7)
+    poses = [noisy(rng, 0.02, 2.0) for _ in range(60)]
+    wrong = [noisy(rng, 0.02, 2.0) @ make_transform(rotvec_to_matrix([0.0, 0.0, np.pi]), [0.0, 0.0, 0.0])
+             for _ in range(6)]                                   # the arm seen turned 180 deg: far off
+    accumulator = CalibrationAccumulator()
+    for T in poses + wrong:
+        accumulator.add(T)
+    result = accumulator.result()
+    assert not result.kept[60:].any()                  # every wrong minimum dropped
+    assert result.kept[:60].sum() >= 57                # and few of the good frames (3-sigma tails)
+    frame_t = [np.linalg.norm(T[:3, 3] - TRUTH[:3, 3]) for T in poses]
+    frame_r = [rotation_angle_deg(T[:3, :3], TRUTH[:3, :3]) for T in poses]
+    error_t = np.linalg.norm(result.T_camera_base[:3, 3] - TRUTH[:3, 3])
+    error_r = rotation_angle_deg(result.T_camera_base[:3, :3], TRUTH[:3, :3])
+    assert error_t < 0.25 * np.median(frame_t) and error_r < 0.25 * np.median(frame_r)
+    # RMS spread of 3D Gaussian noise: sigma * sqrt(3)
+    assert result.translation_spread_m == pytest.approx(0.02 * np.sqrt(3), rel=0.25)
+
+
+def test_accumulator_refuses_too_few_and_invalid_frames():
+    accumulator = CalibrationAccumulator()
+    accumulator.add(TRUTH)
+    accumulator.add(TRUTH)
+    with pytest.raises(ValueError, match='need at least 3 frames with an estimate to calibrate, got 2'):
+        accumulator.result()
+    with pytest.raises(ValueError, match=r'expected a finite 4x4 transform, got shape \(3, 3\)'):
+        accumulator.add(np.eye(3))
+    with pytest.raises(ValueError, match='finite'):
+        accumulator.add(np.full((4, 4), np.nan))
+
+
+def _static_camera_bag(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """8 frames of a fixed camera; frames 2 and 5 are black (no estimate). Returns bag, model, truth."""
+    config = load_config(CONFIG)
+    robot = RobotModel.from_config(config)
+    camera = CameraModel.from_fov(320, 240, 70.0)
+    q = np.array([0.3, -0.4, 0.2, -2.0, 0.1, 1.8, 0.6])
+    centre = robot.keypoints(q).mean(axis=0)
+    T = look_at(centre + np.array([1.4, 0.6, 0.5]), centre)
+    model = write_model_for(tmp_path / 'model.onnx', config, q, T, camera)
+    bag = tmp_path / 'bag'
+    with bagio.BagWriter(bag) as writer:
+        for i in range(8):
+            stamp = 1_700_000_000_000_000_000 + i * 100_000_000
+            image = np.full((240, 320, 3), 0 if i in (2, 5) else 160, np.uint8)
+            writer.write('/camera/image_raw/compressed', bagio.rgb_to_compressed(image, stamp, 'cam'), stamp)
+            writer.write('/camera/camera_info', bagio.camera_info_msg(camera, stamp, 'cam'), stamp)
+            writer.write('/ground_truth/joint_states', bagio.joint_state_msg(robot.joint_names, q, stamp), stamp)
+            writer.write('/ground_truth/tf', bagio.tf_msg(T, 'cam', robot.base_frame, stamp), stamp)
+    return bag, model, T
+
+
+def test_calibrate_bag_scores_the_average_against_the_truth(tmp_path: Path):
+    bag, model, T = _static_camera_bag(tmp_path)
+    report = calibrate_bag(bag, CONFIG, model, config_overrides={'coarse_to_fine': False}, progress=False)
+    summary = report.summary()
+    assert (summary['frames'], summary['frames_with_estimate']) == (8, 6)
+    assert report.camera_frame == 'cam' and report.base_frame == 'panda_link0'
+    assert summary['translation_error_m'] < 0.01 and summary['rotation_error_deg'] < 1.0
+    assert report.frame_translation_errors_m.shape == (6,)
+    assert summary['frame_translation_error_median_m'] == pytest.approx(
+        float(np.median(report.frame_translation_errors_m)))
+
+
+def test_calibrate_command_writes_the_yaml_and_the_plot(tmp_path: Path, capsys, monkeypatch):
+    bag, model, T = _static_camera_bag(tmp_path)
+    params = tmp_path / 'params.yaml'
+    params.write_text(CONFIG.read_text().replace('coarse_to_fine: true', 'coarse_to_fine: false'))
+    monkeypatch.chdir(REPO)     # the params' relative paths (the URDF) resolve against the repository
+    out = tmp_path / 'calibration.yaml'
+    assert main(['calibrate', '--bag', str(bag), '--config', str(params), '--model', str(model),
+                 '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '6 of 8 frames used (0 rejected, 2 without an estimate)' in printed
+    assert 'averaged transform vs truth:' in printed
+    document = read_calibration(out)
+    assert (document['parent_frame'], document['child_frame']) == ('cam', 'panda_link0')
+    saved = make_transform(matrix_from_quaternion(np.array(document['quaternion_xyzw'])), document['translation'])
+    assert np.linalg.norm(saved[:3, 3] - T[:3, 3]) < 0.01
+    inverse = make_transform(matrix_from_quaternion(np.array(document['inverse']['quaternion_xyzw'])),
+                             document['inverse']['translation'])
+    assert np.allclose(inverse @ saved, np.eye(4), atol=1e-5)
+    assert document['frames_used'] == 6 and len(document['model_sha256']) == 64
+    assert out.with_suffix('.png').stat().st_size > 10_000
+
+
+def test_calibrate_without_estimates_says_why(tmp_path: Path, capsys):
+    missing = tmp_path / 'nothing'
+    assert main(['calibrate', '--bag', str(missing)]) == 2
+    assert f'calibrate: bag not found: {missing}' in capsys.readouterr().err
