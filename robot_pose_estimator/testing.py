@@ -180,6 +180,7 @@ def write_bad_model(path: str | Path, kind: str) -> Path:
 
 WIDTH, HEIGHT = 640, 480
 PLUMB_BOB_D = np.array([-0.28, 0.07, 0.0005, -0.0003, 0.0])
+EQUIDISTANT_D = np.array([-0.01, 0.04, -0.04, 0.01])     # k1..k4 of OpenCV's fisheye model
 
 
 @dataclass
@@ -194,8 +195,13 @@ class Scene:
 
 
 def random_scene(robot: RobotModel, rng: np.random.Generator, distorted: bool = False,
-                 distance: tuple[float, float] = (1.0, 3.0), fov: tuple[float, float] = (45.0, 100.0)) -> Scene:
-    """Draw a random arm pose seen by a camera 1-3 m away, 5-45 deg up, looking at the arm's centre."""
+                 distance: tuple[float, float] = (1.0, 3.0), fov: tuple[float, float] = (45.0, 100.0),
+                 lens: str = 'plumb_bob') -> Scene:
+    """Draw a random arm pose seen by a camera 1-3 m away, 5-45 deg up, looking at the arm's centre.
+
+    ``distorted`` gives the lens ``lens`` distortion: a wide-angle plumb_bob, or an equidistant
+    (fisheye) lens like a RealSense T265's.
+    """
     q = robot.sample(rng)
     points = robot.keypoints(q)
     centre = points.mean(axis=0) + rng.normal(0.0, 0.05, 3)
@@ -204,7 +210,8 @@ def random_scene(robot: RobotModel, rng: np.random.Generator, distorted: bool = 
     eye = centre + r * np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
                                  np.sin(elevation)])
     T = look_at(eye, centre)
-    camera = CameraModel.from_fov(WIDTH, HEIGHT, rng.uniform(*fov), D=PLUMB_BOB_D if distorted else None)
+    D = None if not distorted else PLUMB_BOB_D if lens == 'plumb_bob' else EQUIDISTANT_D
+    camera = CameraModel.from_fov(WIDTH, HEIGHT, rng.uniform(*fov), D=D, distortion_model=lens)
     pixels = camera.project(transform_points(T, points))
     in_image = np.isfinite(pixels).all(axis=1) & (pixels[:, 0] >= 0) & (pixels[:, 0] <= WIDTH - 1) \
         & (pixels[:, 1] >= 0) & (pixels[:, 1] <= HEIGHT - 1)

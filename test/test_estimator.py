@@ -54,30 +54,48 @@ def add(robot, estimate, scene) -> float:
     return float(np.linalg.norm(truth - found, axis=1).mean())
 
 
-@pytest.mark.parametrize('distorted', [False, True], ids=['pinhole', 'plumb_bob'])
-def test_exact_heatmaps_recover_pose_and_angles(robot, distorted):
-    """500 random cases over both lens models: >= 98 % within 1 mm / 0.1 deg / 0.1 deg, the rest reported."""
-    estimator, backend = make_estimator(robot)
-    rng = np.random.default_rng(7 if distorted else 8)
-    exact = wrong = 0
-    cases = 250
-    for index in range(cases):
-        scene = random_scene(robot, rng, distorted=distorted)
-        backend.show(scene)
+@pytest.mark.parametrize('distorted, lens', [(False, 'plumb_bob'), (True, 'plumb_bob'), (True, 'equidistant')],
+                         ids=['pinhole', 'plumb_bob', 'equidistant'])
+def test_exact_heatmaps_recover_pose_and_angles(robot, distorted, lens):
+    """750 random cases over three lenses, the network's angles 5-10 deg off on every joint.
+
+    The start is off (random signs), so an exact answer is the solver's work, not an echo of the
+    angles handed to it. The heatmaps are exact, so the solver is told so (0.05 px).
+    - Every keypoint in view: >= 98 % within 1 mm / 0.1 deg / 0.1 deg on every joint.
+    - Some out of view: a joint that moves no visible keypoint (joint 7 without the hand), or
+      one whose turn a camera rotation mimics (joint 1 without the base), stays where the
+      network put it; the solver must still explain every visible keypoint (>= 98 % within
+      0.5 px RMS).
+    - No successful estimate anywhere more than 1 cm ADD off.
+    """
+    estimator, backend = make_estimator(robot, solver=SolverOptions(keypoint_sigma_px=0.05))
+    rng = np.random.default_rng({'pinhole': 8, 'plumb_bob': 7, 'equidistant': 9}['pinhole' if not distorted else lens])
+    counts = {'full_view': 0, 'full_view_exact': 0, 'partial': 0, 'partial_explained': 0, 'wrong': 0}
+    for index in range(250):
+        scene = random_scene(robot, rng, distorted=distorted, lens=lens)
+        offset = np.radians(rng.uniform(5.0, 10.0, robot.num_joints)) * rng.choice([-1.0, 1.0], robot.num_joints)
+        backend.show(scene, joint_angles=robot.clip(scene.q + offset))
         estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, float(index))
+        view = 'full_view' if scene.in_image.all() else 'partial'
+        counts[view] += 1
         if not estimate.success:
             assert estimate.failure_reason
             continue
         T = estimate.T_camera_base
-        translation_mm = 1e3 * np.linalg.norm(T[:3, 3] - scene.T_camera_base[:3, 3])
-        rotation_deg = rotation_angle_deg(T[:3, :3], scene.T_camera_base[:3, :3])
-        joints_deg = np.degrees(np.abs(estimate.joint_positions - scene.q)).max()
-        if translation_mm < 1.0 and rotation_deg < 0.1 and joints_deg < 0.1:
-            exact += 1
-        elif add(robot, estimate, scene) > 0.01:
-            wrong += 1
-    assert exact >= 0.98 * cases, f'{exact}/{cases} exact'
-    assert wrong == 0, f'{wrong} successful estimates with ADD above 1 cm'
+        if view == 'full_view':
+            translation_mm = 1e3 * np.linalg.norm(T[:3, 3] - scene.T_camera_base[:3, 3])
+            rotation_deg = rotation_angle_deg(T[:3, :3], scene.T_camera_base[:3, :3])
+            joints_deg = np.degrees(np.abs(estimate.joint_positions - scene.q)).max()
+            counts['full_view_exact'] += translation_mm < 1.0 and rotation_deg < 0.1 and joints_deg < 0.1
+        else:
+            found = scene.camera.project(transform_points(T, robot.keypoints(estimate.joint_positions)))
+            rms = np.sqrt(np.mean(np.sum((found - scene.pixels)[scene.in_image] ** 2, axis=1)))
+            counts['partial_explained'] += rms < 0.5
+        counts['wrong'] += add(robot, estimate, scene) > 0.01
+    assert counts['full_view'] >= 150, counts
+    assert counts['full_view_exact'] >= 0.98 * counts['full_view'], counts
+    assert counts['partial_explained'] >= 0.98 * counts['partial'], counts
+    assert counts['wrong'] == 0, counts
 
 
 def test_noisy_prior_is_corrected_by_joint_refinement(robot):

@@ -34,7 +34,7 @@ from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag
-from robot_pose_estimator.evaluation.report import GT_COLOUR, SHEET_COLUMNS, TILE_WIDTH
+from robot_pose_estimator.evaluation.plots import GT_COLOUR, SHEET_COLUMNS, TILE_WIDTH
 from robot_pose_estimator.testing import metadata_for, write_test_model
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_typestore, Stores

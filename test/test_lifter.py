@@ -83,6 +83,28 @@ def test_bad_files_and_shapes_are_reported(robot, tmp_path):
         KeypointLifter([(np.zeros((10, 2)), np.zeros(2))], robot.keypoint_names, robot.joint_names, 1)
 
 
+def test_a_lifter_holding_pickled_objects_is_refused(robot, tmp_path):
+    """np.load never unpickles: an .npz with an object array (which could run code) is refused by name."""
+    good = tmp_path / 'good.npz'
+    constant_lifter(robot, [np.zeros(robot.num_joints)]).save(good)
+    with np.load(good) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays['w0'] = np.array([{'payload': 'anything'}], dtype=object)
+    hostile = tmp_path / 'hostile.npz'
+    np.savez(hostile, **arrays)          # np.savez pickles object arrays
+    with pytest.raises(ValueError, match='holds pickled Python objects.*refusing it'):
+        KeypointLifter.load(hostile)
+
+
+def test_the_shipped_lifter_has_a_card_for_the_panda_keypoints(robot):
+    """models/panda_lifter.npz loads, matches the config's keypoints and joints and says how it was made."""
+    lifter = KeypointLifter.load(REPO / 'models' / 'panda_lifter.npz')
+    assert lifter.keypoint_names == robot.keypoint_names and lifter.joint_names == robot.joint_names
+    assert {'command', 'training_data', 'hardware', 'validation'} <= set(lifter.card)
+    assert lifter.card['keypoint_names'] == robot.keypoint_names
+    assert lifter.hypotheses == lifter.card['settings']['hypotheses']
+
+
 def test_estimator_rejects_a_lifter_for_other_keypoints(robot):
     lifter = constant_lifter(robot, [np.zeros(robot.num_joints)])
     lifter.keypoint_names = list(reversed(lifter.keypoint_names))
@@ -116,22 +138,40 @@ def test_lifter_hypothesis_rescues_far_off_network_angles(robot):
     assert recovered['without'] == 0, recovered
 
 
+class _CountingLifter(KeypointLifter):
+    """A lifter that counts how often the estimator asks it for hypotheses."""
+
+    calls = 0
+
+    def predict(self, *args, **kwargs):
+        self.calls += 1
+        return super().predict(*args, **kwargs)
+
+
 def test_online_mode_does_not_start_from_the_lifter(robot):
-    """Online mode's first frame is solved without the lifter: a start chosen by fit alone can lock a twin."""
+    """Online mode's first frame is solved without the lifter: a start chosen by fit alone can lock a twin.
+
+    The property is about where the fit starts, so it is checked there: the lifter is consulted
+    in single-frame mode and never in online mode, whatever the fit then finds.
+    """
     rng = np.random.default_rng(301)
     scene = random_scene(robot, rng)
     wrong = robot.sample(rng)
     settings = EstimatorSettings(mode='online', coarse_to_fine=False, multi_start_px=0.0, crop_margin=0.15,
                                  extra_pass_zoom=0.0, joint_prior_sigma_deg=30.0,
                                  solver=SolverOptions(keypoint_sigma_px=0.5))
-    errors = {}
+    calls, errors = {}, {}
     for mode in ('single_frame', 'online'):
         backend = IdealHeatmapBackend(robot)
-        estimator = Estimator(backend, robot, replace(settings, mode=mode), constant_lifter(robot, [scene.q]))
+        base = constant_lifter(robot, [scene.q])
+        lifter = _CountingLifter(base.layers, base.keypoint_names, base.joint_names, base.hypotheses)
+        estimator = Estimator(backend, robot, replace(settings, mode=mode), lifter)
         backend.show(scene, joint_angles=wrong)
         estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
+        calls[mode] = lifter.calls
         errors[mode] = np.degrees(np.abs(estimate.joint_positions - scene.q)).max()
-    assert errors['single_frame'] < 1.0 < errors['online'], errors
+    assert calls == {'single_frame': 1, 'online': 0}, calls
+    assert errors['single_frame'] < 1.0, errors        # and the lifter's hypothesis is what recovers the truth
 
 
 def test_config_lifter_path_is_resolved_and_loaded(robot, tmp_path):

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from robot_pose_estimator.config import load_config
+from robot_pose_estimator.core.lifter import KeypointLifter
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,3 +49,13 @@ def test_default_config_uses_the_committed_model_with_its_keypoints():
     assert Path(config.model_path).resolve() == MODEL
     card = json.loads(CARD.read_text())
     assert config.robot.keypoint_names == card['keypoints']['names']
+
+
+def test_lifter_card_matches_the_committed_lifter():
+    lifter_path = REPO / 'models' / 'panda_lifter.npz'
+    card = json.loads((REPO / 'models' / 'panda_lifter.json').read_text())
+    assert card['sha256'] == hashlib.sha256(lifter_path.read_bytes()).hexdigest()
+    inside = KeypointLifter.load(lifter_path).card          # the card the .npz carries
+    assert {k: v for k, v in card.items() if k not in ('history', 'sha256', 'size_mb')} == inside
+    config = load_config(REPO / 'config' / 'panda.yaml')
+    assert Path(config.lifter_path).resolve() == lifter_path

@@ -339,7 +339,8 @@ def _fuse(first: _Detections, second: _Detections, radius_px: float) -> _Detecti
     total = weights.sum(axis=0)
     fused = (np.where(agree[..., None], points, 0.0) * weights[..., None]).sum(axis=0)
     fused = np.where((total > 0.0)[:, None], fused / np.where(total > 0.0, total, 1.0)[:, None], reference)
-    difference = (second.joint_angles - first.joint_angles + np.pi) % (2.0 * np.pi) - np.pi
+    with np.errstate(invalid='ignore'):        # a network's inf angle: NaN, refused downstream
+        difference = (second.joint_angles - first.joint_angles + np.pi) % (2.0 * np.pi) - np.pi
     return _Detections(fused, confidences.max(axis=0), first.joint_angles + 0.5 * difference)
 
 

@@ -74,7 +74,8 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     index = flat.argmax(axis=1)
     rows = np.arange(k)
     peak = flat[rows, index].astype(np.float64)
-    valid = (peak > 0.0) & np.isfinite(peak + flat.min(axis=1))
+    with np.errstate(invalid='ignore'):          # inf + -inf: NaN, which is what marks it invalid
+        valid = (peak > 0.0) & np.isfinite(peak + flat.min(axis=1))
     y, x = np.divmod(index, w)
 
     # 3x3 neighbourhood with clamped indices; offsets across a border are zeroed below.

@@ -54,6 +54,10 @@ _COMPRESSED_EXTENSIONS = {'jpeg': '.jpg', 'png': '.png'}
 _JPEG_SOI = b'\xff\xd8'
 _JPEG_EOI = b'\xff\xd9'
 _JPEG_EOI_SEARCH = 32
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+#: Largest image accepted: 8K UHD (7680 x 4320), the largest video frame a camera sends. The
+#: network sees at most a few hundred pixels a side; larger images only cost memory.
+MAX_IMAGE_PIXELS = 7680 * 4320
 
 
 class ImageConversionError(ValueError):
@@ -71,6 +75,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     row_bytes = width * channels * depth
     if height <= 0 or width <= 0:
         raise ImageConversionError(f'image has an empty size {width}x{height}')
+    _check_size(width, height)
     if step < row_bytes:
         raise ImageConversionError(
             f'image step {step} is smaller than width * bytes per pixel = {width} * '
@@ -102,11 +107,41 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     if head == _JPEG_SOI and _JPEG_EOI not in tail:
         raise ImageConversionError(f'corrupt JPEG ({data.size} bytes, format {msg.format!r}): '
                                    'no end-of-image marker, the data is truncated')
+    size = compressed_dimensions(data.tobytes()[:65536])
+    if size is not None:      # refuse before decoding: the decoder would allocate width * height * 3
+        _check_size(*size)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageConversionError(
             f'cannot decode compressed image ({data.size} bytes, format {msg.format!r})')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageConversionError(f'image is {width}x{height} ({width * height / 1e6:.0f} MP), larger than the '
+                                   f'{MAX_IMAGE_PIXELS / 1e6:.0f} MP (8K UHD) accepted')
+
+
+def compressed_dimensions(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's or JPEG's header without decoding it; None if the header does not say."""
+    if head.startswith(_PNG_SIGNATURE) and len(head) >= 24 and head[12:16] == b'IHDR':
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    if not head.startswith(_JPEG_SOI):
+        return None
+    position = 2
+    while position + 9 <= len(head):
+        if head[position] != 0xFF:
+            return None
+        marker = head[position + 1]
+        if marker == 0xFF:                           # fill byte
+            position += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # a start-of-frame segment
+            return int.from_bytes(head[position + 7:position + 9], 'big'), \
+                int.from_bytes(head[position + 5:position + 7], 'big')
+        position += 2 + int.from_bytes(head[position + 2:position + 4], 'big')
+    return None
 
 
 class ImagePixels(NamedTuple):

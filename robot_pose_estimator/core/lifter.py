@@ -97,11 +97,19 @@ class KeypointLifter:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f'keypoint lifter not found: {path} (set lifter_path to "" to run without one)')
+        # allow_pickle=False: a lifter is numbers and one JSON string; a pickled object could run code.
         with np.load(path, allow_pickle=False) as data:
             if 'meta' not in data:
                 raise ValueError(f'{path} is not a keypoint lifter (no meta entry)')
-            meta = json.loads(str(data['meta']))
-            if meta.get('format') != FORMAT_VERSION:
-                raise ValueError(f'{path}: lifter format {meta.get("format")}, this version reads {FORMAT_VERSION}')
-            layers = [(data[f'w{i}'], data[f'b{i}']) for i in range(meta['layers'])]
+            try:
+                meta = json.loads(str(data['meta']))
+                if meta.get('format') != FORMAT_VERSION:
+                    raise ValueError(f'{path}: lifter format {meta.get("format")}, this version reads '
+                                     f'{FORMAT_VERSION}')
+                layers = [(data[f'w{i}'], data[f'b{i}']) for i in range(meta['layers'])]
+            except ValueError as error:
+                if 'allow_pickle' not in str(error):
+                    raise
+                raise ValueError(f'{path} holds pickled Python objects; a keypoint lifter holds only arrays '
+                                 'of numbers and is never unpickled (it could run code): refusing it') from None
         return cls(layers, meta['keypoint_names'], meta['joint_names'], meta['hypotheses'], meta.get('card'))

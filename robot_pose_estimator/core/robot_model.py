@@ -339,8 +339,11 @@ def _load_urdf(path: Path):
 
     if not path.is_file():
         raise FileNotFoundError(f'URDF not found: {path}')
-    return yourdfpy.URDF.load(str(path), build_scene_graph=False, load_meshes=False,
-                              build_collision_scene_graph=False, load_collision_meshes=False)
+    try:
+        return yourdfpy.URDF.load(str(path), build_scene_graph=False, load_meshes=False,
+                                  build_collision_scene_graph=False, load_collision_meshes=False)
+    except Exception as error:  # noqa: BLE001 - lxml and yourdfpy raise a dozen types for a broken file
+        raise ValueError(f'{path}: not a valid URDF ({type(error).__name__}: {error})') from error
 
 
 def _root_link(urdf, path: Path) -> str:

@@ -41,7 +41,7 @@ TARGET_MS = 1.5
 _WARMUP = 20
 
 
-class _FixedEstimator:
+class FixedEstimator:
     """Returns the same successful Panda estimate for every frame, instantly."""
 
     def __init__(self, width: int, height: int) -> None:
@@ -81,7 +81,7 @@ def run_node_overhead_benchmark(frames: int = 200, width: int = 640, height: int
     try:
         remaps = ['--ros-args', '-r', f'__ns:={namespace}', '-r', f'/tf:={namespace}/tf',
                   '-r', f'/diagnostics:={namespace}/diagnostics']
-        node = RobotPoseEstimatorNode(estimator=_FixedEstimator(width, height), start_worker=False,
+        node = RobotPoseEstimatorNode(estimator=FixedEstimator(width, height), start_worker=False,
                                       context=context, cli_args=remaps)
         node.start()
         listener = rclpy.create_node('rpe_bench_listener', namespace=namespace, context=listener_context)

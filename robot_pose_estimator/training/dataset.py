@@ -64,7 +64,7 @@ def open_dataset(directory: str | Path) -> tuple[dict[str, Any], list[Path]]:
 
 def load_shard(path: str | Path) -> dict[str, np.ndarray]:
     """All arrays of one shard, loaded into memory."""
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:    # a shard holds numbers only, never objects
         arrays = {key: data[key] for key in data.files}
     missing = [key for key in SHARD_KEYS if key not in arrays]
     if missing:

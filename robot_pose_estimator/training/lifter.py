@@ -41,6 +41,7 @@ from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.estimator import keypoint_sigma_px
 from robot_pose_estimator.core.lifter import FEATURES_PER_KEYPOINT, KeypointLifter, lifter_features
+from robot_pose_estimator.core.model import file_sha256
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.rendering.cameras import FULL_FRAME_SIZE, project, sample_camera
@@ -146,6 +147,8 @@ def train_lifter(config_path: str | Path, out: str | Path, settings: LifterSetti
     lifter.card = {key: value for key, value in card.items() if key != 'history'}
     out.parent.mkdir(parents=True, exist_ok=True)
     lifter.save(out)
+    # The .npz cannot hold its own checksum; the .json beside it can, so a test ties the two.
+    card = {**card, 'sha256': file_sha256(out), 'size_mb': round(out.stat().st_size / 1e6, 3)}
     out.with_suffix('.json').write_text(json.dumps(card, indent=2) + '\n')
     return card
 
