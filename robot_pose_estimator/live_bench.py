@@ -105,7 +105,7 @@ class _Driver:
             self.condition.notify_all()
 
     def wait_answer(self, stamp_ns: int, timeout: float) -> float:
-        """The arrival time of the answer for ``stamp_ns``, or NaN after ``timeout``."""
+        """Return the arrival time of the answer for ``stamp_ns``, or NaN after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self.condition:
             while stamp_ns not in self.answers:
@@ -126,7 +126,7 @@ class _Driver:
 
 
 def _demo_frames(bag: Path) -> tuple[list[np.ndarray], CameraInfo]:
-    """The bag's images decoded once (RGB) and its first camera_info."""
+    """Read the bag's images, decoded once (RGB), and its first camera_info."""
     with BagReader(bag, DEFAULT_TOPICS) as reader:
         images = [frame.image for frame in reader.frames()]
         _, _, _, raw = next(reader.serialized_messages([reader.camera_info_topic]))

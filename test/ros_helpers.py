@@ -36,7 +36,7 @@ WIDTH, HEIGHT = 640, 480
 INPUT_SIZE = (192, 256)        # (H, W): 4:3 like the image, so the letterbox has no padding
 HEATMAP_SIZE = (48, 64)
 Q_TRUE = np.array([0.3, -0.4, 0.2, -2.0, 0.1, 1.8, 0.6])
-PRIOR_ERROR = np.radians([2.0, -2.0, 1.5, 2.0, -1.5, 2.0, -2.0])   # the "network" angles are off by this
+PRIOR_ERROR = np.radians([6.0, -6.0, 5.0, 6.0, -5.0, 6.0, -6.0])   # the "network" angles are off by this
 GREY = 160                      # brightness gate 1: full-strength heatmaps
 
 

@@ -60,6 +60,6 @@ def test_a_command_without_its_extra_says_so_in_one_line(argv):
 def test_doctor_lists_the_missing_extra_but_the_node_can_still_run():
     done = base_install('doctor')
     assert done.returncode == 0, done.stdout           # the node needs no extra
-    assert "[warn] train extra: ModuleNotFoundError: torch, onnx, pybullet, mitsuba" in done.stdout
+    assert '[warn] train extra: ModuleNotFoundError: torch, onnx, pybullet, mitsuba' in done.stdout
     assert "pip install '.[train]'" in done.stdout
     assert '[ ok ] model:' in done.stdout

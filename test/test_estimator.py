@@ -331,3 +331,21 @@ def test_multi_start_recovers_when_the_network_angles_are_far_off(robot):
                 recovered[multi_start_px] += 1
     assert recovered[3.0] >= 11, recovered
     assert recovered[3.0] > recovered[0.0] + 4, recovered
+
+
+def test_the_second_pass_runs_only_when_the_first_is_unsure(robot):
+    """extra_pass_below: a tracked frame whose peaks all clear it costs one network pass, else two."""
+    rng = np.random.default_rng(21)
+    scene = random_scene(robot, rng)
+    passes = {}
+    for peak, below in ((1.0, 1.0), (1.0, 0.9), (0.8, 0.9)):
+        estimator, backend = make_estimator(robot, mode='online', extra_pass_zoom=0.85, extra_pass_below=below)
+        image = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
+        with backend.watching_crops():
+            backend.show(scene, peaks=np.full(robot.num_keypoints, peak))
+            estimator.estimate(image, scene.camera, 0.0)            # from scratch: the track starts
+            before = len(backend.crops)
+            estimate = estimator.estimate(image, scene.camera, 1.0 / 30.0)
+        assert estimate.success and estimate.mode == 'online'
+        passes[(peak, below)] = len(backend.crops) - before
+    assert passes == {(1.0, 1.0): 2, (1.0, 0.9): 1, (0.8, 0.9): 2}

@@ -64,8 +64,8 @@ def image_messages(draw):
     size = max(step, 0) * max(height, 0)
     length = draw(st.one_of(st.just(size), st.integers(0, size + 64)))
     return SimpleNamespace(encoding=encoding, width=width, height=height, step=step,
-                           is_bigendian=draw(st.booleans()), data=bytes(draw(st.binary(min_size=length,
-                                                                                        max_size=length))))
+                           is_bigendian=draw(st.booleans()),
+                           data=bytes(draw(st.binary(min_size=length, max_size=length))))
 
 
 @FUZZ

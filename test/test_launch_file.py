@@ -25,8 +25,8 @@ from pathlib import Path
 import sys
 import types
 
-import pytest
 import numpy as np
+import pytest
 from robot_pose_estimator.config import load_parameters, write_calibration
 from robot_pose_estimator.core.calibration import CalibrationResult
 from robot_pose_estimator.core.transforms import invert_transform, look_at, make_transform, matrix_from_quaternion

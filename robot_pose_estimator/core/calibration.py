@@ -35,7 +35,7 @@ _MAD_TO_SIGMA = 1.4826
 
 
 def rotation_mean(rotations: np.ndarray) -> np.ndarray:
-    """The chordal L2 mean (3, 3) of rotations (N, 3, 3), from their quaternions' outer products."""
+    """Return the chordal L2 mean (3, 3) of rotations (N, 3, 3), from their quaternions' outer products."""
     quaternions = quaternion_from_matrix(np.asarray(rotations, dtype=np.float64))   # (N, 4) x, y, z, w
     moment = quaternions.T @ quaternions
     _, vectors = np.linalg.eigh(moment)

@@ -212,11 +212,15 @@ class Estimator:
         """Detect on the crop around the robot, plus a zoomed-out pass when ``extra_pass_zoom`` is set.
 
         Test-time augmentation: the two views quantise the heatmaps differently, and the wider
-        one keeps parts near the first crop's edge in view.
+        one keeps parts near the first crop's edge in view. With ``extra_pass_below`` under 1 the
+        second pass runs only when the first is unsure (a keypoint peaks below it), so a frame
+        the network sees clearly costs one pass.
         """
         detections = self._detect(image_rgb, transform, clock)
         zoom = self.settings.extra_pass_zoom
-        if zoom <= 0.0:
+        below = self.settings.extra_pass_below
+        sure = below < 1.0 and detections.confidences.min(initial=1.0) >= below
+        if zoom <= 0.0 or sure:
             return detections
         wider = self._detect(image_rgb, transform.zoomed(zoom, self._input_wh), clock)
         with clock.stage('decode'):

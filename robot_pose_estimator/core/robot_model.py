@@ -138,7 +138,7 @@ class RobotModel:
 
     @staticmethod
     def root_link(urdf_path: str | Path) -> str:
-        """The URDF's one root link, the robot's base frame (ValueError when there is not exactly one)."""
+        """Return the URDF's one root link, the base frame (ValueError when there is not exactly one)."""
         return _root_link(_load_urdf(Path(urdf_path)), Path(urdf_path))
 
     @classmethod

@@ -129,6 +129,9 @@ class EstimatorSettings:
     extra_pass_zoom: float = setting(0.85, 'a second network pass on that crop zoomed out by this factor, fused '
                                      'with the first (more accurate, twice the network time); 0 turns it off',
                                      low=0.5, high=2.0, off=0.0, runtime=True)
+    extra_pass_below: float = setting(1.0, 'run that second pass only when some keypoint of the first peaks below '
+                                      'this (the first pass is unsure); 1: on every frame, 0: never',
+                                      low=0.0, high=1.0, runtime=True)
     joint_prior_sigma_deg: float = setting(30.0, "1-sigma of the network's joint angles: how far the 2D "
                                            'keypoints may pull the refined angles away from them',
                                            low=0.0, high=180.0, low_open=True, runtime=True)

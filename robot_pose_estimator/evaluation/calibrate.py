@@ -62,7 +62,7 @@ class CalibrationReport:
     frame_rotation_errors_deg: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The numbers for the log and the JSON: frames, spread and, with ground truth, the errors."""
+        """Collect the numbers for the log and the JSON: frames, spread and, with ground truth, the errors."""
         out: dict[str, Any] = {
             'frames': self.frames_total, 'frames_with_estimate': len(self.records),
             'frames_used': self.result.frames_used, 'frames_rejected': self.result.frames_rejected,

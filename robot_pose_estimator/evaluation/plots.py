@@ -280,7 +280,7 @@ LEGEND = (('ground truth', GT_COLOUR, 'line'), ('estimate', EST_COLOUR, 'line'),
 
 
 def sheet_legend(width: int, height: int = 28) -> np.ndarray:
-    """A strip under the contact sheet naming the colours of the overlays."""
+    """Draw the strip under the contact sheet that names the colours of the overlays."""
     strip = np.full((height, width, 3), 32, dtype=np.uint8)
     x, y = 8, height // 2
     for label, colour, mark in LEGEND:

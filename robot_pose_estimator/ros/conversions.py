@@ -103,7 +103,7 @@ def estimate_to_pose(estimate: Estimate, header: Header) -> PoseStamped:
 
 
 def estimate_to_pose_with_covariance(estimate: Estimate, header: Header) -> PoseWithCovarianceStamped:
-    """The ~/pose numbers with the solver's 6x6 covariance (x, y, z, rot x, rot y, rot z), row-major.
+    """Build ~/pose with the solver's 6x6 covariance (x, y, z, rot x, rot y, rot z), row-major.
 
     The covariance is the inverse Gauss-Newton Hessian at the solution: it says how well the kept
     keypoints pin the pose down locally, not whether the fit found the right minimum (the
@@ -120,7 +120,7 @@ def estimate_to_pose_with_covariance(estimate: Estimate, header: Header) -> Pose
 
 
 def estimate_to_keypoints(estimate: Estimate, header: Header) -> Keypoints2D:
-    """The network's keypoints in the image's pixels, their peaks and whether the solver used them."""
+    """Build ~/keypoints: the network's peaks in image pixels, their values and whether the solver used them."""
     msg = Keypoints2D()
     msg.header = header
     msg.mode = estimate.mode

@@ -124,8 +124,11 @@ class FrameStatistics:
 
 def status_level(values: dict[str, object], last_success: bool | None, seconds_since_image: float | None,
                  timeout_sec: float = 3.0, expected_rate_hz: float = 0.0) -> tuple[int, str]:
-    """(level, message) for the summary: STALE without images, WARN when the last frame failed or
-    images arrive slower than 80 % of ``expected_rate_hz`` (0: no expectation)."""
+    """Return (level, message) for the summary.
+
+    STALE without images, WARN when the last frame failed or images arrive slower than 80 % of
+    ``expected_rate_hz`` (0: no expectation).
+    """
     if seconds_since_image is None:
         return STALE, 'waiting for images'
     if seconds_since_image > timeout_sec:

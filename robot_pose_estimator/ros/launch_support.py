@@ -64,7 +64,7 @@ def flatten_parameters(parameters: Mapping[str, object], prefix: str = '') -> di
 
 
 def frame_prefix(given: str, namespace: str) -> str:
-    """The launch file's frame prefix: ``given``, else the namespace and a slash (``estimated/``).
+    """Return the launch file's frame prefix: ``given``, else the namespace and a slash (``estimated/``).
 
     The estimator's TF child and robot_state_publisher's links then carry the same prefix, and
     two launches in two namespaces never publish the same frame.

@@ -93,8 +93,10 @@ class StartupError(RuntimeError):
 
 
 class RobotPoseEstimatorNode(LifecycleNode):
-    """Images + camera_info in; joint_states, /tf, ~/pose, ~/pose_with_covariance, ~/keypoints, ~/debug_image,
-    /diagnostics out; ~/reset, ~/start_calibration, ~/save_calibration services.
+    """The pose estimation node: images and camera_info in, joint angles and the camera -> base pose out.
+
+    Publishes joint_states, /tf, ~/pose, ~/pose_with_covariance, ~/keypoints, ~/debug_image and
+    /diagnostics; serves ~/reset, ~/start_calibration and ~/save_calibration.
 
     ``estimator`` replaces the one built from the parameters at configure (benchmarks, tests);
     ``start_worker=False`` leaves frame processing to explicit ``process_image`` calls.

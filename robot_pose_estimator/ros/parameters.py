@@ -127,7 +127,7 @@ def declare_parameters(node: Node) -> None:
 
 
 def read_settings(node: Node) -> tuple[EstimatorSettings, NodeSettings]:
-    """The settings the declared parameters hold now (ValueError naming a bad value)."""
+    """Return the settings the declared parameters hold now (ValueError naming a bad value)."""
     estimator = {f.name: node.get_parameter(f.name).value for f, _ in parameters(EstimatorSettings)}
     own = {f.name: node.get_parameter(f.name).value for f, _ in parameters(NodeSettings)}
     robot: dict[str, Any] = {}

@@ -21,6 +21,7 @@ imports its torch-based module only when it runs (a missing ``train`` extra is r
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 import shlex
@@ -161,6 +162,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f'do not write the fp16 weights file beside the ONNX (<model>{WEIGHTS_SUFFIX}, '
                              'for train --init-weights)')
     parser.add_argument('--no-latency', action='store_true', help='skip the ONNX Runtime latency measurement')
+    parser.add_argument('--int8', nargs='+', metavar='RENDERS',
+                        help='also write <model>_int8.onnx, statically quantised with activation ranges from these '
+                             '`render` folders (benchmark it next to FP32 before shipping it)')
+    parser.add_argument('--int8-images', type=int, default=200, help='--int8: calibration images')
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -183,6 +188,15 @@ def run_export(args: argparse.Namespace) -> int:
         info['weights'] = {'path': weights.name, 'sha256': file_sha256(weights),
                            'size_mb': round(weights.stat().st_size / 2**20, 3)}
     write_model_card(card_path, state, info, shlex.join(sys.argv), accuracy, latency)
+    if args.int8:
+        from robot_pose_estimator.training.quantize import quantize_int8
+        int8 = quantize_int8(output, output.with_name(output.stem + '_int8.onnx'), args.int8, args.int8_images)
+        int8_latency = None if args.no_latency else measure_latency(int8['path'])
+        int8_card = Path(int8['path']).with_suffix('.json')
+        int8_card.write_text(json.dumps({**int8, 'latency_onnxruntime_cpu': int8_latency,
+                                         'command': shlex.join(sys.argv)}, indent=2) + '\n')
+        print(f"wrote {int8['path']} and {int8_card} ({int8['size_mb']:.1f} MB"
+              + (f", ONNX Runtime {int8_latency['median_ms']:.1f} ms" if int8_latency else '') + ')')
     print(f"wrote {output} ({info['size_mb']:.1f} MB"
           + (f", ONNX Runtime {latency['median_ms']:.1f} ms on {latency['threads']} threads" if latency else '')
           + f'), {card_path}' + (f' and {weights} (for train --init-weights)' if weights else ''))
