@@ -180,3 +180,22 @@ def test_config_lifter_path_is_resolved_and_loaded(robot, tmp_path):
     config = load_config(REPO / 'config' / 'panda.yaml', lifter_path=str(tmp_path / 'lifter.npz'))
     assert config.lifter_path == str(tmp_path / 'lifter.npz')
     assert load_config(REPO / 'config' / 'panda.yaml', lifter_path='').lifter_path == ''
+
+
+def test_lifter_starts_are_skipped_after_a_good_fit_when_asked(robot):
+    """lifter_on_good_fit false: exact keypoints fit well from the network's angles, so the lifter is not asked."""
+    rng = np.random.default_rng(302)
+    scene = random_scene(robot, rng)
+    calls = {}
+    for on_good_fit in (True, False):
+        backend = IdealHeatmapBackend(robot)
+        base = constant_lifter(robot, [scene.q])
+        lifter = _CountingLifter(base.layers, base.keypoint_names, base.joint_names, base.hypotheses)
+        settings = EstimatorSettings(mode='single_frame', coarse_to_fine=False, extra_pass_zoom=0.0,
+                                     lifter_on_good_fit=on_good_fit, solver=SolverOptions(keypoint_sigma_px=0.5))
+        estimator = Estimator(backend, robot, settings, lifter)
+        backend.show(scene, joint_angles=robot.clip(scene.q + np.radians(5.0)))
+        estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
+        assert estimate.success and estimate.reprojection_error_px < 1.0
+        calls[on_good_fit] = lifter.calls
+    assert calls == {True: 1, False: 0}

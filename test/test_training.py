@@ -24,6 +24,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
+import threading
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBacken
 from robot_pose_estimator.training.checkpoints import build_model, load_checkpoint, load_weights  # noqa: E402
 from robot_pose_estimator.training.commands import add_export_arguments, run_export  # noqa: E402
 from robot_pose_estimator.training.data import (  # noqa: E402
-    random_masking, resize_samples, ShardSource, ShardStream, to_input_tensor
+    PREFETCH_THREAD, random_masking, resize_samples, ShardSource, ShardStream, to_input_tensor
 )
 from robot_pose_estimator.training.dataset import SHARD_KEYS, write_shard  # noqa: E402
 from robot_pose_estimator.training.export import export_onnx, write_model_card  # noqa: E402
@@ -117,6 +118,9 @@ def test_shard_stream_visits_every_image_when_streaming(dataset):
     angles = np.concatenate([next(stream).joint_angles for _ in range(4)])           # one epoch: 20
     assert angles.shape == (20, 7) and len(np.unique(angles[:, 0])) == 20
     assert next(stream).images.shape == (5, INPUT_SIZE, INPUT_SIZE, 3)
+    assert any(t.name == PREFETCH_THREAD for t in threading.enumerate())
+    stream.close()                                   # the training loop is done with it
+    assert not any(t.name == PREFETCH_THREAD for t in threading.enumerate())
 
 
 def test_heatmap_targets_match_core_renderer():

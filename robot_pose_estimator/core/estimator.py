@@ -251,12 +251,15 @@ class Estimator:
             if solution.ok:
                 return solution
         best = pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
-        if refine_joints and self.lifter is not None and settings.mode == SINGLE_FRAME:
+
+        def good(solution: pose_solver.PoseSolution) -> bool:
+            return (solution.ok and solution.reprojection_error_px <= settings.multi_start_px
+                    and np.count_nonzero(solution.inliers) == np.count_nonzero(used))
+        if refine_joints and self.lifter is not None and settings.mode == SINGLE_FRAME and (
+                settings.lifter_on_good_fit or not good(best)):
             lifted = [self.robot.clip(q) for q in self.lifter.predict(nccs, used, confidences)]
             best = self._best_fit(best, [(q, q) for q in lifted], nccs, used, common)
-        if not refine_joints or settings.multi_start_px <= 0 or (
-                best.ok and best.reprojection_error_px <= settings.multi_start_px
-                and np.count_nonzero(best.inliers) == np.count_nonzero(used)):
+        if not refine_joints or settings.multi_start_px <= 0 or good(best):
             return best
         return self._best_fit(best, [(q_network, seed) for seed in self._multi_start_seeds(q_network)],
                               nccs, used, common)

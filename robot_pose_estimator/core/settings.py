@@ -138,6 +138,10 @@ class EstimatorSettings:
     multi_start_px: float = setting(3.0, 'single-frame fits with an RMS reprojection error above this (or with '
                                     'keypoints left unexplained) are retried from other joint-angle seeds; '
                                     '0 turns it off', low=0.0, high=1000.0, runtime=True)
+    lifter_on_good_fit: bool = setting(True, "single-frame mode: also fit from the keypoint lifter's angles when "
+                                       "the fit from the network's already explains every keypoint within "
+                                       'multi_start_px (false: only when it does not, which saves those fits)',
+                                       runtime=True)
     confidence_weighting_step: float = setting(0.1, "weigh keypoints by their heatmap peak: a keypoint's "
                                                'assumed 2D error doubles for every this much lower peak (below '
                                                '0.9); 0 weighs all kept keypoints alike', low=0.0, high=1.0,

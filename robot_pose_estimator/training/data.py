@@ -77,6 +77,10 @@ def resize_samples(arrays: dict[str, np.ndarray], size: int) -> Samples:
                    arrays['joint_angles'].astype(np.float32))
 
 
+#: The loader thread's name (a test checks that none outlives its stream).
+PREFETCH_THREAD = 'shard-prefetch'
+
+
 @dataclass
 class ShardSource:
     """One shard and which of its rows belong to this split."""
@@ -119,10 +123,19 @@ class ShardStream:
             for start in range(0, len(order), self.window):
                 yield [self.sources[i] for i in order[start:start + self.window]]
 
-    def _prefetch(self, out: queue.Queue) -> None:
+    def _prefetch(self, out: queue.Queue, stop: threading.Event) -> None:
+        """Load the next window while the current one trains; end when the batches are no longer wanted."""
         try:
             for window in self._windows():
-                out.put(self._load(window))
+                samples = self._load(window)
+                while not stop.is_set():
+                    try:
+                        out.put(samples, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
         except BaseException as error:  # surfaced in the training thread
             out.put(error)
 
@@ -131,12 +144,18 @@ class ShardStream:
             while True:
                 yield from self._batches(self._resident)
         loaded: queue.Queue = queue.Queue(maxsize=1)
-        threading.Thread(target=self._prefetch, args=(loaded,), daemon=True).start()
-        while True:
-            window = loaded.get()
-            if isinstance(window, BaseException):
-                raise window
-            yield from self._batches(window)
+        stop = threading.Event()
+        loader = threading.Thread(target=self._prefetch, args=(loaded, stop), name=PREFETCH_THREAD, daemon=True)
+        loader.start()
+        try:
+            while True:
+                window = loaded.get()
+                if isinstance(window, BaseException):
+                    raise window
+                yield from self._batches(window)
+        finally:   # the training loop is done with the batches: the loader thread ends too
+            stop.set()
+            loader.join(timeout=30.0)
 
     def _batches(self, samples: Samples) -> Iterator[Samples]:
         order = self.rng.permutation(len(samples))
