@@ -50,7 +50,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--overload', action='store_true', help='feed the live node at 3x and 10x its rate')
     parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: Panda)')
     parser.add_argument('--model-path', type=Path, default=None,
-                        help="live benchmarks: the model (default: the config's model_path)")
+                        help="the model to run, for --model and the live benchmarks (default: the config's model_path)")
     parser.add_argument('--frames', type=int, default=None,
                         help='frames per measurement (default: 300; --soak 10,000)')
     parser.add_argument('--rate', type=float, default=None,
@@ -134,17 +134,21 @@ def geometry_benchmark(config_path: Path | None = None, frames: int = 300, seed:
             'pipeline_after_inference': pipelines}
 
 
-def model_benchmark(config_path: Path | None = None, frames: int = 100) -> dict:
-    """Median / p95 ms of one network pass (preprocess excluded) on the configured backend."""
+def model_benchmark(config_path: Path | None = None, frames: int = 100, model: Path | None = None) -> dict:
+    """Median / p95 ms of one network pass (preprocess excluded) on the configured backend.
+
+    ``model`` replaces the config's ``model_path``, so a candidate is timed as the node would run it.
+    """
     config = load_config(config_path or default_config_path())
-    backend = create_backend(config.model_path, config.backend, threads=config.onnx_threads)
+    model_path = str(model) if model is not None else config.model_path
+    backend = create_backend(model_path, config.backend, threads=config.onnx_threads)
     metadata = backend.metadata
     tensor = np.random.default_rng(0).normal(size=(1, 3, metadata.input_height, metadata.input_width))
     tensor = tensor.astype(np.float32)
     for _ in range(5):
         backend.infer(tensor)
     samples = [_time_ms(backend.infer, tensor) for _ in range(frames)]
-    return {'benchmark': 'model', 'model': config.model_path, 'backend': backend.name,
+    return {'benchmark': 'model', 'model': model_path, 'backend': backend.name,
             'input': [metadata.input_height, metadata.input_width], **_summary(samples)}
 
 
@@ -162,7 +166,7 @@ def _run_one(name: str, args: argparse.Namespace) -> dict:
     if name == 'geometry':
         return geometry_benchmark(args.config, frames or 300, args.seed)
     if name == 'model':
-        return model_benchmark(args.config, min(frames or 100, 200))
+        return model_benchmark(args.config, min(frames or 100, 200), args.model_path)
     if name == 'node':
         from robot_pose_estimator.ros.bench import run_node_overhead_benchmark  # rclpy only for the ROS ones
         return run_node_overhead_benchmark(frames=frames or 300)

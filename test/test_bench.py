@@ -19,10 +19,13 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from robot_pose_estimator.bench import geometry_benchmark, model_benchmark
 from robot_pose_estimator.cli import main
+from robot_pose_estimator.config import load_config
 from robot_pose_estimator.doctor import EXTRAS
+from robot_pose_estimator.testing import metadata_for, write_test_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,6 +47,16 @@ def test_model_benchmark_runs_the_shipped_model():
     result = model_benchmark(frames=3)
     assert result['backend'].startswith('onnxruntime') and result['input'][0] > 0
     assert result['median_ms'] > 0.0 and result['p95_ms'] >= result['median_ms']
+
+
+def test_model_benchmark_runs_the_model_it_is_given(tmp_path, capsys):
+    robot = load_config().robot
+    heatmaps = np.zeros((len(robot.keypoints), 16, 20), np.float32)
+    path = write_test_model(tmp_path / 'candidate.onnx', heatmaps, np.zeros(len(robot.joint_names), np.float32),
+                            metadata_for(robot, (64, 80)), (64, 80))
+    assert main(['bench', '--model', '--model-path', str(path), '--frames', '3']) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result['model'] == str(path) and result['input'] == [64, 80]
 
 
 def test_node_overhead_benchmark_publishes_every_frame(capsys):
