@@ -20,6 +20,9 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.lifter import KeypointLifter
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
@@ -29,19 +32,48 @@ MODEL = REPO / 'models' / 'panda.onnx'
 CARD = REPO / 'models' / 'panda.json'
 
 
-def test_card_matches_the_committed_onnx_file():
-    card = json.loads(CARD.read_text())
-    data = MODEL.read_bytes()
+@pytest.mark.parametrize('name', ['panda', 'panda_s2r'])
+def test_card_matches_the_committed_onnx_file(name):
+    card = json.loads((REPO / 'models' / f'{name}.json').read_text())
+    data = (REPO / 'models' / f'{name}.onnx').read_bytes()
     assert len(data) < 30e6                                  # models stay small
     assert card['sha256'] == hashlib.sha256(data).hexdigest()
-    metadata = OnnxRuntimeBackend(MODEL, threads=1).metadata
+    metadata = OnnxRuntimeBackend(REPO / 'models' / f'{name}.onnx', threads=1).metadata
     assert list(metadata.keypoint_names) == card['keypoints']['names']
     assert list(metadata.joint_names) == card['joint_names']
     assert (metadata.input_height, metadata.input_width) == (card['input']['height'], card['input']['width'])
-    # Evaluation numbers in the card were measured on this very file.
-    for source in ('per_camera', 'pooled_single_frame', 'pooled_online'):
-        assert source in card['accuracy'], source
-    assert card['accuracy']['model_sha256'] == card['sha256']
+    # Evaluation numbers in the card were measured on this very file: the first model's card
+    # has the in-domain cameras only, later cards in-domain and cross-domain side by side.
+    accuracy = card['accuracy']
+    assert accuracy['model_sha256'] == card['sha256']
+    sections = [accuracy[key] for key in ('in_domain', 'cross_domain') if key in accuracy] or [accuracy]
+    assert len(sections) == (2 if 'in_domain' in accuracy else 1)
+    for section in sections:
+        for source in ('per_camera', 'pooled_single_frame', 'pooled_online'):
+            assert source in section, source
+        assert len(section['pooled_single_frame']['joint_error_deg']) == len(card['joint_names'])
+
+
+def test_the_sim_to_real_weights_continue_on_a_fresh_machine():
+    """The fp16 weights beside the ONNX file are that model: ``train --init-weights`` continues it."""
+    torch = pytest.importorskip('torch')
+    from robot_pose_estimator.training.checkpoints import build_model, load_weights
+    from robot_pose_estimator.training.model import ExportModel
+
+    path = REPO / 'models' / 'panda_s2r.weights.pt'
+    assert path.stat().st_size < 30e6
+    weights = load_weights(path)                             # weights_only=True inside
+    assert all(t.dtype == torch.float16 for t in weights['model'].values() if t.is_floating_point())
+    net = build_model(weights)
+    assert net.config.encoder == 'efficientnet_lite0'
+    backend = OnnxRuntimeBackend(REPO / 'models' / 'panda_s2r.onnx', threads=1)
+    image = np.random.default_rng(0).normal(size=(1, 3, backend.metadata.input_height,
+                                                  backend.metadata.input_width)).astype(np.float32)
+    with torch.no_grad():
+        heatmaps, _ = ExportModel(net)(torch.from_numpy(image))
+    expected = backend.infer(image).heatmaps
+    assert heatmaps.shape[1:] == expected.shape
+    assert np.abs(heatmaps[0].numpy() - expected).max() < 0.02     # fp16 rounding of the weights
 
 
 def test_default_config_uses_the_committed_model_with_its_keypoints():
