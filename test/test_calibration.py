@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robot_pose_estimator import rosbag as bagio
 from robot_pose_estimator.cli import main
 from robot_pose_estimator.config import load_config, read_calibration
 from robot_pose_estimator.core.calibration import CalibrationAccumulator, rotation_mean
@@ -30,7 +29,7 @@ from robot_pose_estimator.core.transforms import (
     rotvec_to_matrix
 )
 from robot_pose_estimator.evaluation.calibrate import calibrate_bag
-from test_evaluate import write_model_for
+from test_evaluate import write_grey_bag, write_model_for
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / 'config' / 'panda.yaml'
@@ -99,15 +98,7 @@ def _static_camera_bag(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     centre = robot.keypoints(q).mean(axis=0)
     T = look_at(centre + np.array([1.4, 0.6, 0.5]), centre)
     model = write_model_for(tmp_path / 'model.onnx', config, q, T, camera)
-    bag = tmp_path / 'bag'
-    with bagio.BagWriter(bag) as writer:
-        for i in range(8):
-            stamp = 1_700_000_000_000_000_000 + i * 100_000_000
-            image = np.full((240, 320, 3), 0 if i in (2, 5) else 160, np.uint8)
-            writer.write('/camera/image_raw/compressed', bagio.rgb_to_compressed(image, stamp, 'cam'), stamp)
-            writer.write('/camera/camera_info', bagio.camera_info_msg(camera, stamp, 'cam'), stamp)
-            writer.write('/ground_truth/joint_states', bagio.joint_state_msg(robot.joint_names, q, stamp), stamp)
-            writer.write('/ground_truth/tf', bagio.tf_msg(T, 'cam', robot.base_frame, stamp), stamp)
+    bag = write_grey_bag(tmp_path / 'bag', robot, camera, T, [q] * 8, black={2, 5}, period_ns=100_000_000)
     return bag, model, T
 
 

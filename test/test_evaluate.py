@@ -19,6 +19,7 @@ rosbags, predictions from predictions.csv, FK from the URDF, and the AUC by an e
 """
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 import csv
 import json
 from pathlib import Path
@@ -32,7 +33,7 @@ from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
-from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion
+from robot_pose_estimator.core.transforms import look_at, make_transform, matrix_from_quaternion
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag
 from robot_pose_estimator.evaluation.plots import GT_COLOUR, SHEET_COLUMNS, TILE_WIDTH
 from robot_pose_estimator.testing import metadata_for, write_test_model
@@ -63,12 +64,23 @@ def write_model_for(path: Path, config: EstimatorSettings, q: np.ndarray, T_came
     return write_test_model(path, heatmaps, q + angle_error_rad, metadata_for(config.robot, INPUT_SIZE), INPUT_SIZE)
 
 
-def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    z = (target - eye) / np.linalg.norm(target - eye)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    R = np.stack([x, np.cross(z, x), z])
-    return make_transform(R, -R @ eye)
+def write_grey_bag(bag: Path, robot: RobotModel, camera: CameraModel, T_camera_base: np.ndarray,
+                   truth: Sequence[np.ndarray | None], black: Collection[int], period_ns: int) -> Path:
+    """Write one flat grey JPEG frame per entry of ``truth`` (black for the indices in ``black``).
+
+    Each frame has its camera_info and, unless its entry is None, ground-truth joint states (the
+    entry) and camera -> base TF on make-bag's topics, so evaluate and calibrate read it like theirs.
+    """
+    with bagio.BagWriter(bag) as writer:
+        for i, q in enumerate(truth):
+            stamp = 1_700_000_000_000_000_000 + i * period_ns
+            image = np.full((camera.height, camera.width, 3), 0 if i in black else 160, np.uint8)
+            writer.write('/camera/image_raw/compressed', bagio.rgb_to_compressed(image, stamp, 'cam'), stamp)
+            writer.write('/camera/camera_info', bagio.camera_info_msg(camera, stamp, 'cam'), stamp)
+            if q is not None:
+                writer.write('/ground_truth/joint_states', bagio.joint_state_msg(robot.joint_names, q, stamp), stamp)
+                writer.write('/ground_truth/tf', bagio.tf_msg(T_camera_base, 'cam', robot.base_frame, stamp), stamp)
+    return bag
 
 
 def independent_add(bag: Path, predictions_csv: Path, config: EstimatorSettings) -> dict[int, float]:
@@ -125,18 +137,8 @@ def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorSe
     centre = robot.keypoints(q0).mean(axis=0)
     T = look_at(centre + np.array([1.4, 0.6, 0.5]), centre)
     model = write_model_for(tmp_path / 'model.onnx', config, q0, T, camera)
-    bag = tmp_path / 'bag'
-    with bagio.BagWriter(bag) as writer:
-        for i in range(8):
-            stamp = 1_700_000_000_000_000_000 + i * 33_333_333
-            image = np.full((HEIGHT, WIDTH, 3), 0 if i == 3 else 160, np.uint8)
-            writer.write('/camera/image_raw/compressed', bagio.rgb_to_compressed(image, stamp, 'cam'), stamp)
-            writer.write('/camera/camera_info', bagio.camera_info_msg(camera, stamp, 'cam'), stamp)
-            if i == 7:
-                continue  # the last frame has no ground truth
-            writer.write('/ground_truth/joint_states',
-                         bagio.joint_state_msg(robot.joint_names, q0 + 0.015 * i, stamp), stamp)
-            writer.write('/ground_truth/tf', bagio.tf_msg(T, 'cam', robot.base_frame, stamp), stamp)
+    truth = [q0 + 0.015 * i for i in range(7)] + [None]    # the last frame has no ground truth
+    bag = write_grey_bag(tmp_path / 'bag', robot, camera, T, truth, black={3}, period_ns=33_333_333)
 
     out = tmp_path / 'eval'
     result = evaluate_bag(bag, CONFIG, 'single_frame', out, model, config_overrides=OVERRIDES, progress=False)
