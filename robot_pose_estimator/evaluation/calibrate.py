@@ -55,6 +55,7 @@ class CalibrationReport:
     records: list[FrameRecord]           # the frames offered to the average, in bag order
     camera_frame: str
     base_frame: str
+    model_path: str                      # the model the estimates came from (its sha256 goes in the YAML)
     frames_total: int                    # every frame read, with an estimate or not
     translation_error_m: float | None = None     # the averaged transform vs the truth
     rotation_error_deg: float | None = None
@@ -110,7 +111,7 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
         raise ValueError(f'{bag}: only {len(accumulator)} of {len(records)} frames have an estimate; '
                          'calibration needs at least 3 (is the robot in view? is it the right model?)')
     result = accumulator.result()
-    report = CalibrationReport(result, offered, camera_frame, base_frame, len(records))
+    report = CalibrationReport(result, offered, camera_frame, base_frame, config.model_path, len(records))
     truth = [r.T_camera_base_gt for r in offered if r.T_camera_base_gt is not None]
     if len(truth) != len(offered):
         return report
@@ -122,7 +123,7 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
     estimates = np.stack([r.T_camera_base for r in offered])
     frame_rotation, frame_translation_cm = metrics.pose_errors(estimates, truth)
     rotation, translation_cm = metrics.pose_errors(result.T_camera_base[None], truth[:1])
-    return CalibrationReport(result, offered, camera_frame, base_frame, len(records),
+    return CalibrationReport(result, offered, camera_frame, base_frame, config.model_path, len(records),
                              float(translation_cm[0]) / 100.0, float(rotation[0]), frame_translation_cm / 100.0,
                              frame_rotation)
 
@@ -184,9 +185,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not report.camera_frame:
         print('calibrate: the images have no frame_id; pass --camera-frame', file=sys.stderr)
         return 2
-    config = load_config(args.config if args.config is not None else default_config_path())
-    model = Path(args.model) if args.model is not None else Path(config.model_path)
-    path = write_calibration(args.out, report.result, report.camera_frame, report.base_frame, file_sha256(model),
+    path = write_calibration(args.out, report.result, report.camera_frame, report.base_frame,
+                             file_sha256(report.model_path),
                              f'robot-pose-estimator calibrate --bag {Path(args.bag).resolve()}')
     plot = plot_calibration(args.plot or path.with_suffix('.png'), report)
     summary = report.summary()
