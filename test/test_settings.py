@@ -102,3 +102,20 @@ def test_every_setting_describes_itself_and_is_checked():
     with pytest.raises(ValueError, match=r'confidence_floor must be in \(0, confidence_threshold\]'):
         EstimatorSettings(confidence_threshold=0.3, confidence_floor=0.4)
     assert EstimatorSettings(extra_pass_zoom=0.0).extra_pass_zoom == 0.0     # 0 is "off", outside [0.5, 2]
+
+
+def test_an_inverse_tf_without_a_prefix_is_refused_at_start_and_at_run_time():
+    """Publishing base -> camera frame under the camera's own name would give it a second parent (REP 105)."""
+    from dataclasses import replace
+
+    from robot_pose_estimator.ros.parameters import expand_prefix, NodeSettings, runtime_change
+
+    with pytest.raises(ValueError, match='publish_inverse_tf .* empty tf_child_prefix'):
+        NodeSettings(publish_inverse_tf=True, tf_child_prefix='')
+    at_root = NodeSettings(publish_inverse_tf=True, tf_child_prefix='{ns}')   # nothing once expanded at /
+    with pytest.raises(ValueError, match='empty tf_child_prefix'):           # what configure does
+        replace(at_root, tf_child_prefix=expand_prefix(at_root.tf_child_prefix, '/'))
+    assert replace(at_root, tf_child_prefix=expand_prefix(at_root.tf_child_prefix, '/cam1')).tf_child_prefix == 'cam1/'
+    with pytest.raises(ValueError, match='empty tf_child_prefix'):           # ros2 param set, live
+        runtime_change(EstimatorSettings(), NodeSettings(tf_child_prefix=''), {'publish_inverse_tf': True})
+    assert runtime_change(EstimatorSettings(), NodeSettings(), {'publish_inverse_tf': True})[1].publish_inverse_tf

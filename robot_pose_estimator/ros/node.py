@@ -150,10 +150,6 @@ class RobotPoseEstimatorNode(LifecycleNode):
             estimator_settings, settings = read_settings(self)
             settings = replace(settings, tf_child_prefix=expand_prefix(settings.tf_child_prefix,
                                                                        self.get_namespace()))
-            if settings.publish_inverse_tf and not settings.tf_child_prefix:
-                raise ValueError('publish_inverse_tf publishes base -> tf_child_prefix + camera frame; with an '
-                                 "empty tf_child_prefix that is the camera's own frame, which its driver already "
-                                 'parents (REP 105: one parent per frame): set tf_child_prefix')
             estimator = self._given_estimator or build_estimator(estimator_settings)
         except (ModelLoadError, ValueError, OSError, ParameterException) as error:
             self._startup_error = str(error)
@@ -246,9 +242,6 @@ class RobotPoseEstimatorNode(LifecycleNode):
         changes = {p.name: p.value for p in parameters}
         try:
             estimator_settings, settings = runtime_change(self.estimator_settings, self.settings, changes)
-            if settings.publish_inverse_tf and not settings.tf_child_prefix:
-                raise ValueError('publish_inverse_tf needs a non-empty tf_child_prefix (the camera frame keeps '
-                                 'its one parent)')
         except (ValueError, TypeError) as error:
             return SetParametersResult(successful=False, reason=str(error))
         self.estimator_settings, self.settings = estimator_settings, settings

@@ -78,6 +78,10 @@ class NodeSettings:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.publish_inverse_tf and not self.tf_child_prefix:
+            raise ValueError('publish_inverse_tf publishes base -> tf_child_prefix + camera frame; with an '
+                             "empty tf_child_prefix that is the camera's own frame, which its driver already "
+                             'parents (REP 105: one parent per frame): set tf_child_prefix')
 
 
 #: robot.* parameters: (type, description).
