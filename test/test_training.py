@@ -33,7 +33,7 @@ torch = pytest.importorskip('torch')
 
 from robot_pose_estimator.config import default_config_path, load_config, REPO_ROOT  # noqa: E402
 from robot_pose_estimator.core.heatmaps import input_to_heatmap, render_gaussian_heatmaps  # noqa: E402
-from robot_pose_estimator.core.model import METADATA_KEYS  # noqa: E402
+from robot_pose_estimator.core.model import file_sha256, METADATA_KEYS  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.inference.engine import build_engine, run_build_engine  # noqa: E402
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
@@ -506,3 +506,30 @@ def test_a_paused_training_run_does_not_spend_its_budget(monkeypatch):
     clock.tick(work=True)
     assert clock.elapsed == pytest.approx(60.0 + 11 * 0.5 + 45.0)
     assert clock.paused == pytest.approx(600.0)
+
+
+def test_int8_export_is_calibrated_on_renders_and_stays_a_drop_in_model(trained, robot, dataset, tmp_path):
+    import argparse
+
+    renders = tmp_path / 'renders'                       # at the model's input size, as --int8 needs
+    renders.mkdir()
+    shard = _synthetic_shard(np.random.default_rng(1), 8, INPUT_SIZE, len(robot.keypoints), len(robot.joint_names))
+    write_shard(renders / 'shard_00000.npz', shard)
+    (renders / 'meta.json').write_text(json.dumps({**json.loads((dataset / 'meta.json').read_text()),
+                                                   'image_size': [INPUT_SIZE, INPUT_SIZE], 'count': 8,
+                                                   'shards': ['shard_00000.npz']}))
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    onnx_path = tmp_path / 'panda.onnx'
+    base = ['--checkpoint', str(trained.checkpoint), '--output', str(onnx_path), '--no-latency', '--no-weights']
+    with pytest.raises(ValueError, match='render at the model input size'):
+        run_export(parser.parse_args(base + ['--int8', str(dataset), '--int8-images', '4']))
+    assert run_export(parser.parse_args(base + ['--int8', str(renders), '--int8-images', '4'])) == 0
+    int8_path = tmp_path / 'panda_int8.onnx'
+    card = json.loads(int8_path.with_suffix('.json').read_text())
+    assert card['calibration_images'] == 4 and card['from']['path'] == 'panda.onnx'
+    assert card['sha256'] == file_sha256(int8_path)
+    fp32, int8 = OnnxRuntimeBackend(onnx_path, threads=1), OnnxRuntimeBackend(int8_path, threads=1)
+    assert int8.metadata == fp32.metadata                # keypoints, joints, normalisation carried over
+    image = np.random.default_rng(2).normal(size=(1, 3, INPUT_SIZE, INPUT_SIZE)).astype(np.float32)
+    assert np.abs(int8.infer(image).heatmaps - fp32.infer(image).heatmaps).max() < 0.1

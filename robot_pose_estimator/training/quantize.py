@@ -15,9 +15,9 @@
 """``export --int8``: static INT8 quantisation of an exported model, calibrated on renders.
 
 ONNX Runtime's ``quantize_static`` (QDQ format, per-channel weights, 8-bit activations) sets the
-activation ranges from real inputs: rendered images from ``render``, normalised exactly as the
-node normalises a frame. The model's metadata (keypoints, joints, normalisation) is carried over
-so the quantised file is a drop-in ``model_path``. Whether it is worth shipping is for the
+activation ranges from real inputs: rendered images from ``render``, normalised by the node's own
+``core.preprocessing.preprocess``. The model's metadata (keypoints, joints, normalisation) is
+carried over so the quantised file is a drop-in ``model_path``. Whether it is worth shipping is for the
 benchmarks to say: its accuracy next to the FP32 model's, never assumed.
 """
 from __future__ import annotations
@@ -29,7 +29,9 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static, QuantType
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from robot_pose_estimator.core.heatmaps import letterbox_transform
 from robot_pose_estimator.core.model import file_sha256, INPUT_NAME, ModelMetadata
+from robot_pose_estimator.core.preprocessing import preprocess
 from robot_pose_estimator.training.dataset import load_shard, open_dataset
 
 
@@ -40,8 +42,7 @@ def render_tensors(data_dirs: Sequence[str | Path], metadata: ModelMetadata, cou
     if not shards:
         raise ValueError(f'no render shards in {list(map(str, data_dirs))}')
     rng = np.random.default_rng(seed)
-    mean = np.asarray(metadata.normalization_mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(metadata.normalization_std, np.float32).reshape(1, 3, 1, 1)
+    full_frame = letterbox_transform(metadata.input_wh, metadata.input_wh)    # renders are input-sized
     per_shard = -(-count // len(shards))
     produced = 0
     for path in rng.permutation(shards):
@@ -50,7 +51,7 @@ def render_tensors(data_dirs: Sequence[str | Path], metadata: ModelMetadata, cou
             raise ValueError(f'{path}: renders are {images.shape[2]}x{images.shape[1]}, the model takes '
                              f'{metadata.input_width}x{metadata.input_height}: render at the model input size')
         for index in rng.choice(len(images), size=min(per_shard, len(images)), replace=False):
-            yield ((images[index].transpose(2, 0, 1)[None].astype(np.float32) / 255.0) - mean) / std
+            yield preprocess(images[index], full_frame, metadata)
             produced += 1
             if produced >= count:
                 return
