@@ -34,11 +34,12 @@ CARD = REPO / 'models' / 'panda.json'
 
 @pytest.mark.parametrize('name', ['panda', 'panda_s2r'])
 def test_card_matches_the_committed_onnx_file(name):
-    card = json.loads((REPO / 'models' / f'{name}.json').read_text())
-    data = (REPO / 'models' / f'{name}.onnx').read_bytes()
+    model = REPO / 'models' / f'{name}.onnx'
+    card = json.loads(model.with_suffix('.json').read_text())
+    data = model.read_bytes()
     assert len(data) < 30e6                                  # models stay small
     assert card['sha256'] == hashlib.sha256(data).hexdigest()
-    metadata = OnnxRuntimeBackend(REPO / 'models' / f'{name}.onnx', threads=1).metadata
+    metadata = OnnxRuntimeBackend(model, threads=1).metadata
     assert list(metadata.keypoint_names) == card['keypoints']['names']
     assert list(metadata.joint_names) == card['joint_names']
     assert (metadata.input_height, metadata.input_width) == (card['input']['height'], card['input']['width'])
