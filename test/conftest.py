@@ -22,9 +22,10 @@ in libtorch_cpu.so, called from ``__run_exit_handlers``), and CI once did after 
 once pytest has written its report, the process leaves with pytest's own exit status through
 ``os._exit``. No test result and no line of the report is skipped; only that teardown is.
 
-oneDNN's AVX-512 kernels also crashed *during* training tests here: SIGABRT inside a backward pass
-in `test_init_weights_continues_the_shipped_weights_in_a_new_run` (1 of 6 repeated runs of
-test_training.py, and once in a fresh-clone `.ci/run`). The tests therefore cap oneDNN at AVX2
+The same library also crashed *during* training tests here: SIGABRT inside a backward pass in
+`test_init_weights_continues_the_shipped_weights_in_a_new_run` (1 of 6 repeated runs of
+test_training.py, and once in a fresh-clone `.ci/run`), with oneDNN running its AVX-512 / AMX
+kernels, as it does on this CPU. The tests therefore cap oneDNN at AVX2
 (``ONEDNN_MAX_CPU_ISA``, read when torch first runs a oneDNN primitive, so it is set before any test
 module imports torch). This changes which CPU kernels the tests use, not what they check; training
 and inference outside the tests keep torch's defaults.
