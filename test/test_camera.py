@@ -134,3 +134,17 @@ def test_bad_distortion_raises_with_a_clear_message():
         CameraModel(K, [np.nan, 0.0, 0.0, 0.0, 0.0], 'plumb_bob')
     with pytest.raises(ValueError, match='12 elements'):
         CameraModel(K, None, P=np.eye(3))
+
+
+@pytest.mark.parametrize('D', [[0.0, 0.0, 0.0, 8.98846567431158e307], [0.0, 0.0, 0.0, 1e6]])
+def test_finite_but_absurd_distortion_is_rejected_not_turned_into_nan(D):
+    # Found by test_fuzz: p2 = 9e307 passed the checks and made every undistorted point NaN.
+    with pytest.raises(ValueError, match='cannot be undone near the image centre'):
+        CameraModel(K, D, 'plumb_bob')
+
+
+def test_strong_real_lenses_pass_the_invertibility_check():
+    wide = CameraModel(K, [-0.3, 0.1, 0.001, -0.001, -0.02], 'plumb_bob')
+    fisheye = CameraModel(K, [0.05, -0.01, 0.002, -0.0005], 'equidistant')
+    for camera in (wide, fisheye):
+        assert np.isfinite(camera.to_nccs(np.array([[camera.cx + 100.0, camera.cy - 80.0]]))).all()

@@ -70,6 +70,20 @@ class CameraModel:
         self._distorted = bool(np.any(self.D != 0.0))
         self._focal = self.K[[0, 1], [0, 1]].copy()
         self._principal = self.K[:2, 2].copy()
+        if self._distorted:
+            self._check_invertible_near_centre()
+
+    def _check_invertible_near_centre(self) -> None:
+        """Reject coefficients whose distortion cannot be undone even next to the principal point.
+
+        Finite but absurd coefficients (a corrupted calibration: 1e307, or 1e6 tangential) make
+        OpenCV's iterative undistortion return NaN for every keypoint, so the node would skip each
+        frame with no word why; every real lens undistorts points 0.1 focal lengths from the centre.
+        """
+        probe = self._principal + self._focal * np.array([[0.0, 0.0], [0.1, 0.0], [-0.1, 0.0], [0.0, 0.1], [0.0, -0.1]])
+        if not np.isfinite(self.to_nccs(probe)).all():
+            raise ValueError(f'{self.distortion_model} distortion coefficients {self.D.tolist()} cannot be undone '
+                             'near the image centre (undistortion gives NaN or inf): not a usable calibration')
 
     @classmethod
     def from_fov(cls, width: int, height: int, horizontal_fov_deg: float,
