@@ -77,7 +77,7 @@ class CameraModel:
         """Reject coefficients whose distortion cannot be undone even next to the principal point.
 
         Finite but absurd coefficients (a corrupted calibration: 1e307, or 1e6 tangential) make
-        OpenCV's iterative undistortion return NaN for every keypoint, so the node would skip each
+        OpenCV's iterative undistortion return NaN for the keypoints, so the node would skip each
         frame with no word why; every real lens undistorts points 0.1 focal lengths from the centre.
         """
         probe = self._principal + self._focal * np.array([[0.0, 0.0], [0.1, 0.0], [-0.1, 0.0], [0.0, 0.1], [0.0, -0.1]])
