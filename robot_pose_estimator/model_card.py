@@ -29,7 +29,7 @@ from typing import Any
 #: The columns of a benchmarks.json row that a table and a card show.
 TABLE_METRICS = ('add_auc_0.1m_percent', 'add_mean_m', 'add_median_m', 'joint_error_mean_deg', 'success_fraction',
                  'rotation_error_mean_deg', 'translation_error_mean_cm', 'fps', 'frames', 'joint_error_deg',
-                 'keypoint_error_median_px')
+                 'keypoint_error_median_px', 'per_sequence')
 #: The suite groups whose rows are the model card's accuracy: the held-out test cameras in-domain
 #: (rendered like the training set) and cross-domain (path-traced, held-out photos).
 CARD_GROUPS = {'in_domain': 'cameras', 'cross_domain': 'cross_domain'}
@@ -42,7 +42,8 @@ def card_accuracy(out: str | Path) -> dict[str, Any]:
     mode the row as measured, then each mode pooled over the cameras: AUC frame-weighted (it is a
     mean over frames of a per-frame curve, so this is the pooled AUC), joint errors weighted by the
     frames that have an estimate. The sha256 of the model they were measured on comes along, so
-    that ``export`` can refuse to put them on another. A group the suite did not run is left out;
+    that ``export`` can refuse to put them on another, and the machine: the same bags and model
+    give other numbers on another CPU model (docs/benchmarks.md). A group the suite did not run is left out;
     the in-domain one is required.
     """
     path = Path(out) / 'benchmarks.json'
@@ -62,7 +63,7 @@ def card_accuracy(out: str | Path) -> dict[str, Any]:
     return {'source': f'robot-pose-estimator benchmark-suite (docs/benchmarks.md): held-out sequences at '
                       f"{header['image_size'][0]}x{header['image_size'][1]}, groups {dict(CARD_GROUPS)}",
             'command': header['command'], 'model_sha256': header['model_sha256'],
-            'frames_per_row': header['frames_per_row'], **pooled}
+            'frames_per_row': header['frames_per_row'], 'machine': header.get('machine'), **pooled}
 
 
 def _pooled_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -81,8 +82,23 @@ def _pooled_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             'joint_error_mean_deg': _weighted([r['joint_error_mean_deg'] for r in picked], estimated),
             'keypoint_error_median_px': _weighted([r.get('keypoint_error_median_px') for r in picked], frames),
             'joint_error_deg': {joint: _weighted([r['joint_error_deg'].get(joint) for r in picked], estimated)
-                                for joint in picked[0]['joint_error_deg']}}
+                                for joint in picked[0]['joint_error_deg']},
+            'per_sequence': _pooled_sequences(picked)}
     return accuracy
+
+
+def _pooled_sequences(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each seed's AUC and joint error pooled over the cameras (one arm trajectory, every camera)."""
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        for sequence in row.get('per_sequence') or ():
+            by_seed.setdefault(sequence['seed'], []).append(sequence)
+    return [{'seed': seed,
+             'add_auc_0.1m_percent': _weighted([s['add_auc_0.1m_percent'] for s in found],
+                                               [s['frames'] for s in found]),
+             'joint_error_mean_deg': _weighted([s['joint_error_mean_deg'] for s in found],
+                                               [s['frames_with_estimate'] for s in found])}
+            for seed, found in by_seed.items()]
 
 
 def _weighted(values: Sequence[float | None], weights: Sequence[float]) -> float | None:

@@ -15,6 +15,7 @@
 """make-bag: trajectories, camera placement, the distortion warp and the written bag."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.evaluation import make_bag as mb
 from robot_pose_estimator.evaluation.metrics import in_image
+from rosbags.highlevel import AnyReader
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / 'config' / 'panda.yaml'
@@ -82,6 +84,16 @@ def test_distortion_warp_puts_points_where_camera_model_projects(robot):
         np.testing.assert_allclose(centroid, camera.project(X[None])[0], atol=0.35)
 
 
+def _jpeg_digest(bag: Path) -> str:
+    """SHA-256 of the bag's JPEG payloads in order, read back with rosbags."""
+    digest = hashlib.sha256()
+    with AnyReader([bag]) as reader:
+        images = [c for c in reader.connections if c.topic == bagio.DEFAULT_IMAGE_TOPIC]
+        for connection, _, raw in reader.messages(connections=images):
+            digest.update(bytes(reader.deserialize(raw, connection.msgtype).data))
+    return digest.hexdigest()
+
+
 def test_make_bag_writes_ground_truth_and_parameters(tmp_path: Path, robot):
     out = mb.make_bag(tmp_path / 'bag', CONFIG, frames=4, fps=15.0, fov_deg=93.0, distortion=True,
                       occlusion=0.3, image_size=(160, 120), seed=2, progress=False)
@@ -97,6 +109,10 @@ def test_make_bag_writes_ground_truth_and_parameters(tmp_path: Path, robot):
         assert frame.camera.fx == pytest.approx(80.0 / np.tan(np.radians(46.5)))
     parameters = json.loads((out / mb.PARAMETERS_FILE).read_text())
     assert parameters['occlusion'] == 0.3 and parameters['distortion'] is True
+    assert parameters['images_sha256'] == _jpeg_digest(out) and 'backgrounds_sha256' not in parameters
+    again = mb.make_bag(tmp_path / 'again', CONFIG, frames=4, fps=15.0, fov_deg=93.0, distortion=True,
+                        occlusion=0.3, image_size=(160, 120), seed=2, progress=False)
+    assert mb.read_bag_spec(again)['images_sha256'] == parameters['images_sha256']     # same machine: same pixels
     assert mb.read_bag_spec(out)['command'].startswith('robot-pose-estimator make-bag --out ')
     with pytest.raises(FileExistsError):
         mb.make_bag(out, CONFIG, frames=1, progress=False)

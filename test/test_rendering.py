@@ -26,7 +26,8 @@ pybullet = pytest.importorskip('pybullet')
 from robot_pose_estimator.config import load_config, REPO_ROOT  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.core.transforms import look_at  # noqa: E402
-from robot_pose_estimator.rendering.backgrounds import list_images, PhotoPool, prepare_images  # noqa: E402
+from robot_pose_estimator.rendering.backgrounds import (  # noqa: E402
+    folders_sha256, list_images, PhotoPool, prepare_images)
 from robot_pose_estimator.rendering.cameras import project  # noqa: E402
 from robot_pose_estimator.rendering.meshes import resolve_package_uri, visual_urdf  # noqa: E402
 from robot_pose_estimator.rendering.randomization import (  # noqa: E402
@@ -74,6 +75,23 @@ def test_photo_pool_refuses_missing_and_empty_folders(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='no images'):
         PhotoPool([tmp_path / 'empty'])
+
+
+def test_background_digest_follows_the_pictures_not_where_they_lie(tmp_path):
+    for root in ('here', 'there'):
+        (tmp_path / root / 'photos').mkdir(parents=True)
+        for i in range(3):
+            _checkerboard(tmp_path / root / 'photos' / f'{i}.png', cell=4 + i)
+    here, there = tmp_path / 'here' / 'photos', tmp_path / 'there' / 'photos'
+    assert folders_sha256([here]) == folders_sha256([there])
+    assert len(folders_sha256([here])) == 64
+    _checkerboard(there / '1.png', cell=9)        # a package update that redraws one picture
+    assert folders_sha256([here]) != folders_sha256([there])
+    (there / '1.png').unlink()
+    _checkerboard(there / '1.png', cell=5)        # the same picture again
+    assert folders_sha256([here]) == folders_sha256([there])
+    _checkerboard(there / '3.png')                # one more picture
+    assert folders_sha256([here]) != folders_sha256([there])
 
 
 def test_prepare_images_keeps_the_largest_copy_of_each_wallpaper(tmp_path):
@@ -224,7 +242,9 @@ def test_path_tracer_draws_the_robot_where_the_camera_model_puts_it(panda, tmp_p
 
     def coverage(K_pbr):
         scene.render(q, T, K_pbr)
-        alpha = np.asarray(mitsuba.render(scene.scene, spp=2))[..., 3] > 0.5
+        # Alpha is the share of a pixel's samples that hit the robot (one-pixel box filter): enough of
+        # them make > 0.5 mean "the pixel centre is on the robot", as TinyRenderer's mask does.
+        alpha = np.asarray(mitsuba.render(scene.scene, spp=16))[..., 3] > 0.5
         return (alpha & silhouette).sum() / silhouette.sum()
 
     assert coverage(K) > 0.97

@@ -35,6 +35,9 @@ from robot_pose_estimator.core.heatmaps import (  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
 from robot_pose_estimator.evaluation import suite  # noqa: E402
 from robot_pose_estimator.evaluation.evaluate import evaluate_bag  # noqa: E402
+from robot_pose_estimator.evaluation.make_bag import PARAMETERS_FILE, read_bag_spec  # noqa: E402
+from robot_pose_estimator.machine import cpu_name  # noqa: E402
+from robot_pose_estimator.rendering.pbr import PIXEL_FILTER  # noqa: E402
 from robot_pose_estimator.testing import metadata_for, write_test_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,10 +50,10 @@ WEAK = (1, 2, 16)             # keypoints whose peaks (0.05) fall below the conf
 OVERRIDES = {'coarse_to_fine': False}   # constant heatmaps refer to the full frame
 
 
-def test_suite_table_matches_direct_evaluation_and_reuses_bags(tmp_path: Path):
+def _first_frame_model(tmp_path: Path, clean: Path) -> Path:
+    """Render ``clean`` (fov70, seed 0) and write a test model that sees its first frame."""
     config = load_config(CONFIG)
     robot = RobotModel.from_config(config)
-    clean = tmp_path / 'out' / 'bags' / 'fov70_seed0'
     parameters = suite.bag_parameters(suite.BAG_KINDS['fov70'], FRAMES, 0, SIZE)
     assert suite.prepare_bag(clean, parameters, CONFIG, reuse=True)           # rendered
     with bagio.BagReader(clean, base_frame=robot.base_frame, joint_names=robot.joint_names) as reader:
@@ -61,14 +64,25 @@ def test_suite_table_matches_direct_evaluation_and_reuses_bags(tmp_path: Path):
     heatmaps = render_gaussian_heatmaps(input_to_heatmap(letterbox.to_input(pixels), HEATMAP_SIZE, INPUT_SIZE),
                                         HEATMAP_SIZE, sigma=1.5)
     heatmaps[list(WEAK)] *= 0.05
-    model = write_test_model(tmp_path / 'model.onnx', heatmaps, first.joint_positions_gt,
-                             metadata_for(config.robot, INPUT_SIZE), INPUT_SIZE)
+    return write_test_model(tmp_path / 'model.onnx', heatmaps, first.joint_positions_gt,
+                            metadata_for(config.robot, INPUT_SIZE), INPUT_SIZE)
+
+
+def test_suite_table_matches_direct_evaluation_and_reuses_bags(tmp_path: Path):
+    clean = tmp_path / 'out' / 'bags' / 'fov70_seed0'
+    model = _first_frame_model(tmp_path, clean)
 
     out = tmp_path / 'out'
     result = suite.run_benchmark_suite(out, CONFIG, model, frames=FRAMES, sequences=1, reuse=True,
                                        groups=['confidence', 'mode'], image_size=SIZE, overrides=OVERRIDES,
                                        progress=False)
     assert result.header['bags_rendered'] == 1 and result.header['bags_reused'] == 1   # occlusion30 is new
+    digests = result.header['bag_digests']
+    assert set(digests) == {'fov70_seed0', 'occlusion30_seed0'}
+    assert digests['fov70_seed0'] == {'images_sha256': read_bag_spec(clean)['images_sha256'],
+                                      'backgrounds_sha256': None}           # procedural backgrounds: no photos
+    assert digests['occlusion30_seed0']['images_sha256'] != digests['fov70_seed0']['images_sha256']
+    assert f', {cpu_name()}, ' in result.header['machine']
     table = json.loads((out / 'benchmarks.json').read_text())
     rows = {(r['group'], r['condition']): r for r in table['rows']}
     assert len(rows) == 8 and len(result.runs) == 6
@@ -110,6 +124,31 @@ def test_suite_table_matches_direct_evaluation_and_reuses_bags(tmp_path: Path):
     assert len(repeated) == 4 and repeated['online, 30 % occlusion']['frames'] == FRAMES
 
 
+def test_suite_rows_break_down_by_sequence(tmp_path: Path):
+    """Each seed's AUC and joint error is what evaluate gives on that sequence's bag alone."""
+    out = tmp_path / 'out'
+    model = _first_frame_model(tmp_path, out / 'bags' / 'fov70_seed0')
+    result = suite.run_benchmark_suite(out, CONFIG, model, frames=FRAMES, sequences=2, reuse=True,
+                                       groups=['distortion'], image_size=SIZE, overrides=OVERRIDES,
+                                       reports=False, progress=False)
+    row = {r['condition']: r for r in result.rows}['none']
+    breakdown = row['per_sequence']
+    assert [s['seed'] for s in breakdown] == [0, 1] and [s['frames'] for s in breakdown] == [FRAMES, FRAMES]
+    for sequence in breakdown:
+        direct = evaluate_bag(out / 'bags' / f"fov70_seed{sequence['seed']}", CONFIG, 'online', model_path=model,
+                              config_overrides=OVERRIDES, progress=False).summary
+        assert sequence['add_auc_0.1m_percent'] == pytest.approx(direct['add_auc_0.1m_percent'], abs=1e-9)
+        assert sequence['joint_error_mean_deg'] == pytest.approx(direct['joint_error_mean_deg'], abs=1e-9)
+        assert sequence['frames_with_estimate'] == round(direct['success_fraction'] * FRAMES)
+    # The model sees seed 0's first frame whatever the image: seed 1, another trajectory, scores worse.
+    assert breakdown[0]['add_auc_0.1m_percent'] > breakdown[1]['add_auc_0.1m_percent'] + 10
+    # Equal frames per sequence: the pooled AUC (a mean over frames) is the mean of the two.
+    assert row['add_auc_0.1m_percent'] == pytest.approx(
+        (breakdown[0]['add_auc_0.1m_percent'] + breakdown[1]['add_auc_0.1m_percent']) / 2, abs=1e-9)
+    cell = ' / '.join(f"{s['add_auc_0.1m_percent']:.1f} ({s['joint_error_mean_deg']:.0f})" for s in breakdown)
+    assert f'| {cell} | `fov70_online` |' in (out / 'benchmarks.md').read_text()
+
+
 def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match='model not found'):
         suite.run_benchmark_suite(tmp_path, CONFIG, tmp_path / 'none.onnx', progress=False)
@@ -119,25 +158,50 @@ def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):
         suite.run_benchmark_suite(tmp_path, CONFIG, model, groups=['lighting'], progress=False)
 
 
+def test_suite_redraws_path_traced_bags_made_with_another_pixel_filter(tmp_path: Path):
+    parameters = suite.bag_parameters(suite.BAG_KINDS['xd_kinect_v2'], 60, 0, (640, 480), ['/photos'])
+    bag = tmp_path / 'xd_kinect_v2_seed0'
+    bag.mkdir()
+
+    def recorded(**extra) -> None:
+        spec = {**parameters, 'config': str(CONFIG.resolve()), **extra}
+        (bag / PARAMETERS_FILE).write_text(json.dumps(spec))
+    recorded()                                  # written before make-bag recorded the filter
+    assert not suite._matches(bag, parameters, CONFIG)
+    recorded(pixel_filter='gaussian')
+    assert not suite._matches(bag, parameters, CONFIG)
+    recorded(pixel_filter=PIXEL_FILTER)
+    assert suite._matches(bag, parameters, CONFIG)
+    recorded(pixel_filter=PIXEL_FILTER, spp=parameters['spp'] + 1)
+    assert not suite._matches(bag, parameters, CONFIG)
+
+
 def _camera_row(camera: str, mode: str, auc: float, joint1: float, joint2: float, frames: int,
-                success: float = 1.0) -> dict:
+                success: float = 1.0, sequences: tuple[tuple[float, float], ...] = ()) -> dict:
+    """Build a suite row; ``sequences``: (AUC, joint error) of seeds 0, 1, ..., each with frames / len of them."""
+    per_sequence = [{'seed': seed, 'frames': frames // len(sequences),
+                     'frames_with_estimate': round(frames // len(sequences) * success),
+                     'add_auc_0.1m_percent': a, 'joint_error_mean_deg': j} for seed, (a, j) in enumerate(sequences)]
     return {'group': model_card.CARD_GROUPS['in_domain'], 'condition': f'{camera}, {mode}',
             'bag': f'camera_{camera}', 'run': f'camera_{camera}_{mode}', 'mode': mode, 'overrides': {'mode': mode},
             'add_auc_0.1m_percent': auc, 'joint_error_mean_deg': (joint1 + joint2) / 2, 'success_fraction': success,
-            'joint_error_deg': {'j1': joint1, 'j2': joint2}, 'keypoint_error_median_px': 3.0, 'frames': frames}
+            'joint_error_deg': {'j1': joint1, 'j2': joint2}, 'keypoint_error_median_px': 3.0, 'frames': frames,
+            'per_sequence': per_sequence}
 
 
 def test_card_accuracy_pools_the_held_out_cameras_per_mode(tmp_path: Path):
-    rows = [_camera_row('a', 'single_frame', 40.0, 10.0, 20.0, 100),
-            _camera_row('b', 'single_frame', 70.0, 30.0, 40.0, 300, success=0.5),
+    rows = [_camera_row('a', 'single_frame', 40.0, 10.0, 20.0, 100, sequences=((60.0, 10.0), (20.0, 20.0))),
+            _camera_row('b', 'single_frame', 70.0, 30.0, 40.0, 300, success=0.5,
+                        sequences=((90.0, 30.0), (50.0, 40.0))),
             _camera_row('a', 'online', 50.0, 5.0, 5.0, 100),
             {**_camera_row('a', 'online', 0.0, 0.0, 0.0, 1), 'group': 'mode'}]      # not a camera row
     header = {'command': 'robot-pose-estimator benchmark-suite ...', 'model_sha256': 'ab' * 32,
-              'frames_per_row': 100, 'image_size': [640, 480]}
+              'frames_per_row': 100, 'image_size': [640, 480], 'machine': 'x86_64, Some CPU, 2 CPUs'}
     (tmp_path / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': rows}))
 
     card = model_card.card_accuracy(tmp_path)
     assert card['model_sha256'] == 'ab' * 32 and '640x480' in card['source']
+    assert card['machine'] == 'x86_64, Some CPU, 2 CPUs'
     assert 'cross_domain' not in card          # the suite did not run that group
     accuracy = card['in_domain']
     assert set(accuracy['per_camera']) == {'a, single_frame', 'b, single_frame', 'a, online'}
@@ -149,6 +213,13 @@ def test_card_accuracy_pools_the_held_out_cameras_per_mode(tmp_path: Path):
     assert single['joint_error_deg'] == pytest.approx({'j1': (10 * 100 + 30 * 150) / 250,
                                                        'j2': (20 * 100 + 40 * 150) / 250})
     assert accuracy['pooled_online']['add_auc_0.1m_percent'] == pytest.approx(50.0)
+    # Per seed over the cameras: AUC by frames (50 and 150), joint error by frames with an estimate (50 and 75).
+    assert single['per_sequence'] == [
+        {'seed': 0, 'add_auc_0.1m_percent': pytest.approx((60 * 50 + 90 * 150) / 200),
+         'joint_error_mean_deg': pytest.approx((10 * 50 + 30 * 75) / 125)},
+        {'seed': 1, 'add_auc_0.1m_percent': pytest.approx((20 * 50 + 50 * 150) / 200),
+         'joint_error_mean_deg': pytest.approx((20 * 50 + 40 * 75) / 125)}]
+    assert accuracy['pooled_online']['per_sequence'] == []     # that row has no breakdown
 
 
 def test_card_accuracy_says_what_is_missing(tmp_path: Path):

@@ -42,6 +42,7 @@ import argparse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -57,9 +58,9 @@ from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.core.transforms import look_at
 from robot_pose_estimator.evaluation.metrics import in_image
-from robot_pose_estimator.rendering.backgrounds import PhotoPool
+from robot_pose_estimator.rendering.backgrounds import folders_sha256, list_images, PhotoPool
 from robot_pose_estimator.rendering.meshes import resolve_package_uri
-from robot_pose_estimator.rendering.pbr import PbrScene
+from robot_pose_estimator.rendering.pbr import PbrScene, PIXEL_FILTER
 from robot_pose_estimator.rendering.randomization import Randomization
 from robot_pose_estimator.rendering.tinyrenderer import Renderer
 from tqdm import tqdm
@@ -246,6 +247,7 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
     K_render[0, 2] += pad_x
     K_render[1, 2] += pad_y
     frame_id = bagio.DEFAULT_CAMERA_FRAME
+    images_digest = hashlib.sha256()
     with _frame_renderer(spec, config, config_path, robot, (width + 2 * pad_x, height + 2 * pad_y),
                          scene_seed) as draw, bagio.BagWriter(out, storage=storage) as writer:
         for i in tqdm(range(frames), unit='frame', desc='make-bag', disable=not progress):
@@ -253,14 +255,22 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
             image = draw(q[i], poses[i], K_render)
             if maps is not None:
                 image = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            writer.write(bagio.DEFAULT_IMAGE_TOPIC, bagio.rgb_to_compressed(image, stamp, frame_id, jpeg_quality),
-                         stamp)
+            message = bagio.rgb_to_compressed(image, stamp, frame_id, jpeg_quality)
+            images_digest.update(message.data.tobytes())
+            writer.write(bagio.DEFAULT_IMAGE_TOPIC, message, stamp)
             writer.write(bagio.DEFAULT_CAMERA_INFO_TOPIC, bagio.camera_info_msg(camera, stamp, frame_id), stamp)
             writer.write(bagio.DEFAULT_GT_JOINT_STATES_TOPIC, bagio.joint_state_msg(robot.joint_names, q[i], stamp),
                          stamp)
             writer.write(bagio.DEFAULT_GT_TF_TOPIC, bagio.tf_msg(poses[i], frame_id, robot.base_frame, stamp), stamp)
+    # The digests tell whether two machines rendered the same bag: same-machine renders are
+    # bit-identical, but a CPU model or a background package version can change the pixels.
+    pool = ({'background_images': len(list_images(spec.backgrounds)),
+             'backgrounds_sha256': folders_sha256(spec.backgrounds)} if spec.backgrounds else {})
+    if spec.renderer == 'pbr':
+        pool['pixel_filter'] = PIXEL_FILTER
     parameters = {**asdict(spec), 'config': str(config_path.resolve()), 'robot': robot.name,
-                  'distortion_coefficients': list(camera.D), 'command': _command(out, config_path, spec)}
+                  'distortion_coefficients': list(camera.D), 'command': _command(out, config_path, spec),
+                  'images_sha256': images_digest.hexdigest(), **pool}
     (out / PARAMETERS_FILE).write_text(json.dumps(parameters, indent=2) + '\n')
     return out
 

@@ -37,7 +37,9 @@ papers the numbers are compared with:
 
 Scoring is ``evaluate``'s (docs/metrics.md); FPS is frames / summed per-frame estimator time,
 offline, one frame at a time on this machine. Each row's pooled report sits in ``runs/<row>/``;
-frame ``i`` there belongs to sequence ``i // frames``.
+frame ``i`` there belongs to sequence ``i // frames``. Each row also gives the AUC and joint error
+of every sequence on its own: a sequence is one arm trajectory and camera orbit, and one hard
+trajectory can hold most of a pooled row's error, which the pooled numbers alone do not show.
 """
 from __future__ import annotations
 
@@ -45,9 +47,7 @@ import argparse
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 import json
-import os
 from pathlib import Path
-import platform
 import shlex
 import shutil
 import sys
@@ -56,12 +56,15 @@ from typing import Any
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config
 from robot_pose_estimator.core.model import file_sha256
+from robot_pose_estimator.evaluation import metrics
 from robot_pose_estimator.evaluation.evaluate import run_estimator
 from robot_pose_estimator.evaluation.make_bag import eval_background_folders, make_bag, PARAMETERS_FILE, read_bag_spec
 from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecord, Scorer
 from robot_pose_estimator.evaluation.report import write_outputs
 from robot_pose_estimator.inference.factory import build_estimator
+from robot_pose_estimator.machine import machine_summary
 from robot_pose_estimator.model_card import TABLE_METRICS
+from robot_pose_estimator.rendering.pbr import PIXEL_FILTER
 from robot_pose_estimator.rosbag import BagReader
 from tqdm import tqdm
 
@@ -174,9 +177,15 @@ def bag_parameters(kind: BagKind, frames: int, seed: int, image_size: tuple[int,
 
 
 def _matches(bag: Path, parameters: Mapping[str, Any], config_path: Path) -> bool:
-    """Whether a bag's make_bag.json records exactly these parameters and config."""
+    """Whether a bag's make_bag.json records exactly these parameters and config.
+
+    A path-traced bag must also have been drawn with today's pixel filter: older ones differ from
+    run to run (``rendering.pbr.PIXEL_FILTER``).
+    """
     spec = read_bag_spec(bag)
     if spec is None or spec.get('config') != str(config_path.resolve()):
+        return False
+    if parameters.get('renderer') == 'pbr' and spec.get('pixel_filter') != PIXEL_FILTER:
         return False
     return all(_same(spec.get(key), value) for key, value in parameters.items())
 
@@ -187,6 +196,12 @@ def _same(recorded: Any, wanted: Any) -> bool:
     if isinstance(wanted, float):
         return isinstance(recorded, (int, float)) and np.isclose(recorded, wanted)
     return recorded == wanted
+
+
+def _digests(bag: Path) -> dict[str, str | None]:
+    """Read a bag's image and background-pool digests from make_bag.json (None for bags made before them)."""
+    spec = read_bag_spec(bag) or {}
+    return {key: spec.get(key) for key in ('images_sha256', 'backgrounds_sha256')}
 
 
 def prepare_bag(path: Path, parameters: Mapping[str, Any], config_path: Path, reuse: bool) -> bool:
@@ -248,6 +263,28 @@ def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_pat
     return pooled
 
 
+def per_sequence(result: EvaluationResult, frames: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """AUC and mean joint error of each sequence of a pooled row (frame i is sequence i // frames).
+
+    AUC is over the sequence's frames with ground truth (a miss counts as infinitely wrong), the
+    joint error over those with an estimate, as in the pooled row; None where there are none.
+    Without ground truth (``errors`` None) every sequence reports 0 frames.
+    """
+    errors = result.errors
+    sequence = (np.array([result.records[i].index // frames for i in result.scored], dtype=int)
+                if errors is not None else np.zeros(0, dtype=int))
+    breakdown = []
+    for k, seed in enumerate(seeds):
+        mine = sequence == k
+        estimated = mine & errors.success if errors is not None else mine
+        breakdown.append({
+            'seed': seed, 'frames': int(mine.sum()), 'frames_with_estimate': int(estimated.sum()),
+            'add_auc_0.1m_percent': metrics.add_auc(errors.add[mine]) if mine.any() else None,
+            'joint_error_mean_deg': (float(np.degrees(errors.joint_abs_rad[estimated]).mean())
+                                     if estimated.any() else None)})
+    return breakdown
+
+
 def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, model_path: str | Path | None = None,
                         frames: int = DEFAULT_FRAMES, sequences: int = DEFAULT_SEQUENCES, reuse: bool = False,
                         groups: Sequence[str] | None = None, bags_dir: str | Path | None = None, seed: int = 0,
@@ -306,7 +343,8 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
         summary = pooled[run].summary
         table.append({'group': row.group, 'condition': row.condition, 'bag': row.bag, 'run': run,
                       'mode': pooled[run].info['mode'], 'overrides': dict(row.overrides),
-                      **{key: summary.get(key) for key in TABLE_METRICS}})
+                      **{key: summary.get(key) for key in TABLE_METRICS},
+                      'per_sequence': per_sequence(pooled[run], frames, seeds)})
     header = {
         'model': str(model_path), 'model_sha256': file_sha256(model_path), 'config': str(config_path.resolve()),
         'config_mode': config.mode, 'frames_per_sequence': frames, 'sequences': sequences, 'seeds': seeds,
@@ -315,8 +353,8 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
         'bags_rendered': rendered, 'bags_reused': steps - len(runs) - rendered, 'overrides': dict(overrides or {}),
         'command': command or suite_command(out, config_path, model_argument, frames, sequences, reuse, groups,
                                             bags_dir, seed),
-        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} '
-                   f'{platform.python_version()}, onnx_threads {config.onnx_threads}',
+        'machine': f'{machine_summary()}, onnx_threads {config.onnx_threads}',
+        'bag_digests': {path.name: _digests(path) for paths in bag_paths.values() for path in paths},
     }
     result = SuiteResult(table, header, pooled)
     (out / 'benchmarks.json').write_text(json.dumps({'header': header, 'rows': table}, indent=2) + '\n')
@@ -342,6 +380,11 @@ def _cell(value: Any, scale: float = 1.0, digits: int = 1) -> str:
     return 'n/a' if value is None else f'{value * scale:.{digits}f}'
 
 
+def _sequences_cell(breakdown: Sequence[Mapping[str, Any]]) -> str:
+    return ' / '.join(f"{_cell(s['add_auc_0.1m_percent'])} ({_cell(s['joint_error_mean_deg'], digits=0)})"
+                      for s in breakdown)
+
+
 def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
     """Format the table, grouped, with the model, data, command and definitions above it."""
     h = result.header
@@ -363,20 +406,22 @@ def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
         f'`confidence_threshold = confidence_floor = {CONFIDENCE_OFF["confidence_threshold"]:g}` (the smallest the '
         'config accepts; every keypoint with a non-zero peak is kept), `min_keypoints` as configured. '
         'Per-row reports: `runs/<run>/report.md`.', '',
+        f"Per sequence: AUC (joint error) of each seed in {h['seeds']} on its own.", '',
         '| condition | AUC@0.1m (%) | ADD mean / median (cm) | joint error (deg) | rotation / translation error '
-        '(deg / cm) | frames with an estimate (%) | FPS | frames | run |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '(deg / cm) | frames with an estimate (%) | FPS | frames | per sequence: AUC (joint error, deg) | run |',
+        '|---|---|---|---|---|---|---|---|---|---|',
     ]
     for group in groups:
         title = GROUPS[group][0]
-        lines.append(f'| **{title}** | | | | | | | | |')
+        lines.append(f'| **{title}** | | | | | | | | | |')
         for row in (r for r in result.rows if r['group'] == group):
             lines.append(
                 f"| {row['condition']} | {_cell(row['add_auc_0.1m_percent'], digits=2)} | "
                 f"{_cell(row['add_mean_m'], 100, 2)} / {_cell(row['add_median_m'], 100, 2)} | "
                 f"{_cell(row['joint_error_mean_deg'], digits=2)} | {_cell(row['rotation_error_mean_deg'], digits=2)} / "
                 f"{_cell(row['translation_error_mean_cm'], digits=2)} | {_cell(row['success_fraction'], 100)} | "
-                f"{_cell(row['fps'])} | {row['frames']} | `{row['run']}` |")
+                f"{_cell(row['fps'])} | {row['frames']} | {_sequences_cell(row.get('per_sequence') or [])} | "
+                f"`{row['run']}` |")
     return '\n'.join(lines) + '\n'
 
 

@@ -55,6 +55,21 @@ def list_images(directories: Sequence[str | Path]) -> list[Path]:
     return sorted(set(files))
 
 
+def folders_sha256(directories: Sequence[str | Path]) -> str:
+    """SHA-256 of every image's folder name, relative path and bytes below ``directories``.
+
+    Two machines that unpacked the same packages get the same digest wherever the folders lie; a
+    package update that changes, adds or drops a picture changes it.
+    """
+    digest = hashlib.sha256()
+    for directory in directories:
+        directory = Path(directory)
+        for path in list_images([directory]):
+            digest.update(f'{directory.name}/{path.relative_to(directory).as_posix()}\n'.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def read_image(path: str | Path, max_side: int) -> np.ndarray:
     """RGB uint8 image, shrunk so its longer side is at most ``max_side``.
 

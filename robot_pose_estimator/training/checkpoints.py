@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-import platform
 from typing import Any
 
+from robot_pose_estimator.machine import cpu_name
 from robot_pose_estimator.training.model import ModelConfig, PoseNet
 import torch
 
@@ -81,15 +81,7 @@ def load_weights(path: str | Path) -> dict[str, Any]:
 
 def hardware_description(device: torch.device) -> dict[str, Any]:
     """Describe the hardware that trained the model, for the model card."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {'device': device.type, 'cpu': cpu, 'cpu_count': os.cpu_count(),
+    info: dict[str, Any] = {'device': device.type, 'cpu': cpu_name(), 'cpu_count': os.cpu_count(),
                             'torch_threads': torch.get_num_threads(), 'torch': str(torch.__version__)}
     if device.type == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(device)
