@@ -46,7 +46,7 @@ Definitions (N frames, M metric keypoints, K estimator keypoints, J joints):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 import math
 from typing import Any
 
@@ -182,6 +182,11 @@ class FrameErrors:
 
     def __len__(self) -> int:
         return int(self.success.size)
+
+    def select(self, rows: np.ndarray) -> FrameErrors:
+        """Keep the frames ``rows`` (a boolean mask or indices) picks, e.g. one sequence of a pooled run."""
+        return FrameErrors(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                              for f in fields(self)})
 
 
 def frame_errors(*, success: np.ndarray, T_est: np.ndarray, T_gt: np.ndarray,

@@ -266,22 +266,24 @@ def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_pat
 def per_sequence(result: EvaluationResult, frames: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
     """AUC and mean joint error of each sequence of a pooled row (frame i is sequence i // frames).
 
-    AUC is over the sequence's frames with ground truth (a miss counts as infinitely wrong), the
-    joint error over those with an estimate, as in the pooled row; None where there are none.
-    Without ground truth (``errors`` None) every sequence reports 0 frames.
+    Each sequence's frames are scored by ``metrics.summarize``, as the pooled row is: AUC over the
+    frames with ground truth (a miss counts as infinitely wrong), joint error over those with an
+    estimate; None where there are none. Without ground truth every sequence reports 0 frames.
     """
     errors = result.errors
-    sequence = (np.array([result.records[i].index // frames for i in result.scored], dtype=int)
-                if errors is not None else np.zeros(0, dtype=int))
+    sequence = np.array([result.records[i].index // frames for i in result.scored], dtype=int)
     breakdown = []
     for k, seed in enumerate(seeds):
         mine = sequence == k
-        estimated = mine & errors.success if errors is not None else mine
-        breakdown.append({
-            'seed': seed, 'frames': int(mine.sum()), 'frames_with_estimate': int(estimated.sum()),
-            'add_auc_0.1m_percent': metrics.add_auc(errors.add[mine]) if mine.any() else None,
-            'joint_error_mean_deg': (float(np.degrees(errors.joint_abs_rad[estimated]).mean())
-                                     if estimated.any() else None)})
+        if errors is None or not mine.any():
+            breakdown.append({'seed': seed, 'frames': 0, 'frames_with_estimate': 0,
+                              'add_auc_0.1m_percent': None, 'joint_error_mean_deg': None})
+            continue
+        own = errors.select(mine)
+        summary = metrics.summarize(own, result.joint_names)
+        breakdown.append({'seed': seed, 'frames': len(own), 'frames_with_estimate': int(own.success.sum()),
+                          'add_auc_0.1m_percent': summary['add_auc_0.1m_percent'],
+                          'joint_error_mean_deg': summary['joint_error_mean_deg']})
     return breakdown
 
 
