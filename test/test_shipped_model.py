@@ -32,10 +32,14 @@ MODEL = REPO / 'models' / 'panda.onnx'
 CARD = REPO / 'models' / 'panda.json'
 
 
-@pytest.mark.parametrize('name', ['panda', 'panda_s2r'])
-def test_card_matches_the_committed_onnx_file(name):
-    model = REPO / 'models' / f'{name}.onnx'
-    card = json.loads(model.with_suffix('.json').read_text())
+def test_one_panda_model_ships():
+    """docs/ship_rule.md: one Panda network in models/, the one the config names."""
+    assert sorted(p.name for p in (REPO / 'models').glob('panda*.onnx')) == ['panda.onnx']
+
+
+def test_card_matches_the_committed_onnx_file():
+    model = MODEL
+    card = json.loads(CARD.read_text())
     data = model.read_bytes()
     assert len(data) < 30e6                                  # models stay small
     assert card['sha256'] == hashlib.sha256(data).hexdigest()
@@ -52,19 +56,20 @@ def test_card_matches_the_committed_onnx_file(name):
         assert len(section['pooled_single_frame']['joint_error_deg']) == len(card['joint_names'])
 
 
-def test_the_sim_to_real_weights_continue_on_a_fresh_machine():
+def test_the_shipped_weights_continue_on_a_fresh_machine():
     """The fp16 weights beside the ONNX file are that model: ``train --init-weights`` continues it."""
     torch = pytest.importorskip('torch')
     from robot_pose_estimator.training.checkpoints import build_model, load_weights
     from robot_pose_estimator.training.model import ExportModel
 
-    path = REPO / 'models' / 'panda_s2r.weights.pt'
+    path = MODEL.with_suffix('.weights.pt')
+    assert json.loads(CARD.read_text())['weights']['path'] == path.name
     assert path.stat().st_size < 30e6
     weights = load_weights(path)                             # weights_only=True inside
     assert all(t.dtype == torch.float16 for t in weights['model'].values() if t.is_floating_point())
     net = build_model(weights)
     assert net.config.encoder == 'efficientnet_lite0'
-    backend = OnnxRuntimeBackend(REPO / 'models' / 'panda_s2r.onnx', threads=1)
+    backend = OnnxRuntimeBackend(MODEL, threads=1)
     image = np.random.default_rng(0).normal(size=(1, 3, backend.metadata.input_height,
                                                   backend.metadata.input_width)).astype(np.float32)
     with torch.no_grad():
