@@ -26,8 +26,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+#: The mean joint error three ways (``evaluation.metrics.joint_error_means``): over every joint but
+#: the last (Panda joints 1-6, as RoboPEPP reports them), the last joint alone, all joints.
+JOINT_ERROR_MEANS = ('joint_error_but_last_mean_deg', 'joint_error_last_deg', 'joint_error_mean_deg')
 #: The columns of a benchmarks.json row that a table and a card show.
-TABLE_METRICS = ('add_auc_0.1m_percent', 'add_mean_m', 'add_median_m', 'joint_error_mean_deg', 'success_fraction',
+TABLE_METRICS = ('add_auc_0.1m_percent', 'add_mean_m', 'add_median_m', *JOINT_ERROR_MEANS, 'success_fraction',
                  'rotation_error_mean_deg', 'translation_error_mean_cm', 'fps', 'frames', 'joint_error_deg',
                  'keypoint_error_median_px', 'per_sequence')
 #: The suite groups whose rows are the model card's accuracy: the held-out test cameras in-domain
@@ -77,11 +80,11 @@ def _pooled_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         estimated = [r['frames'] * (r['success_fraction'] or 0.0) for r in picked]
         accuracy[f'pooled_{mode}'] = {
             'frames': sum(frames),
-            'add_auc_0.1m_percent': _weighted([r['add_auc_0.1m_percent'] for r in picked], frames),
-            'success_fraction': _weighted([r['success_fraction'] for r in picked], frames),
-            'joint_error_mean_deg': _weighted([r['joint_error_mean_deg'] for r in picked], estimated),
-            'keypoint_error_median_px': _weighted([r.get('keypoint_error_median_px') for r in picked], frames),
-            'joint_error_deg': {joint: _weighted([r['joint_error_deg'].get(joint) for r in picked], estimated)
+            'add_auc_0.1m_percent': weighted_mean([r['add_auc_0.1m_percent'] for r in picked], frames),
+            'success_fraction': weighted_mean([r['success_fraction'] for r in picked], frames),
+            **{key: weighted_mean([r.get(key) for r in picked], estimated) for key in JOINT_ERROR_MEANS},
+            'keypoint_error_median_px': weighted_mean([r.get('keypoint_error_median_px') for r in picked], frames),
+            'joint_error_deg': {joint: weighted_mean([r['joint_error_deg'].get(joint) for r in picked], estimated)
                                 for joint in picked[0]['joint_error_deg']},
             'per_sequence': _pooled_sequences(picked)}
     return accuracy
@@ -94,14 +97,14 @@ def _pooled_sequences(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for sequence in row.get('per_sequence') or ():
             by_seed.setdefault(sequence['seed'], []).append(sequence)
     return [{'seed': seed,
-             'add_auc_0.1m_percent': _weighted([s['add_auc_0.1m_percent'] for s in found],
+             'add_auc_0.1m_percent': weighted_mean([s['add_auc_0.1m_percent'] for s in found],
                                                [s['frames'] for s in found]),
-             'joint_error_mean_deg': _weighted([s['joint_error_mean_deg'] for s in found],
-                                               [s['frames_with_estimate'] for s in found])}
+             **{key: weighted_mean([s.get(key) for s in found], [s['frames_with_estimate'] for s in found])
+                for key in JOINT_ERROR_MEANS}}
             for seed, found in by_seed.items()]
 
 
-def _weighted(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
+def weighted_mean(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
     """Weighted mean of the values that exist; None when none do."""
     pairs = [(v, w) for v, w in zip(values, weights) if v is not None and w > 0]
     total = sum(w for _, w in pairs)

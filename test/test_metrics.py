@@ -101,6 +101,7 @@ def test_all_frames_missing_gives_auc_0():
     summary = metrics.summarize(_errors(np.zeros(2, bool), T, T, p, p, q, q), JOINTS)
     assert summary['add_auc_0.1m_percent'] == 0.0
     assert summary['add_mean_m'] is None and summary['joint_error_mean_deg'] is None
+    assert summary['joint_error_but_last_mean_deg'] is None and summary['joint_error_last_deg'] is None
     json.dumps(summary, allow_nan=False)
 
 
@@ -117,6 +118,19 @@ def test_joint_error_wraps_around_pi():
     assert summary['joint_error_deg']['j2'] == pytest.approx(np.degrees(0.1))
     assert summary['joint_error_deg']['j3'] == pytest.approx(0.0, abs=1e-12)
     assert summary['joint_error_mean_deg'] == pytest.approx(np.degrees(0.04))
+    # As the anchors report it: every joint but the last, and the last alone.
+    assert summary['joint_error_but_last_mean_deg'] == pytest.approx(np.degrees(0.06))
+    assert summary['joint_error_last_deg'] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_joint_error_means_leave_out_failed_frames_and_label_the_joints():
+    joint_deg = np.array([[10.0, 20.0, 30.0, 90.0], [30.0, 40.0, 50.0, 170.0]])
+    means = metrics.joint_error_means(joint_deg)
+    assert means == {'joint_error_but_last_mean_deg': pytest.approx(30.0), 'joint_error_last_deg': 130.0,
+                     'joint_error_mean_deg': pytest.approx(55.0)}
+    assert metrics.joint_error_means(np.zeros((0, 7))) == dict.fromkeys(means)
+    assert metrics.joint_group_labels(7) == ('1-6', '7')
+    assert metrics.joint_group_labels(6) == ('1-5', '6')
 
 
 def test_dream_variant_differs_from_all_keypoint_add():

@@ -37,7 +37,9 @@ Definitions (N frames, M metric keypoints, K estimator keypoints, J joints):
 - **Camera-to-base error**: rotation angle of R_est^T R_gt in degrees and ||t_est - t_gt|| in cm,
   over frames with an estimate. ADD cannot see a camera yaw traded against joint 1 (docs/evidence.md).
 - **Joint error**: |wrap(q_est - q_gt)| with wrap into [-pi, pi), mean per joint in degrees, over
-  frames with an estimate.
+  frames with an estimate; reported three ways: the mean over all joints, the mean over every joint
+  but the last (Panda joints 1-6, as RoboPEPP scores them: it does not estimate the flange roll)
+  and the last joint on its own.
 - **2D keypoint error**: pixel distance between the decoded peak and the ground-truth projection,
   over all K keypoints whose ground-truth projection is in the image and whose peak is finite.
 - **Latency**: p50/p95/p99 (and mean) per stage in milliseconds; FPS = frames / summed total
@@ -52,6 +54,7 @@ from typing import Any
 
 import numpy as np
 from robot_pose_estimator.core.transforms import rotation_angle_deg
+from robot_pose_estimator.model_card import JOINT_ERROR_MEANS
 
 AUC_THRESHOLD_M = 0.1
 AUC_STEP_M = 1e-5
@@ -263,7 +266,7 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
         result['translation_error_mean_cm'] = _mean(errors.translation_cm[ok])
         result['translation_error_median_cm'] = _median(errors.translation_cm[ok])
         joint_deg = np.degrees(errors.joint_abs_rad[ok])
-        result['joint_error_mean_deg'] = _mean(joint_deg)
+        result.update(joint_error_means(joint_deg))
         result['joint_error_deg'] = {name: _mean(joint_deg[:, j]) for j, name in enumerate(joint_names)}
         if errors.dream_add is not None:
             eligible = errors.dream_add[~np.isnan(errors.dream_add)]
@@ -294,6 +297,25 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
         fps = latency[TOTAL_STAGE]['frames'] / total_s if total_s > 0 else None
     result['fps'] = _finite_or_none(fps)
     return result
+
+
+def joint_error_means(joint_deg: np.ndarray) -> dict[str, float | None]:
+    """The mean joint error three ways, from per-frame errors (N, J) in degrees.
+
+    ``joint_error_mean_deg`` over all joints; ``joint_error_but_last_mean_deg`` over all but the
+    last (Panda joints 1-6: the anchors leave out the flange roll, whose 180 deg twin a symmetric
+    hand cannot show); ``joint_error_last_deg`` the last joint alone, so it is reported, never hidden.
+    """
+    joint_deg = np.asarray(joint_deg, dtype=float).reshape(-1, np.shape(joint_deg)[-1])
+    but_last = _mean(joint_deg[:, :-1]) if joint_deg.shape[1] > 1 else None
+    return dict(zip(JOINT_ERROR_MEANS, (but_last, _mean(joint_deg[:, -1]), _mean(joint_deg))))
+
+
+def joint_group_labels(joint_count: int) -> tuple[str, str]:
+    """Column labels of the two partial means, by joint number: ('1-6', '7') for seven joints."""
+    if joint_count <= 2:
+        return '1', str(max(joint_count, 1))
+    return f'1-{joint_count - 1}', str(joint_count)
 
 
 def keypoint_error_by_peak(errors_px: np.ndarray, confidences: np.ndarray) -> dict[str, Any]:

@@ -96,8 +96,8 @@ def write_outputs(out_dir: str | Path, result: EvaluationResult, robot: RobotMod
 
 def write_predictions_csv(path: Path, records: Sequence[FrameRecord], joint_names: Sequence[str]) -> None:
     """Per frame: stamp, success, joint positions (rad) and T_camera_base (translation m, quaternion xyzw)."""
-    header = ['index', 'stamp_ns', 'stamp', 'success', 'mode', 'failure_reason', *joint_names,
-              'tx', 'ty', 'tz', 'qx', 'qy', 'qz', 'qw', 'keypoints_kept', 'total_ms']
+    header = ['index', 'stamp_ns', 'stamp', 'success', 'mode', 'joint_source', 'static_frames', 'failure_reason',
+              *joint_names, 'tx', 'ty', 'tz', 'qx', 'qy', 'qz', 'qw', 'keypoints_kept', 'total_ms']
     with path.open('w', newline='') as stream:
         writer = csv.writer(stream)
         writer.writerow(header)
@@ -111,8 +111,8 @@ def write_predictions_csv(path: Path, records: Sequence[FrameRecord], joint_name
             kept = '' if r.used is None else int(np.count_nonzero(r.used))
             total = r.timings_ms.get(metrics.TOTAL_STAGE)
             stamp = f'{r.stamp_ns // 10**9}.{r.stamp_ns % 10**9:09d}'
-            writer.writerow([r.index, r.stamp_ns, stamp, int(r.success), r.mode, r.failure_reason or '', *joints,
-                             *pose, kept, '' if total is None else f'{total:.3f}'])
+            writer.writerow([r.index, r.stamp_ns, stamp, int(r.success), r.mode, r.joint_source, r.static_frames,
+                             r.failure_reason or '', *joints, *pose, kept, '' if total is None else f'{total:.3f}'])
 
 
 def write_frame_errors_csv(path: Path, result: EvaluationResult) -> None:
@@ -162,13 +162,15 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
     s = result.summary
     info = result.info
     lines = ['# Evaluation report', '']
-    for key in ('bag', 'config', 'model', 'mode', 'image_topic'):
+    for key in ('bag', 'config', 'model', 'mode', 'image_topic', 'joint_source', 'measured_joints_topic',
+                'camera_motion'):
         if key in info:
             lines.append(f'- {key.replace("_", " ")}: `{info[key]}`')
     lines += [f"- frames: {s['frames']} ({s.get('frames_without_ground_truth', 0)} without ground truth)", '']
     if result.errors is None:
         lines += ['The bag has no ground truth: only predictions and latency are reported.', '']
     else:
+        arm, last = metrics.joint_group_labels(len(s.get('joint_error_deg') or result.joint_names))
         lines += [
             '## Accuracy', '',
             'Definitions: docs/metrics.md (`robot_pose_estimator/evaluation/metrics.py`). ADD runs over all '
@@ -178,7 +180,9 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
             f"| AUC of ADD @ 0.1 m (%) | {_fmt(s.get('add_auc_0.1m_percent'))} |",
             f"| ADD mean / median (cm) | {_fmt(s.get('add_mean_m'), 100)} / {_fmt(s.get('add_median_m'), 100)} |",
             f"| frames with an estimate (%) | {_fmt(s.get('success_fraction'), 100, 1)} |",
-            f"| joint error, mean over joints (deg) | {_fmt(s.get('joint_error_mean_deg'))} |",
+            f"| joint error, mean over joints {arm} / joint {last} / all joints (deg) | "
+            f"{_fmt(s.get('joint_error_but_last_mean_deg'))} / {_fmt(s.get('joint_error_last_deg'))} / "
+            f"{_fmt(s.get('joint_error_mean_deg'))} |",
             f"| T_camera_base rotation error mean / median (deg) | {_fmt(s.get('rotation_error_mean_deg'))} / "
             f"{_fmt(s.get('rotation_error_median_deg'))} |",
             f"| T_camera_base translation error mean / median (cm) | {_fmt(s.get('translation_error_mean_cm'))} / "
