@@ -123,7 +123,7 @@ def _parameter_text(value: Any) -> str:
 def node_environment(domain_id: int) -> dict[str, str]:
     """Environment for a node subprocess: its own ROS domain on loopback, this package importable."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               PYTHONUNBUFFERED='1')
+               PYTHONUNBUFFERED='1', RCUTILS_LOGGING_BUFFERED_STREAM='0')
     package_root = str(Path(__file__).resolve().parents[2])
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [package_root, env.get('PYTHONPATH')]))
     return env
@@ -416,8 +416,10 @@ def run_demo_bag(bag: str | Path | None = None, config_path: str | Path | None =
         info_topic = f'{INPUT_PREFIX}/camera_info'
         node_parameters = {'model_path': str(model), 'mode': config.mode, 'input_compressed': compressed,
                            'image_reliability': 'reliable', **(parameters or {})}
+        joints_topic = f'{INPUT_PREFIX}/measured_joint_states'
         command = node_command(config_path.resolve(), node_parameters,
-                               {'image': f'{INPUT_PREFIX}/image_raw', 'camera_info': info_topic})
+                               {'image': f'{INPUT_PREFIX}/image_raw', 'camera_info': info_topic,
+                                'measured_joint_states': joints_topic})
         node = NodeProcess(command, domain_id, out / 'node.log')
         recorder = None
         try:
@@ -435,7 +437,8 @@ def run_demo_bag(bag: str | Path | None = None, config_path: str | Path | None =
                 time.sleep(0.1)
             stats = play_bag(bag, topics, rate=rate or 1.0, wait_for=None if rate else ANSWERED_TOPIC,
                              wait_timeout=wait_timeout, image_out=image_topic, camera_info_out=info_topic,
-                             max_frames=len(frames), context=recorder.context, progress=progress)
+                             max_frames=len(frames), context=recorder.context, progress=progress,
+                             measured_joints_out=joints_topic)
             # Let the last answers and a /diagnostics message that counts every frame arrive.
             played = time.monotonic()
             _wait(lambda: recorder.answered() >= len(frames), 3.0 if rate else 0.5)
@@ -457,7 +460,8 @@ def run_demo_bag(bag: str | Path | None = None, config_path: str | Path | None =
         fps = processed / stats.seconds if stats.seconds > 0 else None
         pacing = f'{rate:g} x recorded rate' if rate else 'as fast as the node answers (each image waits for it)'
         info = {'bag': str(bag.resolve()), 'config': str(config_path.resolve()), 'model': str(model),
-                'mode': config.mode, 'image_topic': reader.image_topic, 'ground_truth': reader.has_ground_truth}
+                'mode': config.mode, 'image_topic': reader.image_topic, 'ground_truth': reader.has_ground_truth,
+                'measured_joints_topic': reader.measured_joints_topic}
         result = scorer.score(records, fps=fps, info=info)
         result.summary['live'] = {
             'pacing': pacing,

@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from robot_pose_estimator.core.camera import CameraModel
@@ -52,6 +52,8 @@ DEFAULT_IMAGE_TOPIC = '/camera/image_raw/compressed'
 DEFAULT_CAMERA_INFO_TOPIC = '/camera/camera_info'
 DEFAULT_GT_JOINT_STATES_TOPIC = '/ground_truth/joint_states'
 DEFAULT_GT_TF_TOPIC = '/ground_truth/tf'
+#: Where ``ros2 bag record`` puts a robot driver's own joint angles.
+DEFAULT_MEASURED_JOINTS_TOPIC = '/joint_states'
 DEFAULT_CAMERA_FRAME = 'camera_color_optical_frame'
 
 
@@ -164,6 +166,9 @@ class BagTopics:
     camera_info: str | None = None
     joint_states: str = DEFAULT_GT_JOINT_STATES_TOPIC
     tf: str = DEFAULT_GT_TF_TOPIC
+    #: The robot's measured joint angles (its driver's joint_states), used per ``joint_source``;
+    #: None: DEFAULT_MEASURED_JOINTS_TOPIC when the bag has it, else none.
+    measured_joints: str | None = None
 
 
 DEFAULT_TOPICS = BagTopics()
@@ -197,6 +202,14 @@ class BagFrame(StampedGroundTruth):
     camera: CameraModel
     joint_positions_gt: np.ndarray | None = None   # (J,) in the reader's joint order
     T_camera_base_gt: np.ndarray | None = None     # (4, 4)
+
+
+class JointSample(NamedTuple):
+    """One sensor_msgs/JointState: header stamp (s), joint names, positions (rad)."""
+
+    stamp: float
+    names: list[str]
+    positions: np.ndarray
 
 
 class _StampIndex:
@@ -377,6 +390,32 @@ class BagReader:
                 frame.T_camera_base_gt = self.transform_at(stamp_ns, frame_id)
             yield frame
 
+    @property
+    def measured_joints_topic(self) -> str | None:
+        """The topic of the robot's measured joint angles this bag offers (``BagTopics.measured_joints``), if any."""
+        types = {c.topic: c.msgtype for c in self._reader.connections}
+        wanted = self.topics.measured_joints
+        if wanted is None:
+            return DEFAULT_MEASURED_JOINTS_TOPIC if types.get(DEFAULT_MEASURED_JOINTS_TOPIC) == JOINT_STATE else None
+        if wanted not in types:
+            raise BagError(f'measured joints topic {wanted!r} is not in the bag; it has: {sorted(types)}')
+        if types[wanted] != JOINT_STATE:
+            raise BagError(f'measured joints topic {wanted!r} has type {types[wanted]}, expected {JOINT_STATE}')
+        return wanted
+
+    def measured_joint_states(self) -> list[JointSample]:
+        """Every message on ``measured_joints_topic`` as (stamp s, names, positions), by stamp; [] without one."""
+        topic = self.measured_joints_topic
+        if topic is None:
+            return []
+        connections = [c for c in self._reader.connections if c.topic == topic]
+        samples = []
+        for connection, _, raw in self._reader.messages(connections=connections):
+            msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+            samples.append(JointSample(stamp_to_ns(msg.header.stamp) * 1e-9, list(msg.name),
+                                       np.asarray(msg.position, dtype=np.float64)))
+        return sorted(samples, key=lambda sample: sample.stamp)
+
     def serialized_messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, bytes]]:
         """(topic, msgtype, log time ns, CDR bytes) for the given topics, in recorded order.
 
@@ -399,9 +438,13 @@ def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
                         help='ground-truth JointState topic')
     parser.add_argument('--gt-tf-topic', default=BagTopics.tf,
                         help='ground-truth TFMessage topic (camera optical frame -> robot base)')
+    parser.add_argument('--measured-joints-topic', default=None,
+                        help="the robot's own joint angles (JointState), used as the config's joint_source says; "
+                             f'default: {DEFAULT_MEASURED_JOINTS_TOPIC} when the bag has it')
 
 
 def topics_from_args(args: argparse.Namespace) -> BagTopics:
     """Return the ``BagTopics`` that ``add_topic_arguments``' options name."""
     return BagTopics(image=args.image_topic, camera_info=args.camera_info_topic,
-                     joint_states=args.gt_joint_states_topic, tf=args.gt_tf_topic)
+                     joint_states=args.gt_joint_states_topic, tf=args.gt_tf_topic,
+                     measured_joints=args.measured_joints_topic)

@@ -14,8 +14,12 @@ python="$venv/bin/python"
 site="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 probe="from $package.msg import $message; import rclpy; rclpy.init(); n = rclpy.create_node('interface_probe'); n.create_publisher($message, '/interface_probe', 1); n.destroy_node(); rclpy.shutdown()"
 
-if "$python" -c "$probe" >/dev/null 2>&1; then
-  echo "$package already importable and usable from $venv; skipping build"
+# The interface files' digest: a .msg changed since the last build means building again.
+digest="$(cd "$repo_root/ros_interfaces/$package" && find . -type f -not -path './build/*' | LC_ALL=C sort \
+  | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+stamp="$venv/build/$package.sha256"
+if [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ] && "$python" -c "$probe" >/dev/null 2>&1; then
+  echo "$package already built from these interface files and usable from $venv; skipping build"
   exit 0
 fi
 
@@ -44,4 +48,4 @@ installed="$venv/lib/python$("$python" -c 'import sys; print(f"{sys.version_info
 if [ ! -d "$site/$package" ] && [ -d "$installed" ]; then
   ln -s "$installed" "$site/$package"
 fi
-"$python" -c "$probe" && echo "$package built and usable"
+"$python" -c "$probe" && echo "$digest" >"$stamp" && echo "$package built and usable"

@@ -92,7 +92,7 @@ def test_every_setting_describes_itself_and_is_checked():
     assert {'mode', 'confidence_threshold', 'joint_prior_sigma_deg'} <= set(runtime_parameters())
     assert 'model_path' not in runtime_parameters()          # changes through the lifecycle, not live
     internal = {f.name for f in fields(EstimatorSettings)} - set(specs)
-    assert internal == {'ransac', 'solver', 'outlier_gate_px', 'max_distance_m', 'tracker', 'robot'}
+    assert internal == {'ransac', 'solver', 'outlier_gate_px', 'max_distance_m', 'tracker', 'static_camera', 'robot'}
     with pytest.raises(ValueError, match=r"mode must be one of \('single_frame', 'online'\), got 'offline'"):
         EstimatorSettings(mode='offline')
     with pytest.raises(ValueError, match=r'confidence_threshold must be in \(0, 1\], got 0.0'):

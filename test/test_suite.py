@@ -138,15 +138,19 @@ def test_suite_rows_break_down_by_sequence(tmp_path: Path):
         direct = evaluate_bag(out / 'bags' / f"fov70_seed{sequence['seed']}", CONFIG, 'online', model_path=model,
                               config_overrides=OVERRIDES, progress=False).summary
         assert sequence['add_auc_0.1m_percent'] == pytest.approx(direct['add_auc_0.1m_percent'], abs=1e-9)
-        assert sequence['joint_error_mean_deg'] == pytest.approx(direct['joint_error_mean_deg'], abs=1e-9)
+        for key in model_card.JOINT_ERROR_MEANS:
+            assert sequence[key] == pytest.approx(direct[key], abs=1e-9)
         assert sequence['frames_with_estimate'] == round(direct['success_fraction'] * FRAMES)
     # The model sees seed 0's first frame whatever the image: seed 1, another trajectory, scores worse.
     assert breakdown[0]['add_auc_0.1m_percent'] > breakdown[1]['add_auc_0.1m_percent'] + 10
     # Equal frames per sequence: the pooled AUC (a mean over frames) is the mean of the two.
     assert row['add_auc_0.1m_percent'] == pytest.approx(
         (breakdown[0]['add_auc_0.1m_percent'] + breakdown[1]['add_auc_0.1m_percent']) / 2, abs=1e-9)
-    cell = ' / '.join(f"{s['add_auc_0.1m_percent']:.1f} ({s['joint_error_mean_deg']:.0f})" for s in breakdown)
-    assert f'| {cell} | `fov70_online` |' in (out / 'benchmarks.md').read_text()
+    cell = ' / '.join(f"{s['add_auc_0.1m_percent']:.1f} ({s['joint_error_but_last_mean_deg']:.0f})" for s in breakdown)
+    table = (out / 'benchmarks.md').read_text()
+    assert f'| {cell} | `fov70_online` |' in table
+    joints = ' / '.join(f'{row[key]:.1f}' for key in model_card.JOINT_ERROR_MEANS)
+    assert f" | {joints} | " in table and 'joint error 1-6 / 7 / all (deg)' in table
 
 
 def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):
@@ -181,10 +185,12 @@ def _camera_row(camera: str, mode: str, auc: float, joint1: float, joint2: float
     """Build a suite row; ``sequences``: (AUC, joint error) of seeds 0, 1, ..., each with frames / len of them."""
     per_sequence = [{'seed': seed, 'frames': frames // len(sequences),
                      'frames_with_estimate': round(frames // len(sequences) * success),
-                     'add_auc_0.1m_percent': a, 'joint_error_mean_deg': j} for seed, (a, j) in enumerate(sequences)]
+                     'add_auc_0.1m_percent': a, 'joint_error_mean_deg': j, 'joint_error_but_last_mean_deg': j - 1,
+                     'joint_error_last_deg': j + 1} for seed, (a, j) in enumerate(sequences)]
     return {'group': model_card.CARD_GROUPS['in_domain'], 'condition': f'{camera}, {mode}',
             'bag': f'camera_{camera}', 'run': f'camera_{camera}_{mode}', 'mode': mode, 'overrides': {'mode': mode},
-            'add_auc_0.1m_percent': auc, 'joint_error_mean_deg': (joint1 + joint2) / 2, 'success_fraction': success,
+            'add_auc_0.1m_percent': auc, 'joint_error_mean_deg': (joint1 + joint2) / 2,
+            'joint_error_but_last_mean_deg': joint1, 'joint_error_last_deg': joint2, 'success_fraction': success,
             'joint_error_deg': {'j1': joint1, 'j2': joint2}, 'keypoint_error_median_px': 3.0, 'frames': frames,
             'per_sequence': per_sequence}
 
@@ -212,13 +218,20 @@ def test_card_accuracy_pools_the_held_out_cameras_per_mode(tmp_path: Path):
     # Joint errors are over frames with an estimate: 100 from camera a, 150 from camera b.
     assert single['joint_error_deg'] == pytest.approx({'j1': (10 * 100 + 30 * 150) / 250,
                                                        'j2': (20 * 100 + 40 * 150) / 250})
+    # With two joints, "all but the last" is joint 1 and "the last" joint 2, pooled the same way.
+    assert single['joint_error_but_last_mean_deg'] == pytest.approx(single['joint_error_deg']['j1'])
+    assert single['joint_error_last_deg'] == pytest.approx(single['joint_error_deg']['j2'])
     assert accuracy['pooled_online']['add_auc_0.1m_percent'] == pytest.approx(50.0)
     # Per seed over the cameras: AUC by frames (50 and 150), joint error by frames with an estimate (50 and 75).
     assert single['per_sequence'] == [
         {'seed': 0, 'add_auc_0.1m_percent': pytest.approx((60 * 50 + 90 * 150) / 200),
-         'joint_error_mean_deg': pytest.approx((10 * 50 + 30 * 75) / 125)},
+         'joint_error_mean_deg': pytest.approx((10 * 50 + 30 * 75) / 125),
+         'joint_error_but_last_mean_deg': pytest.approx((9 * 50 + 29 * 75) / 125),
+         'joint_error_last_deg': pytest.approx((11 * 50 + 31 * 75) / 125)},
         {'seed': 1, 'add_auc_0.1m_percent': pytest.approx((20 * 50 + 50 * 150) / 200),
-         'joint_error_mean_deg': pytest.approx((20 * 50 + 40 * 75) / 125)}]
+         'joint_error_mean_deg': pytest.approx((20 * 50 + 40 * 75) / 125),
+         'joint_error_but_last_mean_deg': pytest.approx((19 * 50 + 39 * 75) / 125),
+         'joint_error_last_deg': pytest.approx((21 * 50 + 41 * 75) / 125)}]
     assert accuracy['pooled_online']['per_sequence'] == []     # that row has no breakdown
 
 

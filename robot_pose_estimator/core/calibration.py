@@ -24,10 +24,11 @@ needs no Euler angles and is independent of the quaternions' signs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 
 import numpy as np
 from robot_pose_estimator.core.transforms import (
-    make_transform, matrix_from_quaternion, quaternion_from_matrix, rotation_angle_deg
+    make_transform, matrix_from_quaternion, quaternion_from_matrix
 )
 
 #: MAD -> standard deviation for normally distributed values.
@@ -36,10 +37,7 @@ _MAD_TO_SIGMA = 1.4826
 
 def rotation_mean(rotations: np.ndarray) -> np.ndarray:
     """Return the chordal L2 mean (3, 3) of rotations (N, 3, 3), from their quaternions' outer products."""
-    quaternions = quaternion_from_matrix(np.asarray(rotations, dtype=np.float64))   # (N, 4) x, y, z, w
-    moment = quaternions.T @ quaternions
-    _, vectors = np.linalg.eigh(moment)
-    return matrix_from_quaternion(vectors[:, -1])
+    return matrix_from_quaternion(_quaternion_mean(quaternion_from_matrix(np.asarray(rotations, dtype=np.float64))))
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,10 @@ class CalibrationResult:
     kept: np.ndarray                  # (N,) bool: which offered frames the average used
     translation_spread_m: float       # RMS distance of the used frames' translations from the mean
     rotation_spread_deg: float        # RMS angle of the used frames' rotations from the mean
+    # (6, 6) covariance of the mean, ROS order (x, y, z, rotation about x, y, z; m^2, rad^2): the
+    # used frames' sample covariance divided by their number. Frames in a row are not independent
+    # (the same view, the same keypoint errors), so it is a lower bound on the mean's uncertainty.
+    covariance: np.ndarray | None = None
 
     @property
     def frames_used(self) -> int:
@@ -59,16 +61,88 @@ class CalibrationResult:
     def frames_rejected(self) -> int:
         return int(self.kept.size - self.frames_used)
 
+    @property
+    def translation_standard_error_m(self) -> float:
+        """Standard error of the mean translation (root of the covariance's trace), metres."""
+        return float(np.sqrt(np.trace(self.covariance[:3, :3]))) if self.covariance is not None else math.nan
 
-class CalibrationAccumulator:
-    """Collects per-frame T_camera_base estimates and averages them robustly.
+    @property
+    def rotation_standard_error_deg(self) -> float:
+        """Standard error of the mean rotation (root of the covariance's trace), degrees."""
+        return (math.degrees(float(np.sqrt(np.trace(self.covariance[3:, 3:]))))
+                if self.covariance is not None else math.nan)
+
+
+def robust_pose_mean(poses: np.ndarray, k_sigma: float = 3.0, min_translation_m: float = 0.01,
+                     min_rotation_deg: float = 1.0) -> CalibrationResult:
+    """Average rigid transforms (N, 4, 4), N >= 1, after dropping those far from the consensus.
 
     Outliers are frames whose translation or rotation lies further from the robust centre
-    (component-wise median translation, chordal mean rotation) than ``k_sigma`` robust
-    standard deviations (from the median absolute deviation), with floors of ``min_translation_m``
-    and ``min_rotation_deg`` so that a very consistent set does not reject good frames over
-    millimetres. The centre is recomputed from the kept frames once more.
+    (component-wise median translation, chordal mean rotation) than ``k_sigma`` robust standard
+    deviations (from the median absolute deviation), with floors of ``min_translation_m`` and
+    ``min_rotation_deg`` so that a very consistent set does not reject good frames over
+    millimetres. The centre is recomputed from the kept frames once more. The rotations are
+    converted to quaternions once: a static camera averages on every frame.
     """
+    poses = np.asarray(poses, dtype=np.float64)
+    translations = poses[:, :3, 3]
+    quaternions = quaternion_from_matrix(poses[:, :3, :3])          # (N, 4) x, y, z, w
+    keep = np.ones(len(poses), dtype=bool)
+    if len(poses) >= 3:
+        for _ in range(2):
+            centre_t = np.median(translations[keep], axis=0)
+            distance = np.linalg.norm(translations - centre_t, axis=1)
+            angle = _angles_deg(quaternions, _quaternion_mean(quaternions[keep]))
+            keep = ((distance <= _limit(distance[keep], k_sigma, min_translation_m))
+                    & (angle <= _limit(angle[keep], k_sigma, min_rotation_deg)))
+            if keep.sum() < 3:     # a set too scattered to tell outliers: keep everything
+                keep = np.ones(len(poses), dtype=bool)
+                break
+    used_t, used_q = translations[keep], quaternions[keep]
+    mean_t = used_t.mean(axis=0)
+    mean_q = _quaternion_mean(used_q)
+    # Rotation deviations as vectors in the camera frame: R_i = exp([w_i]) R_mean.
+    rotation_deviations = _rotation_vectors(_multiply(used_q, mean_q * [-1.0, -1.0, -1.0, 1.0]))
+    spread_t = float(np.sqrt(np.mean(np.sum((used_t - mean_t) ** 2, axis=1))))
+    spread_R = float(np.degrees(np.sqrt(np.mean(np.sum(rotation_deviations ** 2, axis=1)))))
+    covariance = None
+    if len(used_t) >= 2:
+        deviations = np.concatenate([used_t - mean_t, rotation_deviations], axis=1)
+        covariance = deviations.T @ deviations / (len(used_t) - 1) / len(used_t)
+    return CalibrationResult(make_transform(matrix_from_quaternion(mean_q), mean_t), keep, spread_t, spread_R,
+                             covariance)
+
+
+def _quaternion_mean(quaternions: np.ndarray) -> np.ndarray:
+    """Chordal L2 mean (4,) of unit quaternions (N, 4): the top eigenvector of their outer products."""
+    _, vectors = np.linalg.eigh(quaternions.T @ quaternions)
+    return vectors[:, -1]
+
+
+def _angles_deg(quaternions: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Rotation angle (N,) in degrees between each quaternion and ``reference`` (signs do not matter)."""
+    return np.degrees(2.0 * np.arccos(np.clip(np.abs(quaternions @ reference), 0.0, 1.0)))
+
+
+def _multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products a * b of quaternions in (x, y, z, w) order, rows of ``a`` by ``b`` (4,)."""
+    ax, ay, az, aw = a.T
+    bx, by, bz, bw = b
+    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], axis=1)
+
+
+def _rotation_vectors(quaternions: np.ndarray) -> np.ndarray:
+    """Rotation vectors (N, 3), radians, of quaternions (N, 4), taking the short way round."""
+    quaternions = np.where(quaternions[:, 3:] < 0.0, -quaternions, quaternions)
+    vector, w = quaternions[:, :3], quaternions[:, 3]
+    norm = np.linalg.norm(vector, axis=1)
+    scale = np.where(norm > 1e-12, 2.0 * np.arctan2(norm, w) / np.maximum(norm, 1e-300), 2.0)
+    return vector * scale[:, None]
+
+
+class CalibrationAccumulator:
+    """Collects per-frame T_camera_base estimates and averages them robustly (``robust_pose_mean``)."""
 
     def __init__(self, k_sigma: float = 3.0, min_translation_m: float = 0.01, min_rotation_deg: float = 1.0):
         self.k_sigma = k_sigma
@@ -93,26 +167,11 @@ class CalibrationAccumulator:
         """Average the frames offered so far (ValueError with fewer than 3)."""
         if len(self._poses) < 3:
             raise ValueError(f'need at least 3 frames with an estimate to calibrate, got {len(self._poses)}')
-        poses = np.stack(self._poses)
-        keep = np.ones(len(poses), dtype=bool)
-        for _ in range(2):
-            centre_t = np.median(poses[keep, :3, 3], axis=0)
-            centre_R = rotation_mean(poses[keep, :3, :3])
-            distance = np.linalg.norm(poses[:, :3, 3] - centre_t, axis=1)
-            angle = rotation_angle_deg(poses[:, :3, :3], centre_R[None])
-            keep = (distance <= self._limit(distance[keep], self.min_translation_m)) \
-                & (angle <= self._limit(angle[keep], self.min_rotation_deg))
-            if keep.sum() < 3:     # a set too scattered to tell outliers: keep everything
-                keep = np.ones(len(poses), dtype=bool)
-                break
-        mean_t = poses[keep, :3, 3].mean(axis=0)
-        mean_R = rotation_mean(poses[keep, :3, :3])
-        spread_t = float(np.sqrt(np.mean(np.sum((poses[keep, :3, 3] - mean_t) ** 2, axis=1))))
-        spread_R = float(np.sqrt(np.mean(rotation_angle_deg(poses[keep, :3, :3], mean_R[None]) ** 2)))
-        return CalibrationResult(make_transform(mean_R, mean_t), keep, spread_t, spread_R)
+        return robust_pose_mean(np.stack(self._poses), self.k_sigma, self.min_translation_m, self.min_rotation_deg)
 
-    def _limit(self, deviations: np.ndarray, floor: float) -> float:
-        """Largest deviation kept: k robust sigmas about the median deviation, at least ``floor``."""
-        median = float(np.median(deviations))
-        mad = float(np.median(np.abs(deviations - median)))
-        return max(median + self.k_sigma * _MAD_TO_SIGMA * mad, floor)
+
+def _limit(deviations: np.ndarray, k_sigma: float, floor: float) -> float:
+    """Largest deviation kept: k robust sigmas about the median deviation, at least ``floor``."""
+    median = float(np.median(deviations))
+    mad = float(np.median(np.abs(deviations - median)))
+    return max(median + k_sigma * _MAD_TO_SIGMA * mad, floor)

@@ -33,8 +33,10 @@ from robot_pose_estimator.core.heatmaps import (
     box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, letterbox_transform
 )
 from robot_pose_estimator.core.lifter import KeypointLifter
+from robot_pose_estimator.core.measured_joints import ESTIMATED, JointStateBuffer, MEASURED
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
+from robot_pose_estimator.core.static_camera import StaticCamera
 from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution, Tracker
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.core.types import Estimate, ONLINE, SINGLE_FRAME
@@ -51,6 +53,10 @@ FUSE_RADIUS_INPUT_PX = 10.0
 
 # The heatmap peak at which a keypoint is assumed to be off by ``SolverOptions.keypoint_sigma_px``.
 REFERENCE_CONFIDENCE = 0.9
+
+# With measured joints every keypoint above the floor is offered and RANSAC sorts them: a fit that
+# a third of them agree with is accepted (docs/measured_joints.md).
+KNOWN_JOINTS_MIN_INLIER_FRACTION = 1.0 / 3.0
 
 
 class _StageClock:
@@ -107,40 +113,69 @@ class Estimator:
                              f'{lifter.joint_names}; the model has {robot.keypoint_names} and {robot.joint_names}. '
                              'Train one for this robot (robot-pose-estimator train-lifter) or set lifter_path to ""')
         self.tracker = Tracker(replace(self.settings.tracker, min_keypoints=self.settings.min_keypoints))
+        #: The robot's own joint angles by stamp (the node's measured_joint_states, a bag's joint_states).
+        self.measured_joints = JointStateBuffer(robot.joint_names, self.settings.measured_joints_max_age)
+        self.static_camera = StaticCamera(self.settings.static_window, self.settings.static_camera)
 
     def reset(self) -> None:
-        """Forget the previous frame (e.g. when a bag loops)."""
+        """Forget the previous frame and the fused static camera pose (e.g. when a bag loops)."""
         self.tracker.reset()
+        self.static_camera.reset()
 
     def update_settings(self, settings: EstimatorSettings) -> None:
         """Use ``settings`` from the next frame on (the node's runtime parameters); the tracker keeps its state.
 
         The model, URDF and lifter stay: changing them means building another estimator.
         """
+        if settings.camera_motion != self.settings.camera_motion:
+            self.static_camera.reset()
         self.settings = settings
         self.tracker.config = replace(settings.tracker, min_keypoints=settings.min_keypoints)
+        self.measured_joints.max_age_s = settings.measured_joints_max_age
+        self.static_camera.set_window(settings.static_window)
 
     def estimate(self, image_rgb: np.ndarray, camera: CameraModel, stamp: float) -> Estimate:
-        """Estimate joint angles and T_camera_base for one RGB image; failures are returned, not raised."""
+        """Estimate joint angles and T_camera_base for one RGB image; failures are returned, not raised.
+
+        ``joint_source`` decides whether the angles in ``measured_joints`` at ``stamp`` are used
+        (then only the camera is solved) or the angles are estimated from the image too.
+        """
         clock = _StageClock()
         prior = self.tracker.prior_for(stamp) if self.settings.mode == ONLINE else None
         problem = _input_problem(image_rgb, camera)
         if problem is not None:
             return self._finish(stamp, self._failure(problem, SINGLE_FRAME), clock)
-        estimate = self._attempt(image_rgb, camera, prior, clock)
+        measured, note = self._measured_angles(stamp)
+        if measured is None and self.settings.joint_source == MEASURED:
+            estimate = self._failure(f'joint_source measured: {note}', SINGLE_FRAME)
+            return self._finish(stamp, estimate, clock)
+        estimate = self._attempt(image_rgb, camera, prior, clock, measured)
         if not estimate.success and prior is not None:
             # The previous frame's crop or pose does not fit this one (a jump, a cut in the
             # video): solve this frame from scratch now rather than drop it.
-            estimate = self._attempt(image_rgb, camera, None, clock)
+            estimate = self._attempt(image_rgb, camera, None, clock, measured)
+        estimate.joint_source = MEASURED if measured is not None else ESTIMATED
+        estimate.joint_source_note = note
         return self._finish(stamp, estimate, clock, camera)
 
+    def _measured_angles(self, stamp: float) -> tuple[np.ndarray | None, str | None]:
+        """The measured angles ``joint_source`` lets this frame use, or None and why not."""
+        if self.settings.joint_source == ESTIMATED:
+            return None, None
+        lookup = self.measured_joints.at(stamp)
+        if not lookup.ok:
+            return None, lookup.problem
+        return self.robot.clip(lookup.positions), None
+
     def _attempt(self, image_rgb: np.ndarray, camera: CameraModel, prior: TrackedSolution | None,
-                 clock: _StageClock) -> Estimate:
-        """One pass of the pipeline, seeded by ``prior`` when tracking."""
+                 clock: _StageClock, measured: np.ndarray | None = None) -> Estimate:
+        """One pass of the pipeline, seeded by ``prior`` when tracking; ``measured``: known joint angles."""
         settings = self.settings
         height, width = image_rgb.shape[:2]
         mode = ONLINE if prior is not None else SINGLE_FRAME
         box = self.tracker.crop_box((width, height)) if prior is not None else None
+        if box is None and measured is not None and settings.coarse_to_fine:
+            box = self._static_box(measured, camera, (width, height))
         if box is None:
             detections = self._detect(image_rgb, letterbox_transform((width, height), self._input_wh), clock)
             if settings.coarse_to_fine:
@@ -155,12 +190,17 @@ class Estimator:
             kept = filter_by_confidence(detections.confidences, settings.confidence_threshold,
                                         settings.min_keypoints, settings.confidence_floor)
             used = kept.mask.copy()
-            if prior is not None:
+            if measured is not None:
+                # Known angles: every keypoint above the floor may vote; RANSAC on the kinematics
+                # tells which ones to believe (docs/measured_joints.md).
+                used = (detections.confidences >= settings.confidence_floor) & np.isfinite(
+                    detections.keypoints_px).all(axis=1)
+            elif prior is not None:
                 jump = detections.keypoints_px - prior.keypoints_px
                 gated = used & ((jump * jump).sum(axis=1) <= settings.outlier_gate_px ** 2)
                 if np.count_nonzero(gated) >= settings.min_keypoints:
                     used = gated
-        if not kept.ok:
+        if not kept.ok and (measured is None or np.count_nonzero(used) < pose_solver.MIN_POINTS):
             estimate = self._failure(kept.reason or 'too few confident keypoints', mode, detections, used)
             estimate.confidence_threshold = kept.threshold_used
             return estimate
@@ -172,7 +212,10 @@ class Estimator:
             q_network = self.robot.clip(detections.joint_angles.astype(float))
             sigma_px = keypoint_sigma_px(detections.confidences, settings.solver_options.keypoint_sigma_px,
                                          settings.confidence_weighting_step)
-            solution = self._solve(q_network, nccs, used, camera, prior, detections.confidences, sigma_px)
+            if measured is not None:
+                solution = self._solve_camera(measured, nccs, used, camera, sigma_px)
+            else:
+                solution = self._solve(q_network, nccs, used, camera, prior, detections.confidences, sigma_px)
         distance = math.hypot(*solution.T_camera_base[:3, 3].tolist()) if solution.ok else 0.0
         if distance > settings.max_distance_m:
             solution.status, solution.message = pose_solver.SolveStatus.DEGENERATE, (
@@ -180,17 +223,72 @@ class Estimator:
         if not solution.ok:
             reason = f'pose solver: {solution.status}' + (f' ({solution.message})' if solution.message else '')
             estimate = self._failure(reason, mode, detections, used)
-            estimate.joint_positions = q_network
+            estimate.joint_positions = q_network if measured is None else measured
             estimate.confidence_threshold = kept.threshold_used
             return estimate
+        pose_covariance, moved = solution.pose_covariance, False
+        if settings.camera_motion == 'static':
+            with clock.stage('static_camera'):
+                solution, pose_covariance, moved = self._hold_static_camera(
+                    solution, measured, q_network, nccs, used, camera, sigma_px)
 
         return Estimate(
             success=True, joint_names=list(self.robot.joint_names), joint_positions=solution.joint_positions,
             T_camera_base=solution.T_camera_base, keypoint_names=list(self.robot.keypoint_names),
             keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=used & solution.inliers,
             mode=mode, reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
-            pose_covariance=solution.pose_covariance,
-            confidence_threshold=kept.threshold_used)
+            pose_covariance=pose_covariance, confidence_threshold=kept.threshold_used,
+            static_frames=len(self.static_camera) if settings.camera_motion == 'static' else 0, camera_moved=moved)
+
+    def _solve_camera(self, measured: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
+                      sigma_px: np.ndarray | None) -> pose_solver.PoseSolution:
+        """The camera pose alone, the joints being known: RANSAC-EPnP on their kinematics, then robust LM.
+
+        RANSAC's gate is the inlier gate (no angle error to tolerate); a keypoint that the
+        kinematics of the measured angles cannot explain is an outlier, not a vote, so a third
+        of the offered keypoints agreeing is enough.
+        """
+        options = replace(self.settings.solver_options, ransac_threshold_px=self.settings.solver.inlier_threshold_px,
+                          min_inlier_fraction=KNOWN_JOINTS_MIN_INLIER_FRACTION)
+        return pose_solver.solve(self.robot, measured, nccs, used, pixel_scale=camera.pixel_scale, refine_joints=False,
+                                 ransac=True, options=options, sigma_px=sigma_px)
+
+    def _hold_static_camera(self, solution: pose_solver.PoseSolution, measured: np.ndarray | None,
+                            q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
+                            sigma_px: np.ndarray | None) -> tuple[pose_solver.PoseSolution, np.ndarray | None, bool]:
+        """camera_motion static: fuse this frame's pose, then report the fused pose and re-solved joints.
+
+        The frame's own pose joins the running average (``core.static_camera``); estimated
+        angles are then solved again with the camera held near that average, so that joint 1 no
+        longer trades against the camera's yaw. Returns the solution to publish, the fused pose's
+        covariance and whether the camera was judged moved.
+        """
+        update = self.static_camera.add(solution.T_camera_base)
+        fused = self.static_camera.fused
+        held = solution
+        sigmas = self.static_camera.hold_sigmas()
+        settings = self.settings
+        if measured is None and sigmas is not None and settings.refine_joint_angles:
+            prior = pose_solver.PosePrior(fused.T_camera_base, *sigmas)
+            candidate = pose_solver.solve(
+                self.robot, q_network, nccs, used, pixel_scale=camera.pixel_scale, refine_joints=True,
+                T_init=fused.T_camera_base, q_init=solution.joint_positions, options=settings.solver_options,
+                sigma_px=sigma_px, pose_prior=prior)
+            if candidate.ok:
+                held = candidate
+        published = replace(held, T_camera_base=fused.T_camera_base.copy())
+        return published, fused.covariance, update.moved
+
+    def _static_box(self, measured: np.ndarray, camera: CameraModel,
+                    size: tuple[int, int]) -> tuple[float, float, float, float] | None:
+        """With known angles and a fused static camera: the box the robot must be in (the coarse pass, skipped)."""
+        fused = self.static_camera.fused if self.settings.camera_motion == 'static' else None
+        if fused is None:
+            return None
+        points = transform_points(fused.T_camera_base, self.robot.keypoints(measured))
+        if not (points[:, 2] > 0.0).all():
+            return None
+        return box_from_points(camera.project(points), size)
 
     @property
     def _input_wh(self) -> tuple[int, int]:

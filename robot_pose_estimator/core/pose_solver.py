@@ -91,6 +91,32 @@ class SolverOptions:
             raise ValueError(f'min_inlier_fraction must be in [0, 1], got {self.min_inlier_fraction}')
 
 
+@dataclass(frozen=True)
+class PosePrior:
+    """A Gaussian prior on T_camera_base: a camera known (from other frames) to sit near ``T``.
+
+    The residual is the left deviation of a pose from ``T``, (rotation vector of R R_T^T,
+    t - R R_T^T t_T), each part divided by its 1-sigma; the solver's left update moves it by its
+    step to first order, so the prior adds a diagonal block to the Gauss-Newton system.
+    """
+
+    T: np.ndarray                  # (4, 4) the prior's mean T_camera_base
+    translation_sigma_m: float
+    rotation_sigma_rad: float
+
+    def residual(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """(rotation, translation) deviation of (R, t) from the prior's mean, whitened (6,)."""
+        R_rel = R @ self.T[:3, :3].T
+        rotation = cv2.Rodrigues(R_rel)[0].ravel()
+        translation = t - R_rel @ self.T[:3, 3]
+        return np.concatenate([rotation / self.rotation_sigma_rad, translation / self.translation_sigma_m])
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Diagonal information (6,), in the solver's step order (rotation, then translation)."""
+        return np.repeat([self.rotation_sigma_rad ** -2, self.translation_sigma_m ** -2], 3)
+
+
 @dataclass
 class EpnpResult:
     """The initial pose from EPnP, before refinement."""
@@ -193,7 +219,8 @@ def refine(robot: RobotModel, T_init: np.ndarray, q_init: np.ndarray, nccs: np.n
 def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.ndarray | None = None, *,
           pixel_scale: float, refine_joints: bool = False, ransac: bool = False,
           T_init: np.ndarray | None = None, q_init: np.ndarray | None = None,
-          options: SolverOptions | None = None, sigma_px: np.ndarray | None = None) -> PoseSolution:
+          options: SolverOptions | None = None, sigma_px: np.ndarray | None = None,
+          pose_prior: PosePrior | None = None) -> PoseSolution:
     """Solve one frame: FK(q_init) -> EPnP (skipped when T_init is given) -> refine.
 
     ``q_prior`` are the network's angles; ``q_init`` (default ``q_prior``) and ``T_init`` let the
@@ -204,7 +231,9 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
     bends at the same multiple of each keypoint's sigma.
     Non-finite keypoints count as unused. With RANSAC, refinement first runs on the RANSAC
     inliers, then once more with every used keypoint that the refined pose explains (the RANSAC
-    gate cannot tell a wrong angle from a wrong detection).
+    gate cannot tell a wrong angle from a wrong detection). ``pose_prior`` holds the pose near a
+    camera known from other frames (a static camera), so that the angles, not the camera, explain
+    the keypoints.
     """
     options = options or SolverOptions()
     J, K = robot.num_joints, robot.num_keypoints
@@ -248,8 +277,8 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
         reason = _correspondence_degeneracy(points[used], nccs[used])
         if reason:
             return _failure(SolveStatus.DEGENERATE, K, J, q_init, reason, T_init)
-    solution = _Problem(robot, nccs, fit, q_prior, pixel_scale, refine_joints, options, points, sigma_px).run(
-        T_init, q_init, initial)
+    solution = _Problem(robot, nccs, fit, q_prior, pixel_scale, refine_joints, options, points, sigma_px,
+                        pose_prior).run(T_init, q_init, initial)
     if fit is used or solution.status not in (SolveStatus.OK, SolveStatus.HIGH_RESIDUAL):
         return solution
     # RANSAC dropped keypoints: take back those the refined solution explains, then report the
@@ -257,7 +286,7 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
     readmitted = used & ~fit & (_residual_px(robot, solution, nccs, pixel_scale) < options.inlier_threshold_px)
     if readmitted.any():
         solution = _Problem(robot, nccs, fit | readmitted, q_prior, pixel_scale, refine_joints, options,
-                            points, sigma_px).run(solution.T_camera_base, solution.joint_positions)
+                            points, sigma_px, pose_prior).run(solution.T_camera_base, solution.joint_positions)
     if solution.status in (SolveStatus.OK, SolveStatus.HIGH_RESIDUAL):
         solution.inliers = used & (_residual_px(robot, solution, nccs, pixel_scale) < options.inlier_threshold_px)
         _judge(solution, n_used, options)
@@ -281,7 +310,7 @@ class _Problem:
 
     def __init__(self, robot: RobotModel, nccs: np.ndarray, used: np.ndarray, q_prior: np.ndarray,
                  pixel_scale: float, refine_joints: bool, options: SolverOptions, points: np.ndarray,
-                 sigma_px: np.ndarray | None = None) -> None:
+                 sigma_px: np.ndarray | None = None, pose_prior: PosePrior | None = None) -> None:
         """``points``: all keypoints in the base frame at the initial angles (fixed when pose-only)."""
         self.robot = robot
         self.index = np.flatnonzero(used)
@@ -298,6 +327,7 @@ class _Problem:
         self.n_params = 6 + (robot.num_joints if refine_joints else 0)
         self.loss = _LOSSES[options.loss]
         self.prior_hessian = self.prior_weight * np.eye(robot.num_joints) if refine_joints else None
+        self.pose_prior = pose_prior
         self._points_fixed = points[self.index]
         # Jacobian buffer, (n, 2, params); the two structural zeros are written once.
         self._A = np.empty((len(self.index), 2, self.n_params))
@@ -325,9 +355,13 @@ class _Problem:
         if self.refine_joints:
             dq = q - self.q_prior
             cost += self.prior_weight * float(dq @ dq)
+        if self.pose_prior is not None:
+            deviation = self.pose_prior.residual(R, t)
+            cost += float(deviation @ deviation)
         return cost, _State(inv_z, uv, error, sq, weight, alpha, kinematics)
 
-    def _normal_equations(self, R: np.ndarray, q: np.ndarray, state: _State) -> tuple[np.ndarray, np.ndarray]:
+    def _normal_equations(self, R: np.ndarray, t: np.ndarray, q: np.ndarray,
+                          state: _State) -> tuple[np.ndarray, np.ndarray]:
         """IRLS-weighted Gauss-Newton H and gradient g (of half the cost)."""
         inv_z, uv, error, sq, weight, alpha, kinematics = state
         u, v = uv[:, 0], uv[:, 1]
@@ -356,6 +390,10 @@ class _Problem:
         if self.refine_joints:
             H[6:, 6:] += self.prior_hessian
             g[6:] += self.prior_weight * (q - self.q_prior)
+        if self.pose_prior is not None:
+            weights = self.pose_prior.weights
+            H[:6, :6] += np.diag(weights)
+            g[:6] += self.pose_prior.residual(R, t) * np.sqrt(weights)
         return H, g
 
     def run(self, T: np.ndarray, q: np.ndarray, kinematics: KeypointKinematics | None = None) -> PoseSolution:
@@ -368,7 +406,7 @@ class _Problem:
                                 'the initial pose puts used keypoints behind the camera')
         lam, growth = 1e-3, 2.0
         iterations = 0
-        H, g = self._normal_equations(R, q, state)
+        H, g = self._normal_equations(R, t, q, state)
         while iterations < self.options.max_iterations:
             iterations += 1
             step = self._step(H, g, lam, q)
@@ -396,7 +434,7 @@ class _Problem:
                 growth = 2.0
                 if converged:  # H of the last linearisation, a negligible step away, serves joint_std
                     break
-                H, g = self._normal_equations(R, q, state)
+                H, g = self._normal_equations(R, t, q, state)
             else:
                 lam, growth = lam * growth, growth * 2.0
                 if lam > 1e12 or small_step:  # no descent left: a (local) minimum

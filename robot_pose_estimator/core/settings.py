@@ -28,8 +28,10 @@ from dataclasses import dataclass, field, fields, replace
 import math
 from typing import Any
 
+from robot_pose_estimator.core.measured_joints import AUTO, JOINT_SOURCES
 from robot_pose_estimator.core.pose_solver import SolverOptions
 from robot_pose_estimator.core.robot_model import KeypointSpec
+from robot_pose_estimator.core.static_camera import CAMERA_MOTIONS, StaticCameraConfig
 from robot_pose_estimator.core.tracker import TrackerConfig
 from robot_pose_estimator.core.types import MODES, ONLINE
 
@@ -146,6 +148,19 @@ class EstimatorSettings:
                                                'assumed 2D error doubles for every this much lower peak (below '
                                                '0.9); 0 weighs all kept keypoints alike', low=0.0, high=1.0,
                                                runtime=True)
+    joint_source: str = setting(AUTO, "where the joint angles come from: auto (the robot's measured "
+                                'joint_states when one lies within measured_joints_max_age of the image, else '
+                                'estimated from the image) | measured (a frame without them fails) | estimated',
+                                choices=JOINT_SOURCES, runtime=True)
+    measured_joints_max_age: float = setting(0.1, 'a measured joint_states message counts for an image only '
+                                             'within this many seconds of its stamp', low=0.0, high=10.0,
+                                             low_open=True, runtime=True)
+    camera_motion: str = setting('moving', 'moving: every frame solves its own camera pose | static: the camera '
+                                 'is fixed; publish the robust average of the frames so far and solve the '
+                                 'joints with the camera held there (a moved camera resets it)',
+                                 choices=CAMERA_MOTIONS, runtime=True)
+    static_window: int = setting(300, 'camera_motion static: average over at most this many recent frames',
+                                 low=1, high=1000000, runtime=True)
     onnx_threads: int = setting(2, 'intra-op threads of ONNX Runtime (0: its default)', low=0, high=256)
     # Internal tuning (no parameter): tests and benchmarks set them directly.
     ransac: bool = _internal(True)
@@ -153,6 +168,7 @@ class EstimatorSettings:
     outlier_gate_px: float = _internal(40.0)   # online mode: drop keypoints this far from the previous solution
     max_distance_m: float = _internal(10.0)    # a solved robot base farther than this is reported as a failure
     tracker: TrackerConfig = _internal(factory=TrackerConfig)
+    static_camera: StaticCameraConfig = _internal(factory=StaticCameraConfig)
     robot: RobotConfig | None = _internal(None)
 
     def __post_init__(self) -> None:

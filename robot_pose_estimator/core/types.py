@@ -49,6 +49,10 @@ class Estimate:
     # the same local curvature as joint_std, published on ~/pose_with_covariance with that caveat.
     pose_covariance: np.ndarray | None = None
     confidence_threshold: float = float('nan')  # the threshold the filter ended up using
+    joint_source: str = 'estimated'             # 'measured': the robot's own joint_states were used
+    joint_source_note: str | None = None        # why measured joints were not used (joint_source auto)
+    static_frames: int = 0                      # camera_motion static: frames behind the published fused pose
+    camera_moved: bool = False                  # camera_motion static: this frame restarted the fused pose
     failure_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 

@@ -98,7 +98,7 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
             for frame in itertools.islice(reader.frames(), max_frames):
                 frame_ids.add(frame.frame_id)
                 yield frame
-        records = run_estimator(estimator, frames(), total, progress)
+        records = run_estimator(estimator, frames(), total, progress, reader.measured_joint_states(), 'calibrate')
     if not camera_frame and len(frame_ids) > 1:
         raise ValueError(f'{bag}: images from several frames {sorted(frame_ids)}: one fixed camera per '
                          'calibration, pick one with --camera-frame')

@@ -23,7 +23,7 @@ published outputs matched to the bag's frames).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 import itertools
 from pathlib import Path
 import sys
@@ -33,21 +33,34 @@ import warnings
 
 from robot_pose_estimator.config import default_config_path, load_config
 from robot_pose_estimator.core.estimator import Estimator
+from robot_pose_estimator.evaluation import metrics
 from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecord, Scorer
 from robot_pose_estimator.evaluation.report import write_outputs
 from robot_pose_estimator.inference.factory import build_estimator
 from robot_pose_estimator.rosbag import (
-    add_topic_arguments, BagFrame, BagReader, BagTopics, DEFAULT_TOPICS, topics_from_args
+    add_topic_arguments, BagFrame, BagReader, BagTopics, DEFAULT_TOPICS, JointSample, topics_from_args
 )
 from tqdm import tqdm
 
 
 def run_estimator(estimator: Estimator, frames: Iterable[BagFrame], total: int | None = None,
-                  progress: bool = True) -> list[FrameRecord]:
-    """Run the estimator on every frame, in order, timing each estimate() call."""
+                  progress: bool = True, measured_joints: Sequence[JointSample] = (),
+                  desc: str = 'evaluate') -> list[FrameRecord]:
+    """Run the estimator on every frame, in order, timing each estimate() call.
+
+    ``measured_joints`` (a bag's robot joint_states, by stamp) reach the estimator as they would
+    reach the node: every message up to ``measured_joints_max_age`` after a frame's stamp has
+    arrived when that frame is estimated.
+    """
     estimator.reset()
+    estimator.measured_joints.clear()
     records = []
-    for frame in tqdm(frames, total=total, unit='frame', desc='evaluate', disable=not progress):
+    pending = iter(measured_joints)
+    upcoming = next(pending, None)
+    for frame in tqdm(frames, total=total, unit='frame', desc=desc, disable=not progress):
+        while upcoming is not None and upcoming.stamp <= frame.stamp + estimator.settings.measured_joints_max_age:
+            estimator.measured_joints.add(*upcoming)
+            upcoming = next(pending, None)
         start = time.perf_counter()
         estimate = estimator.estimate(frame.image, frame.camera, frame.stamp)
         records.append(FrameRecord.from_estimate(frame, estimate, 1e3 * (time.perf_counter() - start)))
@@ -80,10 +93,12 @@ def evaluate_bag(bag: str | Path, config_path: str | Path | None = None, mode: s
     with BagReader(bag, topics, base_frame=scorer.base_frame, joint_names=joint_names) as reader:
         total = len(reader) if max_frames is None else min(len(reader), max_frames)
         frames = itertools.islice(reader.frames(), max_frames)
-        records = run_estimator(estimator, frames, total, progress)
+        records = run_estimator(estimator, frames, total, progress, reader.measured_joint_states())
         info = {'bag': str(Path(bag).resolve()), 'config': str(config_path.resolve()),
                 'model': config.model_path, 'mode': estimator.settings.mode, 'image_topic': reader.image_topic,
-                'ground_truth': reader.has_ground_truth}
+                'ground_truth': reader.has_ground_truth, 'joint_source': estimator.settings.joint_source,
+                'measured_joints_topic': reader.measured_joints_topic,
+                'camera_motion': estimator.settings.camera_motion}
         result = scorer.score(records, info=info)
         if reader.has_ground_truth and result.scored.size == 0 and records:
             warnings.warn(f'{bag}: ground truth on {reader.topics.joint_states} and {reader.topics.tf} matches no '
@@ -120,6 +135,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def joint_error_text(summary: Mapping[str, Any]) -> str:
+    """'joint error 1-6 12.3 / 7 45.6 / all 17.0 deg': the mean over all but the last joint, the last, all."""
+    arm, last = metrics.joint_group_labels(len(summary.get('joint_error_deg') or {}))
+
+    def fmt(key: str) -> str:
+        value = summary.get(key)
+        return 'n/a' if value is None else f'{value:.1f}'
+    return (f"joint error {arm} {fmt('joint_error_but_last_mean_deg')} / {last} {fmt('joint_error_last_deg')} / "
+            f"all {fmt('joint_error_mean_deg')} deg")
+
+
 def headline(summary: Mapping[str, Any]) -> str:
     """One line with the numbers people quote: AUC, ADD, joint error, success, FPS."""
     def fmt(key: str, scale: float = 1.0, digits: int = 1, unit: str = '') -> str:
@@ -130,7 +156,7 @@ def headline(summary: Mapping[str, Any]) -> str:
     if 'add_auc_0.1m_percent' in summary:
         parts += [f"AUC@0.1m {fmt('add_auc_0.1m_percent', digits=2)}",
                   f"ADD mean {fmt('add_mean_m', 100, 2, ' cm')}, median {fmt('add_median_m', 100, 2, ' cm')}",
-                  f"joint error {fmt('joint_error_mean_deg', digits=2, unit=' deg')}",
+                  joint_error_text(summary),
                   f"success {fmt('success_fraction', 100, 1, '%')}"]
     parts.append(f"FPS {fmt('fps')}")
     return ' | '.join(parts)

@@ -54,6 +54,8 @@ class FrameRecord(StampedGroundTruth):
     timings_ms: dict[str, float] = field(default_factory=dict)
     mode: str = ''
     failure_reason: str | None = None
+    joint_source: str = ''                           # measured | estimated ('' when not known: a live run)
+    static_frames: int = 0                           # camera_motion static: frames behind the published pose
     joint_positions_gt: np.ndarray | None = None
     T_camera_base_gt: np.ndarray | None = None
 
@@ -72,7 +74,8 @@ class FrameRecord(StampedGroundTruth):
             used=np.asarray(estimate.used, dtype=bool),
             confidences=np.asarray(estimate.confidences, dtype=np.float64),
             timings_ms={**estimate.timings_ms, metrics.TOTAL_STAGE: float(total_ms)},
-            mode=estimate.mode, failure_reason=estimate.failure_reason,
+            mode=estimate.mode, failure_reason=estimate.failure_reason, joint_source=estimate.joint_source,
+            static_frames=estimate.static_frames,
             joint_positions_gt=frame.joint_positions_gt, T_camera_base_gt=frame.T_camera_base_gt)
 
 

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config
+from robot_pose_estimator.core.calibration import robust_pose_mean
 from robot_pose_estimator.core.model import file_sha256
 from robot_pose_estimator.evaluation import metrics
 from robot_pose_estimator.evaluation.evaluate import run_estimator
@@ -63,9 +64,9 @@ from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecor
 from robot_pose_estimator.evaluation.report import write_outputs
 from robot_pose_estimator.inference.factory import build_estimator
 from robot_pose_estimator.machine import machine_summary
-from robot_pose_estimator.model_card import TABLE_METRICS
+from robot_pose_estimator.model_card import JOINT_ERROR_MEANS, TABLE_METRICS, weighted_mean
 from robot_pose_estimator.rendering.pbr import PIXEL_FILTER
-from robot_pose_estimator.rosbag import BagReader
+from robot_pose_estimator.rosbag import BagReader, DEFAULT_TOPICS
 from tqdm import tqdm
 
 CONFIDENCE_OFF = {'confidence_threshold': 1e-6, 'confidence_floor': 1e-6}
@@ -89,20 +90,34 @@ class BagKind:
     truncation: bool = False
     renderer: str = 'tinyrenderer'
     occluders: int = 0
+    #: A kind of its own length, rate and camera (the static-camera group); None: the suite's.
+    frames: int | None = None
+    fps: float | None = None
+    camera_motion: str | None = None
 
 
 @dataclass(frozen=True)
 class Row:
-    """One table row: a bag kind evaluated with estimator overrides (on top of the config)."""
+    """One table row: a bag kind evaluated with estimator overrides (on top of the config).
+
+    ``measured_joints``: the bag's ground-truth joint states reach the estimator as the robot's
+    measured angles (a real arm's encoders are that exact), as ``joint_source`` says.
+    """
 
     group: str
     condition: str
     bag: str
     overrides: tuple[tuple[str, Any], ...] = ()
+    measured_joints: bool = False
 
 
 #: The held-out test cameras at 640x480 (issue #4): horizontal FOV in degrees.
 TEST_CAMERAS = {'realsense_d435': 69.0, 'kinect_v2': 84.1, 'azure_kinect': 90.0}
+#: The static-camera sequences: a fixed camera, the arm moving for 20 s (5 Hz stamps, so the
+#: joints sweep a good part of their range, as a calibration needs), scored after these frames.
+STATIC_FRAMES = 100
+STATIC_FPS = 5.0
+CAMERA_AFTER_FRAMES = (1, 10, 30, 100)
 
 BAG_KINDS = {kind.name: kind for kind in (
     BagKind('fov60', fov_deg=60.0),
@@ -115,6 +130,8 @@ BAG_KINDS = {kind.name: kind for kind in (
     *(BagKind(f'xd_{name}', fov_deg=fov, renderer='pbr') for name, fov in TEST_CAMERAS.items()),
     BagKind('xd_distorted', distortion=True, renderer='pbr'),
     BagKind('xd_occluded', renderer='pbr', occluders=2),
+    *(BagKind(f'xds_{name}', fov_deg=fov, renderer='pbr', frames=STATIC_FRAMES, fps=STATIC_FPS,
+              camera_motion='static') for name, fov in TEST_CAMERAS.items()),
 )}
 #: Path-tracing samples per pixel of the cross-domain bags: enough that the renderer's noise is
 #: below the simulated sensor's, about 1.5 s a 640x480 frame on 2 cores.
@@ -147,6 +164,19 @@ GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
         Row('cross_domain_conditions', f'{condition}, {mode}', bag, (('mode', mode),))
         for condition, bag in (('plumb_bob distortion', 'xd_distorted'), ('two boxes in front', 'xd_occluded'))
         for mode in ('single_frame', 'online'))),
+    'static_camera': ('Fixed cameras, cross-domain: measured and estimated joints, camera held or not '
+                      '(docs/measured_joints.md)', tuple(
+        Row('static_camera', condition, f'xds_{name}', overrides, measured)
+        for name in TEST_CAMERAS
+        for condition, overrides, measured in (
+            (f'{name}, estimated joints, online', (('mode', 'online'), ('joint_source', 'estimated')), False),
+            (f'{name}, estimated joints, single_frame', (('mode', 'single_frame'), ('joint_source', 'estimated')),
+             False),
+            (f'{name}, estimated joints, camera_motion static',
+             (('mode', 'online'), ('joint_source', 'estimated'), ('camera_motion', 'static')), False),
+            (f'{name}, measured joints, per frame', (('mode', 'single_frame'), ('joint_source', 'measured')), True),
+            (f'{name}, measured joints, camera_motion static',
+             (('mode', 'online'), ('joint_source', 'measured'), ('camera_motion', 'static')), True)))),
     'mode': ('Single-frame vs online (RoboKeyGen Table V)', (
         Row('mode', 'single_frame, clean', 'fov70', (('mode', 'single_frame'),)),
         Row('mode', 'online, clean', 'fov70', (('mode', 'online'),)),
@@ -167,9 +197,10 @@ class SuiteResult:
 def bag_parameters(kind: BagKind, frames: int, seed: int, image_size: tuple[int, int],
                    backgrounds: Sequence[str] = ()) -> dict[str, Any]:
     """``make_bag`` keyword arguments of one sequence of a bag kind (``backgrounds``: the pbr kinds' folders)."""
-    parameters = {'frames': frames, 'fps': FPS, 'fov_deg': kind.fov_deg, 'distortion': kind.distortion,
-                  'occlusion': kind.occlusion, 'truncation': kind.truncation, 'camera_motion': CAMERA_MOTION,
-                  'seed': seed, 'image_size': tuple(image_size), 'jpeg_quality': JPEG_QUALITY}
+    parameters = {'frames': kind.frames or frames, 'fps': kind.fps or FPS, 'fov_deg': kind.fov_deg,
+                  'distortion': kind.distortion, 'occlusion': kind.occlusion, 'truncation': kind.truncation,
+                  'camera_motion': kind.camera_motion or CAMERA_MOTION, 'seed': seed,
+                  'image_size': tuple(image_size), 'jpeg_quality': JPEG_QUALITY}
     if kind.renderer != 'tinyrenderer':
         parameters.update(renderer=kind.renderer, backgrounds=tuple(str(Path(b).resolve()) for b in backgrounds),
                           occluders=kind.occluders, spp=PBR_SPP)
@@ -224,6 +255,8 @@ def _run_name(row: Row, mode: str) -> str:
     """Name the folder of a (bag, effective settings) pair; equal settings share one run."""
     settings = dict(row.overrides)
     parts = [row.bag, settings.pop('mode', mode)]
+    if row.measured_joints:
+        parts.append('measured_topic')
     if settings == CONFIDENCE_OFF:
         parts.append('confidence_off')
     elif settings:
@@ -245,18 +278,26 @@ def _pooled_images(bags: Sequence[Path], frames: int):
 
 
 def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_path: Path,
-                 overrides: Mapping[str, Any], out_dir: Path | None) -> EvaluationResult:
-    """Evaluate every sequence with one estimator and score the pooled frames once."""
+                 overrides: Mapping[str, Any], out_dir: Path | None,
+                 measured_joints: bool = False) -> EvaluationResult:
+    """Evaluate every sequence with one estimator and score the pooled frames once.
+
+    ``measured_joints``: the bags' ground-truth joint states are offered as the robot's measured angles.
+    """
     config = load_config(config_path, **overrides, model_path=str(model_path))
     estimator = build_estimator(config)
     scorer = Scorer(config, estimator.robot.joint_names, estimator.robot.keypoint_names)
+    topics = replace(DEFAULT_TOPICS, measured_joints=DEFAULT_TOPICS.joint_states) if measured_joints \
+        else DEFAULT_TOPICS
     records: list[FrameRecord] = []
     for sequence, bag in enumerate(bags):
-        with BagReader(bag, base_frame=scorer.base_frame, joint_names=scorer.joint_names) as reader:
-            sequence_records = run_estimator(estimator, reader.frames(), len(reader), progress=False)
+        with BagReader(bag, topics, base_frame=scorer.base_frame, joint_names=scorer.joint_names) as reader:
+            sequence_records = run_estimator(estimator, reader.frames(), len(reader), progress=False,
+                                             measured_joints=reader.measured_joint_states())
         records += [replace(r, index=sequence * frames + r.index) for r in sequence_records]
     info = {'bag': ', '.join(str(b) for b in bags), 'config': str(config_path), 'model': str(model_path),
-            'mode': estimator.settings.mode}
+            'mode': estimator.settings.mode, 'joint_source': estimator.settings.joint_source,
+            'camera_motion': estimator.settings.camera_motion}
     pooled = scorer.score(records, info=info)
     if out_dir is not None:
         write_outputs(out_dir, pooled, scorer.robot, _pooled_images(bags, frames))
@@ -276,15 +317,50 @@ def per_sequence(result: EvaluationResult, frames: int, seeds: Sequence[int]) ->
     for k, seed in enumerate(seeds):
         mine = sequence == k
         if errors is None or not mine.any():
-            breakdown.append({'seed': seed, 'frames': 0, 'frames_with_estimate': 0,
-                              'add_auc_0.1m_percent': None, 'joint_error_mean_deg': None})
+            breakdown.append({'seed': seed, 'frames': 0, 'frames_with_estimate': 0, 'add_auc_0.1m_percent': None,
+                              **dict.fromkeys(JOINT_ERROR_MEANS)})
             continue
         own = errors.select(mine)
         summary = metrics.summarize(own, result.joint_names)
         breakdown.append({'seed': seed, 'frames': len(own), 'frames_with_estimate': int(own.success.sum()),
                           'add_auc_0.1m_percent': summary['add_auc_0.1m_percent'],
-                          'joint_error_mean_deg': summary['joint_error_mean_deg']})
+                          **{key: summary[key] for key in JOINT_ERROR_MEANS}})
     return breakdown
+
+
+def camera_error_after(result: EvaluationResult, frames: int, seeds: Sequence[int],
+                       counts: Sequence[int] = CAMERA_AFTER_FRAMES) -> dict[str, Any] | None:
+    """Camera -> base error a user has after the first n frames of each sequence, median over sequences.
+
+    With ``camera_motion: static`` that is the pose the estimator publishes at frame n (its fused
+    average); otherwise what averaging the first n frames' own poses gives (``calibrate`` on
+    them, ``core.calibration.robust_pose_mean``). A sequence without a pose by frame n counts as
+    missing. Scored against the ground truth at frame n; None without ground truth.
+    """
+    static = result.info.get('camera_motion') == 'static'
+    errors: dict[int, list[tuple[float, float]]] = {n: [] for n in counts}
+    missing = dict.fromkeys(counts, 0)
+    for k in range(len(seeds)):
+        sequence = [r for r in result.records if r.index // frames == k]
+        sequence.sort(key=lambda r: r.index)
+        for n in counts:
+            if n > len(sequence) or sequence[n - 1].T_camera_base_gt is None:
+                continue
+            truth = sequence[n - 1].T_camera_base_gt
+            poses = [r.T_camera_base for r in sequence[:n] if r.success]
+            if not poses:
+                missing[n] += 1
+                continue
+            estimate = poses[-1] if static else robust_pose_mean(np.stack(poses)).T_camera_base
+            rotation, translation_cm = metrics.pose_errors(estimate[None], truth[None])
+            errors[n].append((float(translation_cm[0]), float(rotation[0])))
+    if not any(errors.values()):
+        return None
+    return {str(n): {'translation_cm_median': float(np.median([e[0] for e in errors[n]])) if errors[n] else None,
+                     'rotation_deg_median': float(np.median([e[1] for e in errors[n]])) if errors[n] else None,
+                     'sequences': len(errors[n]), 'sequences_without_pose': missing[n],
+                     'per_sequence_cm_deg': errors[n]}
+            for n in counts}
 
 
 def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, model_path: str | Path | None = None,
@@ -334,19 +410,23 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
                 bar.update()
         for run, row in runs.items():
             bar.set_postfix_str(f'run {run}')
-            pooled[run] = evaluate_row(bag_paths[row.bag], frames, config_path, model_path,
-                                       {**(overrides or {}), **dict(row.overrides)},
-                                       out / 'runs' / run if reports else None)
+            pooled[run] = evaluate_row(bag_paths[row.bag], BAG_KINDS[row.bag].frames or frames, config_path,
+                                       model_path, {**(overrides or {}), **dict(row.overrides)},
+                                       out / 'runs' / run if reports else None, row.measured_joints)
             bar.update()
 
     table = []
     for row in rows:
         run = _run_name(row, config.mode)
         summary = pooled[run].summary
-        table.append({'group': row.group, 'condition': row.condition, 'bag': row.bag, 'run': run,
-                      'mode': pooled[run].info['mode'], 'overrides': dict(row.overrides),
-                      **{key: summary.get(key) for key in TABLE_METRICS},
-                      'per_sequence': per_sequence(pooled[run], frames, seeds)})
+        row_frames = BAG_KINDS[row.bag].frames or frames
+        entry = {'group': row.group, 'condition': row.condition, 'bag': row.bag, 'run': run,
+                 'mode': pooled[run].info['mode'], 'overrides': dict(row.overrides),
+                 'measured_joints': row.measured_joints, **{key: summary.get(key) for key in TABLE_METRICS},
+                 'per_sequence': per_sequence(pooled[run], row_frames, seeds)}
+        if BAG_KINDS[row.bag].camera_motion == 'static':
+            entry['camera_error_after'] = camera_error_after(pooled[run], row_frames, seeds)
+        table.append(entry)
     header = {
         'model': str(model_path), 'model_sha256': file_sha256(model_path), 'config': str(config_path.resolve()),
         'config_mode': config.mode, 'frames_per_sequence': frames, 'sequences': sequences, 'seeds': seeds,
@@ -383,13 +463,20 @@ def _cell(value: Any, scale: float = 1.0, digits: int = 1) -> str:
 
 
 def _sequences_cell(breakdown: Sequence[Mapping[str, Any]]) -> str:
-    return ' / '.join(f"{_cell(s['add_auc_0.1m_percent'])} ({_cell(s['joint_error_mean_deg'], digits=0)})"
+    return ' / '.join(f"{_cell(s['add_auc_0.1m_percent'])} ({_cell(s.get('joint_error_but_last_mean_deg'), digits=0)})"
                       for s in breakdown)
+
+
+def _joint_cell(row: Mapping[str, Any]) -> str:
+    """Mean joint error over all but the last joint / the last / all, as the anchors report it."""
+    return ' / '.join(_cell(row.get(key)) for key in JOINT_ERROR_MEANS)
 
 
 def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
     """Format the table, grouped, with the model, data, command and definitions above it."""
     h = result.header
+    arm, last = metrics.joint_group_labels(len(next((r['joint_error_deg'] for r in result.rows
+                                                     if r.get('joint_error_deg')), {})))
     lines = [
         '# Robustness benchmarks', '',
         f"- model: `{h['model']}` (sha256 `{h['model_sha256'][:16]}`)",
@@ -408,23 +495,80 @@ def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
         f'`confidence_threshold = confidence_floor = {CONFIDENCE_OFF["confidence_threshold"]:g}` (the smallest the '
         'config accepts; every keypoint with a non-zero peak is kept), `min_keypoints` as configured. '
         'Per-row reports: `runs/<run>/report.md`.', '',
-        f"Per sequence: AUC (joint error) of each seed in {h['seeds']} on its own.", '',
-        '| condition | AUC@0.1m (%) | ADD mean / median (cm) | joint error (deg) | rotation / translation error '
+        f"Joint error: the mean over joints {arm} / joint {last} alone / all joints (the anchors report joints "
+        f"{arm}). Per sequence: AUC (mean error of joints {arm}) of each seed in {h['seeds']} on its own.", '',
+        f'| condition | AUC@0.1m (%) | ADD mean / median (cm) | joint error {arm} / {last} / all (deg) | '
+        'rotation / translation error '
         '(deg / cm) | frames with an estimate (%) | FPS | frames | per sequence: AUC (joint error, deg) | run |',
         '|---|---|---|---|---|---|---|---|---|---|',
     ]
-    for group in groups:
+    static_groups = [g for g in groups if any('camera_error_after' in r for r in result.rows if r['group'] == g)]
+    for group in (g for g in groups if g not in static_groups):
         title = GROUPS[group][0]
         lines.append(f'| **{title}** | | | | | | | | | |')
         for row in (r for r in result.rows if r['group'] == group):
             lines.append(
                 f"| {row['condition']} | {_cell(row['add_auc_0.1m_percent'], digits=2)} | "
                 f"{_cell(row['add_mean_m'], 100, 2)} / {_cell(row['add_median_m'], 100, 2)} | "
-                f"{_cell(row['joint_error_mean_deg'], digits=2)} | {_cell(row['rotation_error_mean_deg'], digits=2)} / "
+                f"{_joint_cell(row)} | {_cell(row['rotation_error_mean_deg'], digits=2)} / "
                 f"{_cell(row['translation_error_mean_cm'], digits=2)} | {_cell(row['success_fraction'], 100)} | "
                 f"{_cell(row['fps'])} | {row['frames']} | {_sequences_cell(row.get('per_sequence') or [])} | "
                 f"`{row['run']}` |")
+    for group in static_groups:
+        lines += static_camera_table(GROUPS[group][0], [r for r in result.rows if r['group'] == group], arm, last)
     return '\n'.join(lines) + '\n'
+
+
+def static_camera_table(title: str, rows: Sequence[Mapping[str, Any]], arm: str, last: str) -> list[str]:
+    """The fixed-camera rows: accuracy over all frames and the camera -> base error after n frames."""
+    counts = [str(n) for n in CAMERA_AFTER_FRAMES]
+    lines = ['', f'### {title}', '',
+             'Camera -> base error after n frames: with `camera_motion: static` the pose published at frame n, '
+             'otherwise the average of the first n frames\' own poses (what `calibrate` would give); median '
+             'over the sequences, cm / deg. AUC and joint errors over all frames, the first ones included.', '',
+             f"| condition | AUC@0.1m (%) | joint error {arm} / {last} / all (deg) | "
+             + ' | '.join(f'after {n}' for n in counts) + ' | FPS | frames | run |',
+             '|---|---|---|' + '---|' * len(counts) + '---|---|---|']
+    for row in [*rows, *pooled_static_rows(rows)]:
+        after = row.get('camera_error_after') or {}
+        cells = [f"{_cell(after[n]['translation_cm_median'])} / {_cell(after[n]['rotation_deg_median'])}"
+                 if n in after else 'n/a' for n in counts]
+        run = f"`{row['run']}`" if row.get('run') else 'pooled'
+        lines.append(f"| {row['condition']} | {_cell(row['add_auc_0.1m_percent'], digits=2)} | {_joint_cell(row)} | "
+                     + ' | '.join(cells) + f" | {_cell(row['fps'])} | {row['frames']} | {run} |")
+    return lines
+
+
+def pooled_static_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each setting of the fixed-camera group pooled over the cameras ("<camera>, <setting>" conditions).
+
+    AUC weighted by frames and joint errors by frames with an estimate (as the model card pools);
+    the camera error after n frames is the median over every camera's sequences.
+    """
+    settings: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        settings.setdefault(row['condition'].split(', ', 1)[-1], []).append(row)
+    pooled = []
+    for setting, picked in settings.items():
+        frames = [r['frames'] for r in picked]
+        estimated = [r['frames'] * (r['success_fraction'] or 0.0) for r in picked]
+        entry: dict[str, Any] = {
+            'condition': f'**all cameras, {setting}**', 'frames': sum(frames),
+            'add_auc_0.1m_percent': weighted_mean([r['add_auc_0.1m_percent'] for r in picked], frames),
+            'fps': weighted_mean([r['fps'] for r in picked], frames),
+            **{key: weighted_mean([r.get(key) for r in picked], estimated) for key in JOINT_ERROR_MEANS}}
+        after: dict[str, Any] = {}
+        for n in (str(c) for c in CAMERA_AFTER_FRAMES):
+            errors = [e for r in picked for e in ((r.get('camera_error_after') or {}).get(n) or {}).get(
+                'per_sequence_cm_deg', [])]
+            if errors:
+                after[n] = {'translation_cm_median': float(np.median([e[0] for e in errors])),
+                            'rotation_deg_median': float(np.median([e[1] for e in errors])),
+                            'sequences': len(errors)}
+        entry['camera_error_after'] = after
+        pooled.append(entry)
+    return pooled
+
 
 
 # --- CLI ----------------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ def estimate_to_keypoints(estimate: Estimate, header: Header) -> Keypoints2D:
     msg = Keypoints2D()
     msg.header = header
     msg.mode = estimate.mode
+    msg.joint_source = estimate.joint_source
+    msg.static_frames = int(estimate.static_frames)
     msg.names = list(estimate.keypoint_names)
     points = np.asarray(estimate.keypoints_px, dtype=np.float32).reshape(-1, 2)
     msg.x = points[:, 0].tolist()

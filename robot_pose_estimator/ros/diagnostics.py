@@ -48,6 +48,8 @@ class FrameTiming:
     mode: str = ''
     reprojection_error_px: float = float('nan')
     failure_reason: str | None = None
+    joint_source: str = ''       # measured | estimated (the published angles' origin)
+    static_frames: int = 0       # camera_motion static: frames behind the fused camera pose
 
 
 class FrameStatistics:
@@ -115,6 +117,8 @@ class FrameStatistics:
             'keypoints_kept': last.keypoints_kept if last else 0,
             'keypoints_total': last.keypoints_total if last else 0,
             'mode': last.mode if last else '',
+            'joint_source': last.joint_source if last else '',
+            'static_frames': last.static_frames if last else 0,
             'reprojection_error_px': last.reprojection_error_px if last else float('nan'),
             'last_failure': last_failure,
             'last_failure_age_s': None if last_failure_time is None else now - last_failure_time,
@@ -140,7 +144,8 @@ def status_level(values: dict[str, object], last_success: bool | None, seconds_s
         return WARN, f'last frame failed: {values.get("last_failure")}'
     if last_success is None:
         return OK, 'images arriving, none processed yet'
-    return OK, f'tracking ({values.get("mode")}, {values.get("keypoints_kept")} keypoints)'
+    return OK, (f'tracking ({values.get("mode")}, {values.get("joint_source") or "estimated"} joints, '
+                f'{values.get("keypoints_kept")} keypoints)')
 
 
 def _rate(times: list[float]) -> float:

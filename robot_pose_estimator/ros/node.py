@@ -128,6 +128,8 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._image_sub: Subscription | None = None
         self._info_sub: Subscription | None = None
+        self._joints_sub: Subscription | None = None
+        self._joint_source_used: str | None = None     # the last frame's, to log when auto switches
         self._publishers: list = []
         self._timers: list = []
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -180,6 +182,7 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._image_topic = self._image_topic_name()
         self._subscribe_image(self._initial_reliability())
         self._subscribe_camera_info(ReliabilityPolicy.BEST_EFFORT)
+        self._subscribe_measured_joints(ReliabilityPolicy.BEST_EFFORT)
         self._follow_publisher_reliability()
         # A steady clock: with use_sim_time and no /clock yet, ROS-time timers would never fire.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -193,16 +196,18 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self.get_logger().info(
             f'listening on {self._image_sub.topic_name} ({self._image_type.__name__}, '
             f'{self.settings.image_reliability}) and {self._info_sub.topic_name}; TF '
-            + ('{} -> {}'.format(*self._tf_frames('<image frame>')) if self.settings.publish_tf else 'off'))
+            + ('{} -> {}'.format(*self._tf_frames('<image frame>')) if self.settings.publish_tf else 'off')
+            + f'; joint_source {self.estimator_settings.joint_source} (measured angles on '
+            f'{self._joints_sub.topic_name}), camera_motion {self.estimator_settings.camera_motion}')
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop processing: the worker, the subscriptions, the timers and the publishers go."""
         self._stop_worker()
-        for subscription in (self._image_sub, self._info_sub):
+        for subscription in (self._image_sub, self._info_sub, self._joints_sub):
             if subscription is not None:
                 self.destroy_subscription(subscription)
-        self._image_sub = self._info_sub = None
+        self._image_sub = self._info_sub = self._joints_sub = None
         for timer in self._timers:
             self.destroy_timer(timer)
         for pub in self._publishers:
@@ -340,6 +345,11 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._info_sub = self._replace_subscription(self._info_sub, CameraInfo, 'camera_info',
                                                     self._on_camera_info, 5, reliability)
 
+    def _subscribe_measured_joints(self, reliability: ReliabilityPolicy) -> None:
+        """(Re)create the measured joint_states subscription (the robot driver's, remapped onto it)."""
+        self._joints_sub = self._replace_subscription(self._joints_sub, JointState, 'measured_joint_states',
+                                                      self._on_measured_joints, 100, reliability)
+
     def _publishers_reliability(self, topic: str) -> ReliabilityPolicy | None:
         """Pick the reliability that connects to every publisher of ``topic``: reliable unless one is best effort."""
         offered = {p.qos_profile.reliability for p in self.get_publishers_info_by_topic(topic)}
@@ -354,7 +364,8 @@ class RobotPoseEstimatorNode(LifecycleNode):
         a best-effort one at all. Best effort loses most messages next to raw images over Fast DDS,
         large images and the small camera_info that travels with them alike.
         """
-        followed = [('camera_info', self._info_sub, self._subscribe_camera_info)]
+        followed = [('camera_info', self._info_sub, self._subscribe_camera_info),
+                    ('measured joint_states', self._joints_sub, self._subscribe_measured_joints)]
         if self.settings.image_reliability == 'auto':
             followed.append(('image', self._image_sub, self._subscribe_image))
         for kind, subscription, resubscribe in followed:
@@ -392,6 +403,16 @@ class RobotPoseEstimatorNode(LifecycleNode):
             self.get_logger().warn(f'{error}; frames from this camera are skipped until a valid one arrives',
                                    throttle_duration_sec=THROTTLE_SEC)
         self._cameras[frame] = _CameraEntry(key, model, error, stamp)
+
+    def _on_measured_joints(self, msg: JointState) -> None:
+        """Store the robot's measured angles by stamp; a message without the URDF's joints is refused, loudly."""
+        estimator = self.estimator
+        if estimator is None:
+            return
+        problem = estimator.measured_joints.add(stamp_to_seconds(msg.header.stamp), msg.name, msg.position)
+        if problem is not None:
+            self.get_logger().warn(f'measured joint_states on {self._joints_sub.topic_name} refused: {problem}',
+                                   throttle_duration_sec=THROTTLE_SEC)
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -439,6 +460,10 @@ class RobotPoseEstimatorNode(LifecycleNode):
         estimate = self.estimator.estimate(rgb, camera, stamp)
         estimated = time.monotonic()
         self._keypoints_pub.publish(estimate_to_keypoints(estimate, header))
+        self._log_joint_source(estimate)
+        if estimate.camera_moved:
+            self.get_logger().warn('camera_motion static: the last frames agree with each other but not with the '
+                                   'fused camera pose (was the camera moved or bumped?): the average restarts')
         if estimate.success:
             self._publish(estimate, header)
         else:
@@ -454,8 +479,27 @@ class RobotPoseEstimatorNode(LifecycleNode):
             publish_ms=1e3 * (done - estimated), success=estimate.success,
             keypoints_kept=estimate.keypoints_kept, keypoints_total=len(estimate.keypoint_names),
             mode=estimate.mode, reprojection_error_px=estimate.reprojection_error_px,
-            failure_reason=estimate.failure_reason))
+            failure_reason=estimate.failure_reason, joint_source=estimate.joint_source,
+            static_frames=estimate.static_frames))
         return estimate
+
+    def _log_joint_source(self, estimate: Estimate) -> None:
+        """Say when joint_source auto stops or starts using the measured angles, and why (never a silent mix)."""
+        source, note = estimate.joint_source, estimate.joint_source_note
+        if self.estimator_settings.joint_source != 'auto' or source == self._joint_source_used:
+            return
+        never = self.estimator.measured_joints.messages_received == 0
+        if source == 'measured':
+            self.get_logger().info(f'measured joint angles on {self._joints_sub.topic_name}: using them, '
+                                   'only the camera is estimated')
+        elif never and self._joint_source_used is None:
+            self.get_logger().info(f'no measured joint_states on {self._joints_sub.topic_name}: the joint angles '
+                                   'are estimated from the image (remap the robot driver\'s joint_states there to use '
+                                   'its encoders)')
+        else:
+            self.get_logger().warn(f'measured joint angles unusable ({note}): estimating them from the image '
+                                   'until they are back')
+        self._joint_source_used = source
 
     def _camera_for(self, frame_id: str, shape: tuple[int, ...], stamp: float) -> CameraModel:
         """Look up the cached camera of this frame_id and check it against the image (_SkipFrame if unusable)."""

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``robot-pose-estimator play``: publish a bag's image and camera_info topics, like ``ros2 bag play``.
+"""``robot-pose-estimator play``: publish a bag's image, camera_info and joint_states topics, like ``ros2 bag play``.
 
 ``ros2 bag`` is not installable from PyPI, so this small player reads the bag with ``rosbags``
 and publishes the recorded CDR bytes unchanged through rclpy (the only ROS import of the
@@ -22,7 +22,9 @@ evaluation package, kept inside this module). Two pacings:
 - ``--wait-for TOPIC``: after each image, wait until the node has published on TOPIC (or
   ``--wait-timeout`` passed), so the node is fed as fast as it keeps up and drops no frame.
 
-CameraInfo is published just before the image it belongs to.
+CameraInfo is published just before the image it belongs to. The robot's measured joint_states
+(``BagTopics.measured_joints``: ``/joint_states`` when the bag has it) go out in recorded order
+too, so a node with ``joint_source`` auto or measured uses them.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ class PlayStats:
 
     images: int = 0
     camera_infos: int = 0
+    joint_states: int = 0
     wait_timeouts: int = 0
     seconds: float = 0.0
 
@@ -112,10 +115,11 @@ def _stamp_ns(msg: Any) -> int | None:
 def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 1.0, wait_for: str | None = None,
              wait_timeout: float = 1.0, qos: str = 'reliable', image_out: str | None = None,
              camera_info_out: str | None = None, subscriber_timeout: float = 5.0, max_frames: int | None = None,
-             context: Any = None, progress: bool = True, clock: bool = False) -> PlayStats:
-    """Publish the bag's images and camera infos; returns the statistics.
+             context: Any = None, progress: bool = True, clock: bool = False,
+             measured_joints_out: str | None = None) -> PlayStats:
+    """Publish the bag's images, camera infos and measured joint states; returns the statistics.
 
-    ``image_out``/``camera_info_out`` rename the published topics (default: as recorded).
+    ``image_out``/``camera_info_out``/``measured_joints_out`` rename the published topics (default: as recorded).
     Playback starts once the image topic has a subscriber, or after ``subscriber_timeout``.
     ``context``: an initialised ``rclpy.Context`` to publish in (e.g. the caller's, with its
     domain id); by default the player opens and closes its own. ``clock`` publishes the bag's
@@ -142,6 +146,9 @@ def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 
                                               profile)
             info_pub = node.create_publisher(_message_class('sensor_msgs/msg/CameraInfo'),
                                              camera_info_out or reader.camera_info_topic, profile)
+            joints_topic = reader.measured_joints_topic
+            joints_pub = node.create_publisher(_message_class('sensor_msgs/msg/JointState'),
+                                               measured_joints_out or joints_topic, profile) if joints_topic else None
             waiter = _Waiter(node, wait_for) if wait_for else None
             spinner.start()
             deadline = time.monotonic() + subscriber_timeout
@@ -151,13 +158,18 @@ def play_bag(bag: str | Path, topics: BagTopics = DEFAULT_TOPICS, rate: float = 
             bar = tqdm(total=total, unit='frame', desc='play', disable=not progress)
             start_wall = time.monotonic()
             first_log: int | None = None
-            for topic, _, log_time, raw in reader.serialized_messages([reader.image_topic, reader.camera_info_topic]):
+            played = [reader.image_topic, reader.camera_info_topic] + ([joints_topic] if joints_topic else [])
+            for topic, _, log_time, raw in reader.serialized_messages(played):
                 if clock_pub is not None:
                     sec, nanosec = ns_to_stamp_fields(log_time)
                     clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
                 if topic == reader.camera_info_topic:
                     info_pub.publish(raw)
                     stats.camera_infos += 1
+                    continue
+                if topic == joints_topic:
+                    joints_pub.publish(raw)
+                    stats.joint_states += 1
                     continue
                 if max_frames is not None and stats.images >= max_frames:
                     break
@@ -196,6 +208,8 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--qos', choices=QOS_CHOICES, default='reliable', help='publisher reliability')
     parser.add_argument('--image-out', default=None, help='publish images on this topic (default: as recorded)')
     parser.add_argument('--camera-info-out', default=None, help='publish camera infos here (default: as recorded)')
+    parser.add_argument('--measured-joints-out', default=None,
+                        help="publish the robot's measured joint_states here (default: as recorded)")
     parser.add_argument('--max-frames', type=int, default=None, help='stop after N images')
     parser.add_argument('--subscriber-timeout', type=float, default=5.0,
                         help='start once the image topic has a subscriber, or after this many seconds')
@@ -209,10 +223,11 @@ def run_play(args: argparse.Namespace) -> int:
         stats = play_bag(args.bag, topics_from_args(args), rate=args.rate, wait_for=args.wait_for,
                          wait_timeout=args.wait_timeout, qos=args.qos, image_out=args.image_out,
                          camera_info_out=args.camera_info_out, max_frames=args.max_frames, clock=args.clock,
-                         subscriber_timeout=args.subscriber_timeout)
+                         subscriber_timeout=args.subscriber_timeout, measured_joints_out=args.measured_joints_out)
     except (FileNotFoundError, ValueError, TimeoutError) as error:
         print(f'play: {error}', file=sys.stderr)
         return 2
     note = f', {stats.wait_timeouts} waits timed out' if args.wait_for else ''
-    print(f'published {stats.images} images in {stats.seconds:.1f} s ({stats.fps:.1f} FPS){note}')
+    joints = f', {stats.joint_states} measured joint_states' if stats.joint_states else ''
+    print(f'published {stats.images} images{joints} in {stats.seconds:.1f} s ({stats.fps:.1f} FPS){note}')
     return 0
