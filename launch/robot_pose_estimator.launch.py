@@ -18,11 +18,14 @@
         image_topic:=/camera/color/image_raw camera_info_topic:=/camera/color/camera_info
 
 Both nodes run in ``namespace`` (default ``estimated``), so the estimated ``joint_states``
-never mix with a real robot's ``/joint_states``. robot_state_publisher turns them into TF
-frames ``<frame_prefix><link>``, hanging below the estimator's camera -> ``<frame_prefix><base>``
-transform. ``frame_prefix`` defaults to the namespace and a slash, so a second camera launched
-in another namespace publishes frames of its own. ``rviz:=true`` opens RViz on the debug
-overlay, TF and the estimated arm; ``use_sim_time:=true`` follows ``/clock`` (``play --clock``).
+never mix with a real robot's ``/joint_states``; ``measured_joints_topic:=/joint_states`` feeds
+the robot's own angles to the estimator instead (only the camera is then estimated).
+robot_state_publisher turns them into TF frames ``<frame_prefix><link>``, hanging below the
+estimator's camera -> ``<frame_prefix><base>`` transform. ``frame_prefix`` defaults to the
+namespace and a slash (the rule ``ros2 run`` follows too), so a second camera launched in another
+namespace publishes frames of its own. ``rviz:=true`` opens RViz on the debug overlay, TF, the
+estimated arm and the camera image with the arm drawn over it; ``use_sim_time:=true`` follows
+``/clock`` (``play --clock``).
 """
 from pathlib import Path
 
@@ -51,6 +54,13 @@ def _nodes(context):
     parameters = flatten_parameters(load_parameters(params_file))
     if arg('model_path'):
         parameters['model_path'] = arg('model_path')
+    for name in ('mode', 'joint_source', 'camera_motion'):
+        if arg(name):
+            parameters[name] = arg(name)
+    if arg('input_compressed'):
+        parameters['input_compressed'] = IfCondition(LaunchConfiguration('input_compressed')).evaluate(context)
+    if arg('calibration_path'):   # relative to where ros2 launch runs, as a shell user expects
+        parameters['calibration_path'] = str(Path(arg('calibration_path')).expanduser().resolve())
     for key in ('model_path', 'urdf_path', 'lifter_path'):
         if parameters.get(key):
             parameters[key] = str(resolve_path(parameters[key], params_file.parent))
@@ -64,7 +74,8 @@ def _nodes(context):
     nodes = [Node(
         package=PACKAGE, executable='robot_pose_estimator_node', name='robot_pose_estimator',
         namespace=namespace, output='screen', parameters=[parameters],
-        remappings=[('image', arg('image_topic')), ('camera_info', arg('camera_info_topic'))],
+        remappings=[('image', arg('image_topic')), ('camera_info', arg('camera_info_topic'))]
+        + ([('measured_joint_states', arg('measured_joints_topic'))] if arg('measured_joints_topic') else []),
         ros_arguments=['--log-level', arg('log_level')])]
     if IfCondition(LaunchConfiguration('use_robot_state_publisher')).evaluate(context):
         nodes.append(Node(
@@ -77,7 +88,7 @@ def _nodes(context):
         base = parameters.get('base_frame') or RobotModel.root_link(urdf)
         template = Path(get_package_share_directory(PACKAGE)) / 'config' / 'robot_pose_estimator.rviz'
         config = Path(tempfile.mkdtemp(prefix='robot_pose_estimator_rviz_')) / 'robot_pose_estimator.rviz'
-        config.write_text(rviz_config(template.read_text(), namespace, prefix + base))
+        config.write_text(rviz_config(template.read_text(), namespace, prefix + base, prefix, arg('image_topic')))
         nodes.append(Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
                           arguments=['-d', str(config)], parameters=[{'use_sim_time': use_sim_time}]))
     return nodes
@@ -92,6 +103,14 @@ def generate_launch_description() -> LaunchDescription:
         ('namespace', 'estimated', 'namespace of the estimator and its robot_state_publisher'),
         ('params_file', str(share / 'config' / 'panda.yaml'), 'the robot params file'),
         ('model_path', '', 'override the params file model_path (ONNX or TensorRT engine)'),
+        ('mode', '', 'single_frame | online (empty: the params file)'),
+        ('input_compressed', '', 'true: subscribe to <image_topic>/compressed (empty: the params file)'),
+        ('measured_joints_topic', '', "the robot driver's joint_states, e.g. /joint_states: the estimator uses "
+                                      'the measured angles (empty: none)'),
+        ('joint_source', '', 'auto | measured | estimated (empty: the params file)'),
+        ('camera_motion', '', 'moving | static: static fuses a fixed camera over frames (empty: the params file)'),
+        ('calibration_path', '', '~/save_calibration writes here; relative to where ros2 launch runs (empty: '
+                                 '~/.ros/robot_pose_estimator/calibration.yaml)'),
         ('use_robot_state_publisher', 'true', "publish the estimated arm's link frames"),
         ('frame_prefix', '', 'prefix of the estimated robot frames (TF child and robot_state_publisher '
                              'frame_prefix); empty: the namespace and a slash'),

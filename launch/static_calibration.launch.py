@@ -16,10 +16,9 @@
 
     ros2 launch robot_pose_estimator static_calibration.launch.py calibration:=calibration.yaml
 
-The file holds camera frame -> robot base. ``parent:=camera`` (default) publishes it so, which
-suits a robot whose base is the root of its TF tree; ``parent:=base`` publishes the inverse,
-base -> camera frame, for a camera whose frame is the root of its driver's tree. Either way
-each frame keeps one parent (REP 105).
+The file holds parent -> child as it fits the TF tree: the robot's base (or ``world``) -> the
+root of the camera driver's tree (``camera_link``), so every frame keeps one parent (REP 105);
+docs/calibration.md says how the two are chosen.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -33,7 +32,7 @@ def _publisher(context):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    arguments = static_transform_arguments(arg('calibration'), arg('parent'))
+    arguments = static_transform_arguments(arg('calibration'))
     return [Node(package='tf2_ros', executable='static_transform_publisher', name='robot_pose_calibration',
                  output='screen', arguments=arguments)]
 
@@ -41,7 +40,6 @@ def _publisher(context):
 def generate_launch_description() -> LaunchDescription:
     arguments = [
         ('calibration', 'calibration.yaml', 'the saved calibration YAML'),
-        ('parent', 'camera', 'camera: publish camera frame -> base; base: publish base -> camera frame'),
     ]
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=description)

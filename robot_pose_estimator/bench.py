@@ -17,8 +17,8 @@
 --geometry        the core pipeline after the network (decode -> filter -> NCCS -> FK -> EPnP -> refine)
                   on ideal Panda heatmaps with 1 px noise and a 5 deg angle prior, per stage and end to end.
 --node            the ROS node's own per-frame overhead (conversion + publishing) at 640x480.
---model           the network alone on the configured backend.
---node --model    the live node process end to end (image -> joint_states), FPS and latency, both modes.
+--network         one network pass on the configured backend (--model PATH picks the model).
+--node --network  the live node process end to end (image -> joint_states), FPS and latency, both modes.
 --soak            the live node for many frames (10,000): RSS and latency over the run, with a plot.
 --overload        the live node fed at 3x and 10x its own rate: answer age, drops and RSS.
 """
@@ -45,12 +45,13 @@ from robot_pose_estimator.testing import HEIGHT, IdealHeatmapBackend, random_sce
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--geometry', action='store_true', help='benchmark the geometric core')
     parser.add_argument('--node', action='store_true', help='benchmark the ROS node overhead')
-    parser.add_argument('--model', action='store_true', help='benchmark the network on its backend')
+    parser.add_argument('--network', action='store_true', help='benchmark one network pass on its backend')
     parser.add_argument('--soak', action='store_true', help='soak the live node (RSS and latency over a long run)')
     parser.add_argument('--overload', action='store_true', help='feed the live node at 3x and 10x its rate')
     parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: Panda)')
-    parser.add_argument('--model-path', type=Path, default=None,
-                        help="the model to run, for --model and the live benchmarks (default: the config's model_path)")
+    parser.add_argument('--model', type=Path, default=None,
+                        help="the model to run, for --network and the live benchmarks (default: the config's "
+                             'model_path)')
     parser.add_argument('--frames', type=int, default=None,
                         help='frames per measurement (default: 300; --soak 10,000)')
     parser.add_argument('--rate', type=float, default=None,
@@ -148,14 +149,14 @@ def model_benchmark(config_path: Path | None = None, frames: int = 100, model: P
     for _ in range(5):
         backend.infer(tensor)
     samples = [_time_ms(backend.infer, tensor) for _ in range(frames)]
-    return {'benchmark': 'model', 'model': model_path, 'backend': backend.name,
+    return {'benchmark': 'network', 'model': model_path, 'backend': backend.name,
             'input': [metadata.input_height, metadata.input_width], **_summary(samples)}
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    chosen = [name for name in ('geometry', 'node', 'model', 'soak', 'overload') if getattr(args, name)]
-    if args.node and args.model:       # together: the live node end to end, not each alone
-        chosen = ['end_to_end'] + [name for name in chosen if name not in ('node', 'model')]
+    chosen = [name for name in ('geometry', 'node', 'network', 'soak', 'overload') if getattr(args, name)]
+    if args.node and args.network:       # together: the live node end to end, not each alone
+        chosen = ['end_to_end'] + [name for name in chosen if name not in ('node', 'network')]
     for name in chosen or ['geometry']:
         print(json.dumps(_run_one(name, args)), flush=True)
     return 0
@@ -165,15 +166,14 @@ def _run_one(name: str, args: argparse.Namespace) -> dict:
     frames = args.frames
     if name == 'geometry':
         return geometry_benchmark(args.config, frames or 300, args.seed)
-    if name == 'model':
-        return model_benchmark(args.config, min(frames or 100, 200), args.model_path)
+    if name == 'network':
+        return model_benchmark(args.config, min(frames or 100, 200), args.model)
     if name == 'node':
         from robot_pose_estimator.ros.bench import run_node_overhead_benchmark  # rclpy only for the ROS ones
         return run_node_overhead_benchmark(frames=frames or 300)
     from robot_pose_estimator import live_bench  # rclpy and the node process
     if name == 'end_to_end':
-        return live_bench.end_to_end_benchmark(frames or 300, args.model_path, args.config)
+        return live_bench.end_to_end_benchmark(frames or 300, args.model, args.config)
     if name == 'soak':
-        return live_bench.soak_benchmark(frames or 10_000, args.rate, args.mode, args.model_path, args.config,
-                                         args.plot)
-    return live_bench.overload_benchmark(mode=args.mode, model=args.model_path, config_path=args.config)
+        return live_bench.soak_benchmark(frames or 10_000, args.rate, args.mode, args.model, args.config, args.plot)
+    return live_bench.overload_benchmark(mode=args.mode, model=args.model, config_path=args.config)

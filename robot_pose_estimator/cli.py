@@ -58,6 +58,9 @@ SUBCOMMANDS = (
     Subcommand('train-lifter', 'train the keypoints -> joint-angle hypotheses MLP (no images, minutes on a CPU)',
                'robot_pose_estimator.training.commands', 'add_train_lifter_arguments', 'run_train_lifter', 'train',
                ('torch',)),
+    Subcommand('adapt', 'fine-tune the model to your own cell from unlabelled footage (a bag of the arm moving)',
+               'robot_pose_estimator.training.commands', 'add_adapt_arguments', 'run_adapt', 'train',
+               ('torch', 'pybullet', 'onnx')),
     Subcommand('export', 'export a checkpoint to ONNX with metadata and write the model card',
                'robot_pose_estimator.training.commands', 'add_export_arguments', 'run_export', 'train',
                ('torch', 'onnx')),
@@ -75,7 +78,7 @@ SUBCOMMANDS = (
     Subcommand('demo', 'replay the bundled bag through the live node and report accuracy and FPS',
                'robot_pose_estimator.demo', 'add_demo_arguments', 'run_demo'),
     Subcommand('benchmark-suite', 'render bags and write the robustness benchmark table',
-               'robot_pose_estimator.evaluation.suite', 'add_suite_arguments', 'run_suite', 'train',
+               'robot_pose_estimator.evaluation.benchmark_command', 'add_suite_arguments', 'run_suite', 'train',
                ('pybullet', 'mitsuba', 'collada')),
 )
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import lru_cache
+import math
 from pathlib import Path
 from typing import Any
 
 from robot_pose_estimator.core.calibration import CalibrationResult
+from robot_pose_estimator.core.frames import Placement
 from robot_pose_estimator.core.messages import matrix_to_transform_fields
 from robot_pose_estimator.core.robot_model import KeypointSpec
 from robot_pose_estimator.core.settings import EstimatorSettings, parameters, RobotConfig
@@ -39,6 +41,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Keys of a params file's node sections that apply to this node, most specific first: its name,
 #: its fully qualified name, and the wildcard that applies under any name and namespace.
 WILDCARD = '/**'
+
+
+#: In a frame prefix (tf_child_prefix, the launch file's frame_prefix): the node's namespace and a
+#: slash, or ``estimated/`` at the root namespace.
+NAMESPACE_PLACEHOLDER = '{ns}'
+ROOT_NAMESPACE_PREFIX = 'estimated/'
+
+
+def expand_frame_prefix(prefix: str, namespace: str) -> str:
+    """Apply the one frame-naming rule of ``ros2 run`` and the launch file: ``{ns}`` -> ``cam1/`` in /cam1.
+
+    At the root namespace ``{ns}`` is ``estimated/``. So the estimated base of a camera in /cam1 is
+    ``cam1/panda_link0`` however the node was started, two cameras never publish the same frame,
+    and an estimate never takes the real robot's frame names (REP 105: one parent per frame).
+    """
+    name = namespace.strip('/')
+    return prefix.replace(NAMESPACE_PLACEHOLDER, f'{name}/' if name else ROOT_NAMESPACE_PREFIX)
 
 
 def resolve_path(path: str | Path, relative_to: Path | None = None) -> Path:
@@ -150,36 +169,80 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorSe
     return replace(settings, **{k: v for k, v in overrides.items() if k not in known})
 
 
-def write_calibration(path: str | Path, result: CalibrationResult, camera_frame: str, base_frame: str,
-                      model_sha256: str, source: str) -> Path:
-    """Write a saved calibration: camera frame -> base frame, the spread and the provenance.
+def write_calibration(path: str | Path, result: CalibrationResult, placement: Placement, camera_frame: str,
+                      base_frame: str, model_sha256: str, source: str, holdout: tuple[float, float] | None = None,
+                      joint_source: str = '', effector_frame: str = '') -> list[Path]:
+    """Write a saved calibration in three forms; return their paths.
 
-    The transform is written as the node publishes it (parent: the camera's optical frame, child:
-    the robot's base frame, so neither gets a second parent in a TF tree with a camera driver and
-    a robot_state_publisher), and inverted for reading. ``launch/static_calibration.launch.py``
-    publishes it on /tf_static.
+    ``path`` (YAML): ``placement`` (parent -> child, the transform to put in the TF tree: every
+    frame keeps one parent, docs/calibration.md), its inverse, the measured optical frame -> base
+    estimate it came from, the uncertainty of the mean and the ``holdout`` check (first half of
+    the frames against the second, cm and deg), the spread and the provenance.
+    ``launch/static_calibration.launch.py`` publishes it on /tf_static. Beside it: ``.calib``, the
+    same transform as easy_handeye2 stores an eye-on-base calibration, and ``.urdf.xacro``, a fixed
+    ``<joint>`` to paste into the robot's description.
     """
-    T = result.T_camera_base
+    T = placement.T_parent_child
     fields = matrix_to_transform_fields(T)
     inverse = matrix_to_transform_fields(invert_transform(T))
+    estimate = matrix_to_transform_fields(result.T_camera_base)
+    uncertainty: dict[str, Any] = {
+        'translation_standard_error_m': _rounded(result.translation_standard_error_m, 6),
+        'rotation_standard_error_deg': _rounded(result.rotation_standard_error_deg, 4),
+        'note': 'standard error of the mean over the used frames, taken as independent: a lower bound'}
+    if holdout is not None:
+        uncertainty['first_half_vs_second_half'] = {'translation_m': _rounded(holdout[0], 6),
+                                                    'rotation_deg': _rounded(holdout[1], 4)}
     document = {
-        'parent_frame': camera_frame, 'child_frame': base_frame,
+        'parent_frame': placement.parent, 'child_frame': placement.child,
         'translation': [round(v, 6) for v in fields.translation],
         'quaternion_xyzw': [round(v, 8) for v in fields.rotation],
         'rpy': [round(float(v), 8) for v in rpy_from_matrix(T[:3, :3])],
-        'inverse': {'parent_frame': base_frame, 'child_frame': camera_frame,
+        'inverse': {'parent_frame': placement.child, 'child_frame': placement.parent,
                     'translation': [round(v, 6) for v in inverse.translation],
                     'quaternion_xyzw': [round(v, 8) for v in inverse.rotation]},
+        'estimate': {'parent_frame': camera_frame, 'child_frame': base_frame,
+                     'translation': [round(v, 6) for v in estimate.translation],
+                     'quaternion_xyzw': [round(v, 8) for v in estimate.rotation]},
+        'uncertainty': uncertainty,
         'spread': {'translation_rms_m': round(result.translation_spread_m, 6),
                    'rotation_rms_deg': round(result.rotation_spread_deg, 4)},
         'frames_used': result.frames_used, 'frames_rejected': result.frames_rejected,
-        'model_sha256': model_sha256, 'source': source,
+        'joint_source': joint_source, 'model_sha256': model_sha256, 'source': source,
     }
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('# robot_pose_estimator calibration: camera -> robot base, averaged over frames\n'
-                    + yaml.safe_dump(document, sort_keys=False))
-    return path
+    path.write_text(f'# robot_pose_estimator calibration: {placement.parent} -> {placement.child}, the camera '
+                    'measured against the robot (docs/calibration.md)\n' + yaml.safe_dump(document, sort_keys=False))
+    easy_handeye2 = {
+        'parameters': {'name': path.stem, 'calibration_type': 'eye_on_base', 'robot_base_frame': placement.parent,
+                       'robot_effector_frame': effector_frame, 'tracking_base_frame': placement.child,
+                       'tracking_marker_frame': '', 'freehand_robot_movement': True},
+        'transform': {'translation': dict(zip('xyz', fields.translation)),
+                      'rotation': dict(zip('xyzw', fields.rotation))}}
+    calib = path.with_suffix('.calib')
+    calib.write_text(yaml.safe_dump(easy_handeye2, sort_keys=False))
+    xyz = ' '.join(f'{v:.6f}' for v in fields.translation)
+    rpy = ' '.join(f'{float(v):.8f}' for v in rpy_from_matrix(T[:3, :3]))
+    xacro = path.with_suffix('.urdf.xacro')
+    xacro.write_text(
+        '<?xml version="1.0"?>\n'
+        f'<!-- robot_pose_estimator calibration ({path.name}): {placement.parent} -> {placement.child}.\n'
+        f'     Include it in the robot description; the camera driver keeps publishing {placement.child} -> '
+        f'{camera_frame}. -->\n'
+        '<robot xmlns:xacro="http://www.ros.org/wiki/xacro">\n'
+        f'  <link name="{placement.child}"/>\n'
+        f'  <joint name="{placement.child}_calibration" type="fixed">\n'
+        f'    <parent link="{placement.parent}"/>\n'
+        f'    <child link="{placement.child}"/>\n'
+        f'    <origin xyz="{xyz}" rpy="{rpy}"/>\n'
+        '  </joint>\n'
+        '</robot>\n')
+    return [path, calib, xacro]
+
+
+def _rounded(value: float, digits: int) -> float | None:
+    return round(float(value), digits) if math.isfinite(value) else None
 
 
 def read_calibration(path: str | Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ domain; this process publishes the bundled demo bag's frames as raw ``sensor_msg
 image from its publication to the node's ``joint_states`` for it. The node's resident memory
 is sampled with psutil. The numbers are printed as JSON (``bench``); nothing here asserts.
 
-- end to end (``bench --node --model``): each image waits for its answer; FPS and latency per mode.
+- end to end (``bench --node --network``): each image waits for its answer; FPS and latency per mode.
 - soak (``bench --soak``): the same for many frames (10,000 by default), RSS and latency per
   tenth of the run, and a plot.
 - overload (``bench --overload``): images at 3x and 10x the rate the node just achieved, without

@@ -98,7 +98,7 @@ def _pooled_sequences(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             by_seed.setdefault(sequence['seed'], []).append(sequence)
     return [{'seed': seed,
              'add_auc_0.1m_percent': weighted_mean([s['add_auc_0.1m_percent'] for s in found],
-                                               [s['frames'] for s in found]),
+                                                   [s['frames'] for s in found]),
              **{key: weighted_mean([s.get(key) for s in found], [s['frames_with_estimate'] for s in found])
                 for key in JOINT_ERROR_MEANS}}
             for seed, found in by_seed.items()]

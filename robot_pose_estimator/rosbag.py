@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.frames import StaticTransforms
 from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb, rgb_to_compressed_bytes, rgb_to_pixels
 from robot_pose_estimator.core.messages import (  # noqa: F401 (stamp_to_ns and transform_to_matrix re-exported)
     camera_info_to_model, matrix_to_transform_fields, ns_to_stamp_fields, stamp_to_ns, transform_to_matrix
@@ -54,6 +55,7 @@ DEFAULT_GT_JOINT_STATES_TOPIC = '/ground_truth/joint_states'
 DEFAULT_GT_TF_TOPIC = '/ground_truth/tf'
 #: Where ``ros2 bag record`` puts a robot driver's own joint angles.
 DEFAULT_MEASURED_JOINTS_TOPIC = '/joint_states'
+STATIC_TF_TOPIC = '/tf_static'
 DEFAULT_CAMERA_FRAME = 'camera_color_optical_frame'
 
 
@@ -169,6 +171,9 @@ class BagTopics:
     #: The robot's measured joint angles (its driver's joint_states), used per ``joint_source``;
     #: None: DEFAULT_MEASURED_JOINTS_TOPIC when the bag has it, else none.
     measured_joints: str | None = None
+    #: The ground-truth topics were named by the user: a bag without them is an error, not a bag
+    #: without ground truth (a mistyped name must not read as "no ground truth").
+    require_ground_truth: bool = False
 
 
 DEFAULT_TOPICS = BagTopics()
@@ -261,6 +266,9 @@ class BagReader:
             self.image_type = types[self.image_topic]
             self.ground_truth_topics_present = (types.get(topics.joint_states) == JOINT_STATE
                                                 and types.get(topics.tf) == TF_MESSAGE)
+            if topics.require_ground_truth and not self.ground_truth_topics_present:
+                self._pick_topic(types, topics.joint_states, (JOINT_STATE,), 'ground-truth joint_states')
+                self._pick_topic(types, topics.tf, (TF_MESSAGE,), 'ground-truth TF')
             self._load_small_topics()
         except Exception:
             self._reader.close()
@@ -392,7 +400,7 @@ class BagReader:
 
     @property
     def measured_joints_topic(self) -> str | None:
-        """The topic of the robot's measured joint angles this bag offers (``BagTopics.measured_joints``), if any."""
+        """Return the topic of the robot's measured joint angles this bag offers (``BagTopics.measured_joints``)."""
         types = {c.topic: c.msgtype for c in self._reader.connections}
         wanted = self.topics.measured_joints
         if wanted is None:
@@ -416,6 +424,15 @@ class BagReader:
                                        np.asarray(msg.position, dtype=np.float64)))
         return sorted(samples, key=lambda sample: sample.stamp)
 
+    def static_transforms(self) -> StaticTransforms:
+        """Return the bag's /tf_static (a camera driver's frames, a robot description's fixed joints), composable."""
+        tree = StaticTransforms()
+        connections = [c for c in self._reader.connections if c.topic == STATIC_TF_TOPIC and c.msgtype == TF_MESSAGE]
+        for connection, _, raw in self._reader.messages(connections=connections):
+            for transform in TYPESTORE.deserialize_cdr(raw, connection.msgtype).transforms:
+                tree.add(transform.header.frame_id, transform.child_frame_id, transform_to_matrix(transform.transform))
+        return tree
+
     def serialized_messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, bytes]]:
         """(topic, msgtype, log time ns, CDR bytes) for the given topics, in recorded order.
 
@@ -428,23 +445,28 @@ class BagReader:
 
 # --- command line -----------------------------------------------------------------------------
 
-def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
-    """Topic overrides shared by evaluate, play and demo."""
+def add_topic_arguments(parser: argparse.ArgumentParser, ground_truth: bool = True) -> None:
+    """Topic overrides shared by evaluate, calibrate, play and demo; ``ground_truth``: also the scoring topics."""
     parser.add_argument('--image-topic', default=None,
                         help='image topic (Image or CompressedImage); default: the only one in the bag')
     parser.add_argument('--camera-info-topic', default=None,
                         help='CameraInfo topic; default: the only one in the bag')
-    parser.add_argument('--gt-joint-states-topic', default=BagTopics.joint_states,
-                        help='ground-truth JointState topic')
-    parser.add_argument('--gt-tf-topic', default=BagTopics.tf,
-                        help='ground-truth TFMessage topic (camera optical frame -> robot base)')
     parser.add_argument('--measured-joints-topic', default=None,
                         help="the robot's own joint angles (JointState), used as the config's joint_source says; "
                              f'default: {DEFAULT_MEASURED_JOINTS_TOPIC} when the bag has it')
+    if ground_truth:
+        parser.add_argument('--gt-joint-states-topic', default=None,
+                            help='ground-truth JointState topic to score against (default: '
+                                 f'{DEFAULT_GT_JOINT_STATES_TOPIC} when the bag has it; a named one must be there)')
+        parser.add_argument('--gt-tf-topic', default=None,
+                            help='ground-truth TFMessage topic, camera optical frame -> robot base (default: '
+                                 f'{DEFAULT_GT_TF_TOPIC} when the bag has it; a named one must be there)')
 
 
 def topics_from_args(args: argparse.Namespace) -> BagTopics:
     """Return the ``BagTopics`` that ``add_topic_arguments``' options name."""
+    joint_states, tf = getattr(args, 'gt_joint_states_topic', None), getattr(args, 'gt_tf_topic', None)
     return BagTopics(image=args.image_topic, camera_info=args.camera_info_topic,
-                     joint_states=args.gt_joint_states_topic, tf=args.gt_tf_topic,
-                     measured_joints=args.measured_joints_topic)
+                     joint_states=joint_states or DEFAULT_GT_JOINT_STATES_TOPIC, tf=tf or DEFAULT_GT_TF_TOPIC,
+                     measured_joints=args.measured_joints_topic,
+                     require_ground_truth=joint_states is not None or tf is not None)

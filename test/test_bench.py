@@ -54,7 +54,7 @@ def test_model_benchmark_runs_the_model_it_is_given(tmp_path, capsys):
     heatmaps = np.zeros((len(robot.keypoints), 16, 20), np.float32)
     path = write_test_model(tmp_path / 'candidate.onnx', heatmaps, np.zeros(len(robot.joint_names), np.float32),
                             metadata_for(robot, (64, 80)), (64, 80))
-    assert main(['bench', '--model', '--model-path', str(path), '--frames', '3']) == 0
+    assert main(['bench', '--network', '--model', str(path), '--frames', '3']) == 0
     result = json.loads(capsys.readouterr().out)
     assert result['model'] == str(path) and result['input'] == [64, 80]
 

@@ -25,8 +25,8 @@ from robot_pose_estimator.core.calibration import CalibrationAccumulator, rotati
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import (
-    look_at, make_transform, matrix_from_quaternion, matrix_to_rotvec, quaternion_from_matrix, rotation_angle_deg,
-    rotvec_to_matrix
+    invert_transform, look_at, make_transform, matrix_from_quaternion, matrix_to_rotvec, quaternion_from_matrix,
+    rotation_angle_deg, rotvec_to_matrix
 )
 from robot_pose_estimator.evaluation.calibrate import calibrate_bag
 from test_evaluate import write_grey_bag, write_model_for
@@ -89,8 +89,15 @@ def test_accumulator_refuses_too_few_and_invalid_frames():
         accumulator.add(np.full((4, 4), np.nan))
 
 
+#: The test camera's driver tree: cam_link -> cam (the optical frame), a quarter turn and 2 cm apart.
+CAM_LINK_TO_OPTICAL = make_transform(matrix_from_quaternion(np.array([-0.5, 0.5, -0.5, 0.5])), [0.0, 0.02, 0.0])
+
+
 def _static_camera_bag(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
-    """8 frames of a fixed camera; frames 2 and 5 are black (no estimate). Returns bag, model, truth."""
+    """8 frames of a fixed camera; frames 2 and 5 are black (no estimate). Returns bag, model, truth.
+
+    The bag's /tf_static has the camera driver's cam_link -> cam and a world -> panda_link0.
+    """
     config = load_config(CONFIG)
     robot = RobotModel.from_config(config)
     camera = CameraModel.from_fov(320, 240, 70.0)
@@ -98,7 +105,9 @@ def _static_camera_bag(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     centre = robot.keypoints(q).mean(axis=0)
     T = look_at(centre + np.array([1.4, 0.6, 0.5]), centre)
     model = write_model_for(tmp_path / 'model.onnx', config, q, T, camera)
-    bag = write_grey_bag(tmp_path / 'bag', robot, camera, T, [q] * 8, black={2, 5}, period_ns=100_000_000)
+    bag = write_grey_bag(tmp_path / 'bag', robot, camera, T, [q] * 8, black={2, 5}, period_ns=100_000_000,
+                         static_tf=[('cam_link', 'cam', CAM_LINK_TO_OPTICAL),
+                                    ('world', 'panda_link0', make_transform(np.eye(3), [0.3, 0.0, 0.7]))])
     return bag, model, T
 
 
@@ -123,17 +132,30 @@ def test_calibrate_command_writes_the_yaml_and_the_plot(tmp_path: Path, capsys, 
     assert main(['calibrate', '--bag', str(bag), '--config', str(params), '--model', str(model),
                  '--out', str(out)]) == 0
     printed = capsys.readouterr().out
-    assert '6 of 8 frames used (0 rejected, 2 without an estimate)' in printed
-    assert 'averaged transform vs truth:' in printed
+    assert '6 of 8 frames used (0 rejected, 2 without an estimate; estimated joints)' in printed
+    assert 'averaged transform vs truth:' in printed and 'standard error of the average' in printed
+    assert 'calibrate: panda_link0 -> cam_link; wrote' in printed
     document = read_calibration(out)
-    assert (document['parent_frame'], document['child_frame']) == ('cam', 'panda_link0')
+    # Placed above the driver's tree: robot base -> cam_link, which already parents the optical frame.
+    assert (document['parent_frame'], document['child_frame']) == ('panda_link0', 'cam_link')
     saved = make_transform(matrix_from_quaternion(np.array(document['quaternion_xyzw'])), document['translation'])
-    assert np.linalg.norm(saved[:3, 3] - T[:3, 3]) < 0.01
+    truth = invert_transform(CAM_LINK_TO_OPTICAL @ T)                  # base -> cam_link
+    assert np.linalg.norm(saved[:3, 3] - truth[:3, 3]) < 0.01
+    assert rotation_angle_deg(saved[:3, :3], truth[:3, :3]) < 1.0
     inverse = make_transform(matrix_from_quaternion(np.array(document['inverse']['quaternion_xyzw'])),
                              document['inverse']['translation'])
     assert np.allclose(inverse @ saved, np.eye(4), atol=1e-5)
     assert document['frames_used'] == 6 and len(document['model_sha256']) == 64
-    assert out.with_suffix('.png').stat().st_size > 10_000
+    assert document['joint_source'] == 'estimated' and document['uncertainty']['first_half_vs_second_half']
+    for suffix in ('.png', '.calib', '.urdf.xacro'):
+        assert out.with_suffix(suffix).stat().st_size > (10_000 if suffix == '.png' else 100), suffix
+    # Under MoveIt's world instead, and refusing a camera frame the images are not in.
+    assert main(['calibrate', '--bag', str(bag), '--config', str(params), '--model', str(model),
+                 '--out', str(out), '--parent-frame', 'world']) == 0
+    assert read_calibration(out)['parent_frame'] == 'world'
+    assert main(['calibrate', '--bag', str(bag), '--config', str(params), '--model', str(model),
+                 '--out', str(out), '--camera-frame', 'cam_link']) == 2
+    assert '--camera-frame cam_link is not the frame of the images (cam)' in capsys.readouterr().err
 
 
 def test_calibrate_without_estimates_says_why(tmp_path: Path, capsys):

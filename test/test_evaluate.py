@@ -23,6 +23,7 @@ from collections.abc import Collection, Sequence
 import csv
 import json
 from pathlib import Path
+import re
 
 import cv2
 import numpy as np
@@ -65,13 +66,18 @@ def write_model_for(path: Path, config: EstimatorSettings, q: np.ndarray, T_came
 
 
 def write_grey_bag(bag: Path, robot: RobotModel, camera: CameraModel, T_camera_base: np.ndarray,
-                   truth: Sequence[np.ndarray | None], black: Collection[int], period_ns: int) -> Path:
+                   truth: Sequence[np.ndarray | None], black: Collection[int], period_ns: int,
+                   static_tf: Sequence[tuple[str, str, np.ndarray]] = ()) -> Path:
     """Write one flat grey JPEG frame per entry of ``truth`` (black for the indices in ``black``).
 
     Each frame has its camera_info and, unless its entry is None, ground-truth joint states (the
     entry) and camera -> base TF on make-bag's topics, so evaluate and calibrate read it like theirs.
+    ``static_tf`` (parent, child, T_parent_child) goes on /tf_static once, as a camera driver's frames.
     """
     with bagio.BagWriter(bag) as writer:
+        for parent, child, T in static_tf:
+            writer.write('/tf_static', bagio.tf_msg(T, parent, child, 1_700_000_000_000_000_000),
+                         1_700_000_000_000_000_000)
         for i, q in enumerate(truth):
             stamp = 1_700_000_000_000_000_000 + i * period_ns
             image = np.full((camera.height, camera.width, 3), 0 if i in black else 160, np.uint8)
@@ -203,7 +209,16 @@ def test_evaluate_without_ground_truth_writes_predictions_and_latency(tmp_path: 
         rows = list(csv.DictReader(stream))
     assert [r['success'] for r in rows] == ['1', '1', '1']
     assert [r['mode'] for r in rows] == ['single_frame', 'online', 'online']
+    assert [r['joint_source'] for r in rows] == ['estimated'] * 3
     assert not (out / 'add_curve.png').exists() and (out / 'latency.png').exists()
+    # Every column is documented in docs/metrics.md (the joints by their URDF names).
+    documented = (REPO / 'docs' / 'metrics.md').read_text().split('- `predictions.csv`')[1].split('- `frame_errors')[0]
+    named = set(re.findall(r'`([a-z_]+)`', documented))
+    assert set(rows[0]) - set(config.robot.joint_names) <= named, set(rows[0]) - named
+    # A real camera's bag has no ground truth: the user still sees the estimate drawn on frames, and the angles.
+    assert (out / 'worst_frames.jpg').stat().st_size > 5_000 and (out / 'joint_angles.png').stat().st_size > 5_000
+    report = (out / 'report.md').read_text()
+    assert 'frames: those without an estimate, then spread over the bag' in report
 
 
 def test_evaluate_on_a_make_bag_bag_matches_ground_truth_topics(tmp_path: Path, config: EstimatorSettings):

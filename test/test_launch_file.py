@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+import re
 import sys
 import types
 
 import numpy as np
 import pytest
-from robot_pose_estimator.config import load_parameters, write_calibration
+from robot_pose_estimator.config import load_parameters, read_calibration, write_calibration
 from robot_pose_estimator.core.calibration import CalibrationResult
+from robot_pose_estimator.core.frames import place_calibration, StaticTransforms
 from robot_pose_estimator.core.transforms import invert_transform, look_at, make_transform, matrix_from_quaternion
 from robot_pose_estimator.ros.launch_support import (
     flatten_parameters, frame_prefix, robot_description, rviz_config, static_transform_arguments
@@ -106,8 +108,37 @@ def test_declares_the_documented_arguments(launch_module):
     declared = {d.args[0]: d.kwargs['default_value'] for d in launch_module.generate_launch_description().args[0][:-1]}
     assert declared == {
         'image_topic': '/camera/image_raw', 'camera_info_topic': '/camera/camera_info', 'namespace': 'estimated',
-        'params_file': str(REPO / 'config' / 'panda.yaml'), 'model_path': '', 'use_robot_state_publisher': 'true',
-        'frame_prefix': '', 'use_sim_time': 'false', 'rviz': 'false', 'log_level': 'info'}
+        'params_file': str(REPO / 'config' / 'panda.yaml'), 'model_path': '', 'mode': '', 'input_compressed': '',
+        'measured_joints_topic': '', 'joint_source': '', 'camera_motion': '', 'calibration_path': '',
+        'use_robot_state_publisher': 'true', 'frame_prefix': '', 'use_sim_time': 'false', 'rviz': 'false',
+        'log_level': 'info'}
+
+
+def test_the_readme_names_the_node_where_the_launch_file_puts_it(launch_module):
+    """Every `ros2 service call / param set / lifecycle set` in the README uses the launch file's node path."""
+    estimator, _ = launch(launch_module)
+    node_path = f"/{estimator.kwargs['namespace']}/{estimator.kwargs['name']}"
+    readme = (REPO / 'README.md').read_text()
+    paths = re.findall(r'ros2 (?:service call|param set|lifecycle set) (/\S+)', readme)
+    assert len(paths) >= 4, paths
+    for path in paths:
+        assert path == node_path or path.startswith(node_path + '/'), path
+
+
+def test_calibration_arguments_override_the_params_file(launch_module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    estimator, _ = launch(launch_module, mode='single_frame', input_compressed='true', joint_source='measured',
+                          camera_motion='static', calibration_path='cell.yaml', measured_joints_topic='/joint_states')
+    (parameters,) = estimator.kwargs['parameters']
+    assert (parameters['mode'], parameters['joint_source'], parameters['camera_motion']) == (
+        'single_frame', 'measured', 'static')
+    assert parameters['input_compressed'] is True
+    assert parameters['calibration_path'] == str(tmp_path / 'cell.yaml')        # where ros2 launch ran
+    assert ('measured_joint_states', '/joint_states') in estimator.kwargs['remappings']
+    default, _ = launch(launch_module)
+    (parameters,) = default.kwargs['parameters']
+    assert 'calibration_path' not in parameters and parameters['mode'] == 'online'
+    assert all(name != 'measured_joint_states' for name, _ in default.kwargs['remappings'])
 
 
 def test_estimator_node_gets_remaps_parameters_and_prefix(launch_module):
@@ -158,15 +189,37 @@ def test_bundled_rviz_config_holds_what_the_launch_file_rewrites():
     text = (REPO / 'config' / 'robot_pose_estimator.rviz').read_text()
     yaml.safe_load(text)
     assert rviz_config(text, 'estimated', 'estimated/panda_link0') == text
+    # The estimated arm: its links carry the frame prefix, and the camera view draws it over the image.
+    assert 'TF Prefix: estimated\n' in text and 'Class: rviz_default_plugins/Camera' in text
+    rewritten = rviz_config(text, 'cam1', 'cam1/panda_link0', 'cam1/', '/cam1/color/image_raw')
+    assert 'TF Prefix: cam1\n' in rewritten and 'Value: /cam1/color/image_raw\n' in rewritten
+    with pytest.raises(ValueError, match="prefix ending in '/'"):
+        rviz_config(text, 'cam1', 'est_panda_link0', 'est_')
     for display in ('rviz_default_plugins/Image', 'rviz_default_plugins/TF', 'rviz_default_plugins/RobotModel'):
         assert f'Class: {display}' in text
 
 
-def _saved_calibration(tmp_path: Path) -> tuple[Path, np.ndarray]:
-    T = look_at(np.array([1.2, -0.4, 0.8]), np.array([0.0, 0.0, 0.3]))
-    result = CalibrationResult(T, np.array([True] * 40 + [False] * 2), 0.004, 0.3)
-    return write_calibration(tmp_path / 'calibration.yaml', result, 'cam_optical', 'panda_link0', 'ab' * 32,
-                             'test'), T
+def driver_and_robot_tree(T_world_base: np.ndarray) -> StaticTransforms:
+    """Build a RealSense-like driver tree (camera_link -> camera_color_frame -> optical) and MoveIt's world -> base."""
+    tree = StaticTransforms()
+    tree.add('camera_link', 'camera_color_frame', make_transform(np.eye(3), [0.0, 0.015, 0.0]))
+    tree.add('camera_color_frame', 'camera_color_optical_frame',
+             make_transform(matrix_from_quaternion(np.array([-0.5, 0.5, -0.5, 0.5])), [0.0, 0.0, 0.0]))
+    tree.add('world', 'panda_link0', T_world_base)
+    return tree
+
+
+def _saved_calibration(tmp_path: Path) -> tuple[Path, np.ndarray, StaticTransforms]:
+    """Save a calibration of the optical frame, placed as world -> camera_link; return it, the truth and the tree."""
+    T_world_base = make_transform(np.eye(3), [0.5, -0.2, 0.8])
+    tree = driver_and_robot_tree(T_world_base)
+    T_optical_base = look_at(np.array([1.2, -0.4, 0.8]), np.array([0.0, 0.0, 0.3]))
+    result = CalibrationResult(T_optical_base, np.array([True] * 40 + [False] * 2), 0.004, 0.3,
+                               np.diag([1e-6, 1e-6, 4e-6, 1e-5, 1e-5, 1e-5]))
+    placement = place_calibration(T_optical_base, 'camera_color_optical_frame', 'panda_link0', tree, parent='world')
+    paths = write_calibration(tmp_path / 'calibration.yaml', result, placement, 'camera_color_optical_frame',
+                              'panda_link0', 'ab' * 32, 'test', (0.003, 0.2), 'measured', 'panda_hand')
+    return paths[0], T_optical_base, tree
 
 
 def _transform_of(arguments: list[str]) -> tuple[np.ndarray, str, str]:
@@ -176,24 +229,63 @@ def _transform_of(arguments: list[str]) -> tuple[np.ndarray, str, str]:
     return make_transform(matrix_from_quaternion(q), t), values['--frame-id'], values['--child-frame-id']
 
 
+def test_a_calibration_goes_into_the_tree_below_world_and_above_the_camera_driver(tmp_path):
+    """Compose world -> camera_link from the estimate and both static trees; every frame keeps one parent."""
+    path, T_optical_base, tree = _saved_calibration(tmp_path)
+    document = read_calibration(path)
+    assert (document['parent_frame'], document['child_frame']) == ('world', 'camera_link')
+    saved = make_transform(matrix_from_quaternion(np.array(document['quaternion_xyzw'])), document['translation'])
+    # Chained with the driver's and the robot's static transforms it reproduces the measured estimate.
+    T_optical_link = invert_transform(tree.transform('camera_link', 'camera_color_optical_frame'))
+    T_world_base = tree.transform('world', 'panda_link0')
+    np.testing.assert_allclose(T_optical_link @ invert_transform(saved) @ T_world_base, T_optical_base, atol=1e-6)
+    assert document['estimate']['parent_frame'] == 'camera_color_optical_frame'
+    assert document['uncertainty']['translation_standard_error_m'] == pytest.approx(np.sqrt(6e-6), abs=1e-6)
+    assert document['uncertainty']['first_half_vs_second_half'] == {'translation_m': 0.003, 'rotation_deg': 0.2}
+    parents = {child: tree.parent_of(child) for child in ('camera_link', 'camera_color_frame',
+                                                          'camera_color_optical_frame', 'panda_link0', 'world')}
+    parents[document['child_frame']] = document['parent_frame']      # what static_calibration adds
+    assert parents == {'camera_link': 'world', 'camera_color_frame': 'camera_link',
+                       'camera_color_optical_frame': 'camera_color_frame', 'panda_link0': 'world', 'world': None}
+    # easy_handeye2's eye-on-base file and a URDF joint hold the same transform.
+    calib = yaml.safe_load(path.with_suffix('.calib').read_text())
+    assert calib['parameters']['calibration_type'] == 'eye_on_base'
+    assert (calib['parameters']['robot_base_frame'], calib['parameters']['tracking_base_frame']) == ('world',
+                                                                                                     'camera_link')
+    assert [calib['transform']['translation'][k] for k in 'xyz'] == pytest.approx(saved[:3, 3], abs=1e-6)
+    xacro = path.with_suffix('.urdf.xacro').read_text()
+    assert '<parent link="world"/>' in xacro and '<child link="camera_link"/>' in xacro
+    xyz = [float(v) for v in xacro.split('origin xyz="')[1].split('"')[0].split()]
+    assert xyz == pytest.approx(saved[:3, 3], abs=1e-6)
+
+
+def test_a_calibration_child_that_already_has_a_parent_is_refused():
+    tree = driver_and_robot_tree(np.eye(4))
+    T = look_at(np.array([1.2, -0.4, 0.8]), np.array([0.0, 0.0, 0.3]))
+    with pytest.raises(ValueError, match="'camera_color_frame' already has the parent 'camera_link'"):
+        place_calibration(T, 'camera_color_optical_frame', 'panda_link0', tree, child='camera_color_frame')
+    with pytest.raises(ValueError, match="no static transform connects 'table' and 'panda_link0'"):
+        place_calibration(T, 'camera_color_optical_frame', 'panda_link0', tree, parent='table')
+    # Without a driver tree the optical frame itself is the child, under the robot base.
+    alone = place_calibration(T, 'cam_optical', 'panda_link0', StaticTransforms())
+    assert (alone.parent, alone.child) == ('panda_link0', 'cam_optical')
+    np.testing.assert_allclose(alone.T_parent_child, invert_transform(T), atol=1e-12)
+
+
 def test_static_calibration_launch_publishes_the_saved_transform(static_launch_module, tmp_path):
-    path, T = _saved_calibration(tmp_path)
+    path, _, _ = _saved_calibration(tmp_path)
+    document = read_calibration(path)
     description = static_launch_module.generate_launch_description()
     *declared, opaque = description.args[0]
     defaults = {d.args[0]: d.kwargs['default_value'] for d in declared}
-    assert defaults == {'calibration': 'calibration.yaml', 'parent': 'camera'}
+    assert defaults == {'calibration': 'calibration.yaml'}
     context = types.SimpleNamespace(launch_configurations=defaults | {'calibration': str(path)})
     (publisher,) = opaque.kwargs['function'](context)
     assert (publisher.kwargs['package'], publisher.kwargs['executable']) == ('tf2_ros', 'static_transform_publisher')
     published, parent, child = _transform_of(publisher.kwargs['arguments'])
-    assert (parent, child) == ('cam_optical', 'panda_link0')
-    assert np.allclose(published, T, atol=1e-5)
-
-    inverse, parent, child = _transform_of(static_transform_arguments(path, 'base'))
-    assert (parent, child) == ('panda_link0', 'cam_optical')
-    assert np.allclose(inverse, invert_transform(T), atol=1e-5)
-    with pytest.raises(ValueError, match="parent must be 'camera' or 'base', got 'world'"):
-        static_transform_arguments(path, 'world')
+    assert (parent, child) == ('world', 'camera_link')
+    saved = make_transform(matrix_from_quaternion(np.array(document['quaternion_xyzw'])), document['translation'])
+    assert np.allclose(published, saved, atol=1e-6)
     (tmp_path / 'other.yaml').write_text('a: 1\n')
     with pytest.raises(ValueError, match='not a robot_pose_estimator calibration'):
         static_transform_arguments(tmp_path / 'other.yaml')

@@ -212,8 +212,8 @@ def test_a_held_camera_resolves_joint_1_that_a_free_camera_trades_for_its_yaw(ro
     free = estimator.estimate(GREY, scene.camera, 0.0)
     assert free.success and abs(np.degrees(free.joint_positions[0] - scene.q[0])) > 10.0
     # The same frame with the camera known to 1 cm / 1 deg (PosePrior, as camera_motion static holds it).
-    problem = dict(pixel_scale=scene.camera.pixel_scale, refine_joints=True, T_init=free.T_camera_base,
-                   q_init=free.joint_positions, options=estimator.settings.solver_options)
+    problem = {'pixel_scale': scene.camera.pixel_scale, 'refine_joints': True, 'T_init': free.T_camera_base,
+               'q_init': free.joint_positions, 'options': estimator.settings.solver_options}
     nccs = np.where(free.used[:, None], scene.camera.to_nccs(free.keypoints_px), np.nan)
     held = pose_solver.solve(robot, q_network, nccs, free.used, **problem,
                              pose_prior=pose_solver.PosePrior(scene.T_camera_base, 0.01, np.radians(1.0)))

@@ -22,10 +22,10 @@ or misnamed, and, with ``camera_motion: static``, the fused pose and a camera th
 """
 from __future__ import annotations
 
+from pathlib import Path
 import random
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,11 +34,11 @@ rclpy = pytest.importorskip('rclpy')
 pytest.importorskip('tf2_msgs')
 
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402, I100
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.transforms import matrix_from_quaternion, rotation_angle_deg  # noqa: E402
 from robot_pose_estimator.demo import NodeProcess  # noqa: E402
@@ -196,7 +196,7 @@ def test_stale_or_misnamed_joints_fall_back_with_a_warning_and_measured_fails_th
     stamp = new_stamp(60.0)
     wrong = joint_state(seconds(stamp), misnamed, truth.q)
     assert send_frame(harness, truth, stamp, joints=(wrong,)).joint_source == 'estimated'
-    assert wait_until(lambda: "measured joint_states on /mj/measured_joint_states refused: missing joints "
+    assert wait_until(lambda: 'measured joint_states on /mj/measured_joint_states refused: missing joints '
                               "['panda_joint1'," in node.log)
 
     # Back: fresh, well-named angles are used again, and the switch is logged.

@@ -45,18 +45,21 @@ pytest.importorskip('tf2_msgs')
 
 from builtin_interfaces.msg import Time  # noqa: E402, I100
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped  # noqa: E402
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from robot_pose_estimator.config import load_config, read_calibration  # noqa: E402
-from robot_pose_estimator.core.transforms import make_transform, matrix_from_quaternion, rotation_angle_deg  # noqa: E402,E501
+from robot_pose_estimator.core.transforms import (  # noqa: E402
+    invert_transform, make_transform, matrix_from_quaternion, quaternion_from_matrix, rotation_angle_deg
+)
 from robot_pose_estimator.demo import node_environment, NodeProcess  # noqa: E402
 from robot_pose_estimator.ros.conversions import rgb_to_compressed, rgb_to_image  # noqa: E402
+from robot_pose_estimator.ros.launch_support import static_transform_arguments  # noqa: E402
 from robot_pose_estimator.rosbag import BagReader  # noqa: E402
 from robot_pose_estimator.testing import write_bad_model  # noqa: E402
 from robot_pose_estimator_msgs.msg import Keypoints2D  # noqa: E402
@@ -655,10 +658,26 @@ def test_reset_service(node, harness, truth):
     assert_alive_and_working(node, harness, truth)
 
 
+#: A driver-like /tf_static: camera_link -> the optical frame (a quarter turn, 1.5 cm to the side).
+LINK_TO_OPTICAL = make_transform(matrix_from_quaternion(np.array([-0.5, 0.5, -0.5, 0.5])), [0.0, 0.015, 0.0])
+
+
 def test_live_calibration_averages_frames_and_writes_the_yaml(node, harness, truth, workdir):
+    """start, frames, save: base -> camera_link, above the driver's tree, every frame with one parent."""
+    static = TransformStamped()
+    static.header.stamp, static.header.frame_id, static.child_frame_id = new_stamp(), 'camera_link', CAMERA_FRAME
+    static.transform.translation.x, static.transform.translation.y, static.transform.translation.z = \
+        (float(v) for v in LINK_TO_OPTICAL[:3, 3])
+    (static.transform.rotation.x, static.transform.rotation.y, static.transform.rotation.z,
+     static.transform.rotation.w) = (float(v) for v in quaternion_from_matrix(LINK_TO_OPTICAL[:3, :3]))
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    tf_static_pub = harness.node.create_publisher(TFMessage, '/tf_static', latched)
+    tf_static_pub.publish(TFMessage(transforms=[static]))
     path = workdir / 'live_calibration.yaml'
     name = '/robot_pose_estimator'
-    results = harness.set_parameters(name, calibration_path=str(path), calibration_min_frames=4)
+    # The scene model shows one arm pose: take every frame, not only those after the arm moved.
+    results = harness.set_parameters(name, calibration_path=str(path), calibration_min_frames=4,
+                                     calibration_min_motion_deg=0.0, calibration_rate=1000.0)
     assert all(r.successful for r in results), [r.reason for r in results]
     harness.call(Trigger, f'{name}/start_calibration')
     send_good_frame(harness, truth)
@@ -669,14 +688,23 @@ def test_live_calibration_averages_frames_and_writes_the_yaml(node, harness, tru
     saved = harness.call(Trigger, f'{name}/save_calibration')
     assert saved.success, saved.message
     assert str(path) in saved.message and 'frames used' in saved.message
+    assert '(panda_link0 -> camera_link; also .calib and .urdf.xacro)' in saved.message
+    assert 'standard error' in saved.message
     document = read_calibration(path)
-    assert (document['parent_frame'], document['child_frame']) == (CAMERA_FRAME, 'panda_link0')
+    assert (document['parent_frame'], document['child_frame']) == ('panda_link0', 'camera_link')
     assert document['frames_used'] + document['frames_rejected'] >= 5
     assert len(document['model_sha256']) == 64
     x, y, z, w = document['quaternion_xyzw']
     T = make_transform(matrix_from_quaternion(np.array([x, y, z, w])), np.array(document['translation']))
-    assert np.linalg.norm(T[:3, 3] - truth.T_camera_base[:3, 3]) < 0.01
-    assert rotation_angle_deg(T[:3, :3], truth.T_camera_base[:3, :3]) < 1.0
+    expected = invert_transform(LINK_TO_OPTICAL @ truth.T_camera_base)          # base -> camera_link
+    assert np.linalg.norm(T[:3, 3] - expected[:3, 3]) < 0.01
+    assert rotation_angle_deg(T[:3, :3], expected[:3, :3]) < 1.0
+    # What static_calibration.launch.py would publish next to the driver: every frame keeps one parent.
+    published = static_transform_arguments(path)
+    parents = {CAMERA_FRAME: 'camera_link', published[published.index('--child-frame-id') + 1]:
+               published[published.index('--frame-id') + 1]}
+    assert parents == {CAMERA_FRAME: 'camera_link', 'camera_link': 'panda_link0'}
+    assert path.with_suffix('.calib').is_file() and path.with_suffix('.urdf.xacro').is_file()
     again = harness.call(Trigger, f'{name}/save_calibration')     # collecting stopped with the save
     assert again.success is True and 'frames used' in again.message
 
@@ -726,7 +754,7 @@ def test_every_lifecycle_transition_with_autostart_off(managed_node, harness, tr
         stamp = send_good_frame(harness, truth, node=managed_node, answer='joint_states_lc')
         (joints,) = stamped(harness.messages('joint_states_lc'), stamp)
         assert np.degrees(np.abs(np.array(joints.position) - truth.q)).max() < 2.0
-        assert wait_until(lambda stamp=stamp: any(t.child_frame_id == 'lc/estimated/panda_link0'
+        assert wait_until(lambda stamp=stamp: any(t.child_frame_id == 'lc/panda_link0'
                                                   for t in tf_for(harness, stamp)))
 
         assert change_state(harness, name, Transition.TRANSITION_DEACTIVATE)
@@ -908,7 +936,8 @@ def test_two_namespaces_publish_two_child_frames(node, compressed_node, harness,
                       lambda: stamped(harness.messages('joint_states2'), cam2))
     assert wait_until(lambda: tf_for(harness, root) and tf_for(harness, cam2))
     children = {t.child_frame_id for t in tf_for(harness, root)} | {t.child_frame_id for t in tf_for(harness, cam2)}
-    assert children == {'estimated/panda_link0', 'cam2/estimated/panda_link0'}
+    # One naming rule with the launch file: <namespace>/<base>, estimated/<base> at the root.
+    assert children == {'estimated/panda_link0', 'cam2/panda_link0'}
 
 
 # ----------------------------------------------- the shipped default configuration, with the real model
@@ -984,7 +1013,7 @@ def test_default_configuration_tracks_and_resets(default_node, harness, demo_fra
         stamp = at(i / 15.0)
         assert wait_until(lambda stamp=stamp: tf_for(harness, stamp))
         (transform,) = tf_for(harness, stamp)
-        assert transform.child_frame_id == 'dflt/estimated/panda_link0'
+        assert transform.child_frame_id == 'dflt/panda_link0'
         t = transform.transform.translation
         # The shipped model on the realistic demo frames (path-traced, a held-out photo scene): the base
         # within 15 cm of the truth.
@@ -1015,6 +1044,18 @@ def test_missing_model_exits_nonzero_naming_the_path(tmp_path):
     assert result.returncode != 0
     assert str(missing) in result.stderr + result.stdout
     assert 'Traceback' not in result.stderr
+
+
+def test_estimates_fed_back_as_measured_joints_are_refused_at_start(truth):
+    result = run_node('-p', f'model_path:={truth.model_path}', '-r', 'measured_joint_states:=/joint_states')
+    assert result.returncode == 1
+    output = result.stderr + result.stdout
+    assert 'joint_states and measured_joint_states both resolve to /joint_states' in output
+    assert 'Traceback' not in result.stderr
+
+
+def test_at_the_root_namespace_the_node_warns_that_estimates_go_to_joint_states(node):
+    assert 'publishing the ESTIMATED joint angles on /joint_states' in node.log
 
 
 def test_corrupt_model_exits_nonzero_naming_the_path(tmp_path):

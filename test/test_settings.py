@@ -106,16 +106,15 @@ def test_every_setting_describes_itself_and_is_checked():
 
 def test_an_inverse_tf_without_a_prefix_is_refused_at_start_and_at_run_time():
     """Publishing base -> camera frame under the camera's own name would give it a second parent (REP 105)."""
-    from dataclasses import replace
-
-    from robot_pose_estimator.ros.parameters import expand_prefix, NodeSettings, runtime_change
+    from robot_pose_estimator.config import expand_frame_prefix
+    from robot_pose_estimator.ros.parameters import NodeSettings, runtime_change
 
     with pytest.raises(ValueError, match='publish_inverse_tf .* empty tf_child_prefix'):
         NodeSettings(publish_inverse_tf=True, tf_child_prefix='')
-    at_root = NodeSettings(publish_inverse_tf=True, tf_child_prefix='{ns}')   # nothing once expanded at /
-    with pytest.raises(ValueError, match='empty tf_child_prefix'):           # what configure does
-        replace(at_root, tf_child_prefix=expand_prefix(at_root.tf_child_prefix, '/'))
-    assert replace(at_root, tf_child_prefix=expand_prefix(at_root.tf_child_prefix, '/cam1')).tf_child_prefix == 'cam1/'
+    inverse = NodeSettings(publish_inverse_tf=True)             # the default {ns} is never empty once expanded
+    assert expand_frame_prefix(inverse.tf_child_prefix, '/') == 'estimated/'
+    assert expand_frame_prefix(inverse.tf_child_prefix, '/cam1/') == 'cam1/'
+    assert expand_frame_prefix('{ns}left/', '/a/b') == 'a/b/left/'
     with pytest.raises(ValueError, match='empty tf_child_prefix'):           # ros2 param set, live
         runtime_change(EstimatorSettings(), NodeSettings(tf_child_prefix=''), {'publish_inverse_tf': True})
     assert runtime_change(EstimatorSettings(), NodeSettings(), {'publish_inverse_tf': True})[1].publish_inverse_tf

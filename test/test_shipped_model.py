@@ -26,6 +26,7 @@ import pytest
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.lifter import KeypointLifter
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend
+from robot_pose_estimator.model_card import JOINT_ERROR_MEANS
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / 'models' / 'panda.onnx'
@@ -54,6 +55,8 @@ def test_card_matches_the_committed_onnx_file():
         for source in ('per_camera', 'pooled_single_frame', 'pooled_online'):
             assert source in section, source
         assert len(section['pooled_single_frame']['joint_error_deg']) == len(card['joint_names'])
+        for key in JOINT_ERROR_MEANS:                         # joints 1-6, joint 7, all
+            assert section['pooled_single_frame'][key] > 0.0, key
 
 
 def test_the_shipped_weights_continue_on_a_fresh_machine():

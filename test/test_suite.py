@@ -150,7 +150,7 @@ def test_suite_rows_break_down_by_sequence(tmp_path: Path):
     table = (out / 'benchmarks.md').read_text()
     assert f'| {cell} | `fov70_online` |' in table
     joints = ' / '.join(f'{row[key]:.1f}' for key in model_card.JOINT_ERROR_MEANS)
-    assert f" | {joints} | " in table and 'joint error 1-6 / 7 / all (deg)' in table
+    assert f' | {joints} | ' in table and 'joint error 1-6 / 7 / all (deg)' in table
 
 
 def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 from robot_pose_estimator.core.transforms import (
-    make_transform, matrix_from_quaternion, quaternion_from_matrix
+    make_transform, matrix_from_quaternion, quaternion_from_matrix, rotation_angle_deg
 )
 
 #: MAD -> standard deviation for normally distributed values.
@@ -63,12 +63,12 @@ class CalibrationResult:
 
     @property
     def translation_standard_error_m(self) -> float:
-        """Standard error of the mean translation (root of the covariance's trace), metres."""
+        """Return the standard error of the mean translation (root of the covariance's trace), metres."""
         return float(np.sqrt(np.trace(self.covariance[:3, :3]))) if self.covariance is not None else math.nan
 
     @property
     def rotation_standard_error_deg(self) -> float:
-        """Standard error of the mean rotation (root of the covariance's trace), degrees."""
+        """Return the standard error of the mean rotation (root of the covariance's trace), degrees."""
         return (math.degrees(float(np.sqrt(np.trace(self.covariance[3:, 3:]))))
                 if self.covariance is not None else math.nan)
 
@@ -168,6 +168,21 @@ class CalibrationAccumulator:
         if len(self._poses) < 3:
             raise ValueError(f'need at least 3 frames with an estimate to calibrate, got {len(self._poses)}')
         return robust_pose_mean(np.stack(self._poses), self.k_sigma, self.min_translation_m, self.min_rotation_deg)
+
+    def holdout(self) -> tuple[float, float] | None:
+        """How far the averages of the first and second half of the frames lie apart (m, deg); None below 6 frames.
+
+        The halves see the robot in different poses, so unlike the standard error (which takes
+        frames as independent) this also shows errors that depend on the arm's pose.
+        """
+        if len(self._poses) < 6:
+            return None
+        poses = np.stack(self._poses)
+        half = len(poses) // 2
+        first, second = (robust_pose_mean(p, self.k_sigma, self.min_translation_m, self.min_rotation_deg).T_camera_base
+                         for p in (poses[:half], poses[half:]))
+        return (float(np.linalg.norm(first[:3, 3] - second[:3, 3])),
+                float(rotation_angle_deg(first[:3, :3], second[:3, :3])))
 
 
 def _limit(deviations: np.ndarray, k_sigma: float, floor: float) -> float:

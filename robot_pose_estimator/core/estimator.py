@@ -21,6 +21,7 @@ solution) -> Levenberg-Marquardt over pose and angles.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 import math
 import time
@@ -159,7 +160,7 @@ class Estimator:
         return self._finish(stamp, estimate, clock, camera)
 
     def _measured_angles(self, stamp: float) -> tuple[np.ndarray | None, str | None]:
-        """The measured angles ``joint_source`` lets this frame use, or None and why not."""
+        """Return the measured angles ``joint_source`` lets this frame use, or None and why not."""
         if self.settings.joint_source == ESTIMATED:
             return None, None
         lookup = self.measured_joints.at(stamp)
@@ -226,8 +227,9 @@ class Estimator:
             estimate.joint_positions = q_network if measured is None else measured
             estimate.confidence_threshold = kept.threshold_used
             return estimate
-        pose_covariance, moved = solution.pose_covariance, False
+        pose_covariance, moved, frame_T = solution.pose_covariance, False, None
         if settings.camera_motion == 'static':
+            frame_T = solution.T_camera_base
             with clock.stage('static_camera'):
                 solution, pose_covariance, moved = self._hold_static_camera(
                     solution, measured, q_network, nccs, used, camera, sigma_px)
@@ -238,11 +240,12 @@ class Estimator:
             keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=used & solution.inliers,
             mode=mode, reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
             pose_covariance=pose_covariance, confidence_threshold=kept.threshold_used,
-            static_frames=len(self.static_camera) if settings.camera_motion == 'static' else 0, camera_moved=moved)
+            static_frames=len(self.static_camera) if settings.camera_motion == 'static' else 0, camera_moved=moved,
+            frame_T_camera_base=frame_T)
 
     def _solve_camera(self, measured: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
                       sigma_px: np.ndarray | None) -> pose_solver.PoseSolution:
-        """The camera pose alone, the joints being known: RANSAC-EPnP on their kinematics, then robust LM.
+        """Solve the camera pose alone, the joints being known: RANSAC-EPnP on their kinematics, then robust LM.
 
         RANSAC's gate is the inlier gate (no angle error to tolerate); a keypoint that the
         kinematics of the measured angles cannot explain is an outlier, not a vote, so a third
@@ -412,6 +415,28 @@ class Estimator:
                                                     estimate.keypoints_kept, solution))
         estimate.timings_ms = clock.ms
         return estimate
+
+
+class MeasuredJointsReplay:
+    """A recorded joint_states stream offered to an estimator as the node would receive it, for offline replays.
+
+    Starts the estimator afresh. Before each frame, ``up_to(stamp)`` hands over every message
+    (stamp, names, positions; sorted by stamp) up to ``measured_joints_max_age`` after the frame's
+    stamp. Evaluate, calibrate, adapt and the benchmarks all replay bags this way.
+    """
+
+    def __init__(self, estimator: Estimator, messages: Iterable[tuple[float, Sequence[str], np.ndarray]] = ()):
+        estimator.reset()
+        estimator.measured_joints.clear()
+        self.estimator = estimator
+        self._pending = iter(messages)
+        self._upcoming = next(self._pending, None)
+
+    def up_to(self, stamp: float) -> None:
+        limit = stamp + self.estimator.settings.measured_joints_max_age
+        while self._upcoming is not None and self._upcoming[0] <= limit:
+            self.estimator.measured_joints.add(*self._upcoming)
+            self._upcoming = next(self._pending, None)
 
 
 def keypoint_sigma_px(confidences: np.ndarray, sigma_px: float, doubling_step: float) -> np.ndarray | None:

@@ -99,7 +99,7 @@ class StaticCamera:
 
     @property
     def fused(self) -> CalibrationResult | None:
-        """The robust average of the window's frames (None before the first frame)."""
+        """Return the robust average of the window's frames (None before the first frame)."""
         return self._fused
 
     def add(self, T_camera_base: np.ndarray) -> StaticUpdate:
@@ -124,7 +124,7 @@ class StaticCamera:
         return StaticUpdate(moved=False, disagreed=False)
 
     def hold_sigmas(self) -> tuple[float, float] | None:
-        """(translation m, rotation rad) 1-sigma of the pose prior a frame's joints are solved under.
+        """Return the 1-sigma (translation m, rotation rad) of the pose prior a frame's joints are solved under.
 
         None while the window holds too few frames to trust (the frame is then solved on its own).
         """

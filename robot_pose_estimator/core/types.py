@@ -52,6 +52,8 @@ class Estimate:
     joint_source: str = 'estimated'             # 'measured': the robot's own joint_states were used
     joint_source_note: str | None = None        # why measured joints were not used (joint_source auto)
     static_frames: int = 0                      # camera_motion static: frames behind the published fused pose
+    # camera_motion static: this frame's own camera pose, before the fusion (None: T_camera_base).
+    frame_T_camera_base: np.ndarray | None = None
     camera_moved: bool = False                  # camera_motion static: this frame restarted the fused pose
     failure_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)

@@ -12,19 +12,22 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``robot-pose-estimator calibrate``: a fixed camera's camera -> base transform from a recorded bag.
+"""``robot-pose-estimator calibrate``: a fixed camera's calibration from a recorded bag, ready for the TF tree.
 
 Markerless hand-eye calibration offline: the estimator runs on every frame of a bag in which a
 fixed camera watches the robot move, and ``core.calibration`` averages the per-frame camera ->
-base estimates (outliers dropped, rotations averaged on SO(3)). The result is written as the
-YAML that ``launch/static_calibration.launch.py`` publishes on /tf_static, the same file the
-node's ``~/save_calibration`` writes. When the bag has ground truth (``make-bag``) the averaged
-transform is scored against it next to the per-frame errors.
+base estimates (outliers dropped, rotations averaged on SO(3)). With the robot's measured
+joint_states in the bag (``/joint_states``, or ``--measured-joints-topic``) only the camera is
+solved on each frame (docs/measured_joints.md). The average is placed into the bag's TF tree
+(``core.frames``: the robot base or ``--parent-frame`` -> the root of the camera driver's tree,
+from the bag's /tf_static) and written as the YAML that ``launch/static_calibration.launch.py``
+publishes, an easy_handeye2 ``.calib`` and a URDF ``<joint>`` (docs/calibration.md). When the bag
+has ground truth (``make-bag``) the averaged transform is scored against it.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import itertools
 from pathlib import Path
 import sys
@@ -33,7 +36,8 @@ from typing import Any
 from matplotlib.figure import Figure
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config, write_calibration
-from robot_pose_estimator.core.calibration import CalibrationAccumulator, CalibrationResult
+from robot_pose_estimator.core.calibration import CalibrationAccumulator, CalibrationResult, robust_pose_mean
+from robot_pose_estimator.core.frames import place_calibration, Placement
 from robot_pose_estimator.core.model import file_sha256
 from robot_pose_estimator.evaluation import metrics
 from robot_pose_estimator.evaluation.evaluate import run_estimator
@@ -57,6 +61,10 @@ class CalibrationReport:
     base_frame: str
     model_path: str                      # the model the estimates came from (its sha256 goes in the YAML)
     frames_total: int                    # every frame read, with an estimate or not
+    placement: Placement                 # where the average goes in the TF tree (parent -> child)
+    holdout: tuple[float, float] | None  # first half of the frames against the second (m, deg)
+    joint_source: str                    # measured | estimated | mixed: what the frames used
+    effector_frame: str                  # the robot's last link (easy_handeye2 records one)
     translation_error_m: float | None = None     # the averaged transform vs the truth
     rotation_error_deg: float | None = None
     frame_translation_errors_m: np.ndarray | None = None   # each offered frame vs the truth
@@ -69,6 +77,10 @@ class CalibrationReport:
             'frames_used': self.result.frames_used, 'frames_rejected': self.result.frames_rejected,
             'translation_spread_m': self.result.translation_spread_m,
             'rotation_spread_deg': self.result.rotation_spread_deg,
+            'translation_standard_error_m': self.result.translation_standard_error_m,
+            'rotation_standard_error_deg': self.result.rotation_standard_error_deg,
+            'holdout': self.holdout, 'joint_source': self.joint_source,
+            'parent_frame': self.placement.parent, 'child_frame': self.placement.child,
         }
         if self.translation_error_m is not None:
             out |= {'translation_error_m': self.translation_error_m, 'rotation_error_deg': self.rotation_error_deg,
@@ -80,8 +92,13 @@ class CalibrationReport:
 def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_path: str | Path | None = None,
                   mode: str = DEFAULT_MODE, topics: BagTopics = DEFAULT_TOPICS, max_frames: int | None = None,
                   camera_frame: str = '', config_overrides: dict[str, Any] | None = None,
-                  progress: bool = True) -> CalibrationReport:
-    """Estimate every frame of ``bag`` and average camera -> base over the frames with an estimate."""
+                  parent_frame: str = '', child_frame: str = '', progress: bool = True) -> CalibrationReport:
+    """Estimate every frame of ``bag``, average camera -> base over the frames with an estimate, place it.
+
+    ``camera_frame`` is the images' optical frame (default: their frame_id; another name is refused,
+    as it would silently mislabel the transform: ``child_frame`` says where the result goes).
+    ``parent_frame``/``child_frame``: ``core.frames.place_calibration``, with the bag's /tf_static.
+    """
     if not Path(bag).exists():
         raise FileNotFoundError(f'bag not found: {bag}')
     overrides: dict[str, Any] = {**(config_overrides or {}), 'mode': mode}
@@ -99,10 +116,17 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
                 frame_ids.add(frame.frame_id)
                 yield frame
         records = run_estimator(estimator, frames(), total, progress, reader.measured_joint_states(), 'calibrate')
-    if not camera_frame and len(frame_ids) > 1:
-        raise ValueError(f'{bag}: images from several frames {sorted(frame_ids)}: one fixed camera per '
-                         'calibration, pick one with --camera-frame')
-    camera_frame = camera_frame or next(iter(frame_ids), '')
+        tree = reader.static_transforms()
+    if len(frame_ids) > 1:
+        raise ValueError(f'{bag}: images from several frames {sorted(frame_ids)}: one fixed camera per calibration')
+    image_frame = next(iter(frame_ids), '')
+    if camera_frame and image_frame and camera_frame != image_frame:
+        raise ValueError(f'--camera-frame {camera_frame} is not the frame of the images ({image_frame}): the '
+                         'estimate is in the optical frame the images are in. To attach the calibration to another '
+                         f"frame of the camera (e.g. its driver's camera_link), use --child-frame {camera_frame}")
+    camera_frame = camera_frame or image_frame
+    if not camera_frame:
+        raise ValueError('the images have no frame_id; pass --camera-frame (their optical frame)')
     offered = [r for r in records if r.success]
     accumulator = CalibrationAccumulator()
     for record in offered:
@@ -111,7 +135,11 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
         raise ValueError(f'{bag}: only {len(accumulator)} of {len(records)} frames have an estimate; '
                          'calibration needs at least 3 (is the robot in view? is it the right model?)')
     result = accumulator.result()
-    report = CalibrationReport(result, offered, camera_frame, base_frame, config.model_path, len(records))
+    placement = place_calibration(result.T_camera_base, camera_frame, base_frame, tree, parent_frame, child_frame)
+    sources = {r.joint_source for r in offered}
+    report = CalibrationReport(result, offered, camera_frame, base_frame, config.model_path, len(records), placement,
+                               accumulator.holdout(), sources.pop() if len(sources) == 1 else 'mixed',
+                               estimator.robot.keypoint_specs[-1].link)
     truth = [r.T_camera_base_gt for r in offered if r.T_camera_base_gt is not None]
     if len(truth) != len(offered):
         return report
@@ -123,37 +151,62 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
     estimates = np.stack([r.T_camera_base for r in offered])
     frame_rotation, frame_translation_cm = metrics.pose_errors(estimates, truth)
     rotation, translation_cm = metrics.pose_errors(result.T_camera_base[None], truth[:1])
-    return CalibrationReport(result, offered, camera_frame, base_frame, config.model_path, len(records),
-                             float(translation_cm[0]) / 100.0, float(rotation[0]), frame_translation_cm / 100.0,
-                             frame_rotation)
+    return replace(report, translation_error_m=float(translation_cm[0]) / 100.0, rotation_error_deg=float(rotation[0]),
+                   frame_translation_errors_m=frame_translation_cm / 100.0, frame_rotation_errors_deg=frame_rotation)
 
 
 def plot_calibration(path: Path, report: CalibrationReport) -> Path:
-    """Per-frame camera -> base against the average: translation and rotation from the mean (or the truth)."""
+    """Left: each frame against the average (or the truth). Right: how the average settled as frames came in.
+
+    The right column redoes the robust average over the first n frames for growing n and draws
+    its distance from the final average (or the truth, when the bag has it) with a band of one
+    standard error of the mean: how far the saved transform is likely off, not how noisy a frame is.
+    """
     result = report.result
     estimates = np.stack([r.T_camera_base for r in report.records])
     reference = result.T_camera_base[None].repeat(len(estimates), axis=0)
     rotation, translation_cm = metrics.pose_errors(estimates, reference)
     index = np.array([r.index for r in report.records])
-    fig = Figure(figsize=(7.5, 5.0), dpi=110, layout='constrained')
-    axes = fig.subplots(2, 1, sharex=True)
     scored = report.frame_translation_errors_m is not None
-    for ax, values, truth_values, label in (
-            (axes[0], translation_cm, report.frame_translation_errors_m, 'translation (cm)'),
-            (axes[1], rotation, report.frame_rotation_errors_deg, 'rotation (deg)')):
+    truth = report.records[0].T_camera_base_gt if scored else result.T_camera_base
+    counts = np.unique(np.linspace(3, len(estimates), min(40, len(estimates) - 2)).astype(int))
+    running = [robust_pose_mean(estimates[:n]) for n in counts]
+    running_rotation, running_cm = metrics.pose_errors(np.stack([r.T_camera_base for r in running]),
+                                                       truth[None].repeat(len(running), axis=0))
+    se_cm = np.array([100.0 * r.translation_standard_error_m for r in running])
+    se_deg = np.array([r.rotation_standard_error_deg for r in running])
+    fig = Figure(figsize=(11.0, 5.5), dpi=110, layout='constrained')
+    axes = fig.subplots(2, 2, sharex='col')
+    for row, (values, truth_values, running_values, band, unit) in enumerate((
+            (translation_cm, report.frame_translation_errors_m, running_cm, se_cm, 'cm'),
+            (rotation, report.frame_rotation_errors_deg, running_rotation, se_deg, 'deg'))):
+        ax = axes[row, 0]
         ax.plot(index[result.kept], values[result.kept], '.', color='tab:blue', label='frame vs average (used)')
         ax.plot(index[~result.kept], values[~result.kept], 'x', color='tab:red', label='frame vs average (rejected)')
         if scored:
-            scale = 100.0 if 'cm' in label else 1.0
+            scale = 100.0 if unit == 'cm' else 1.0
             ax.plot(index, np.asarray(truth_values) * scale, '.', color='tab:gray', alpha=0.5, ms=3,
                     label='frame vs truth')
-            average = (report.translation_error_m * 100.0 if 'cm' in label else report.rotation_error_deg)
-            ax.axhline(average, color='tab:green', label=f'average vs truth ({average:.2f})')
-        ax.set(ylabel=label)
+        ax.set(ylabel=f"{'translation' if unit == 'cm' else 'rotation'} ({unit})")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc='upper right', fontsize='small')
-    axes[1].set(xlabel='frame')
-    fig.suptitle(f'Calibration: {result.frames_used} frames used, {result.frames_rejected} rejected')
+        ax = axes[row, 1]
+        ax.plot(counts, running_values, '-', color='tab:green',
+                label=f"average of the first n frames vs {'truth' if scored else 'the final average'}")
+        ax.fill_between(counts, np.maximum(running_values - band, 0.0), running_values + band, color='tab:green',
+                        alpha=0.2, label='± one standard error of the mean')
+        ax.set(ylabel=f"average vs {'truth' if scored else 'final'} ({unit})")
+        ax.ticklabel_format(axis='y', useOffset=False)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc='upper right', fontsize='small')
+    axes[0, 1].legend(loc='upper right', fontsize='small')
+    axes[1, 0].set(xlabel='frame')
+    axes[1, 1].set(xlabel='frames averaged')
+    holdout = ('' if report.holdout is None else
+               f'; first half vs second half {100 * report.holdout[0]:.2f} cm / {report.holdout[1]:.2f} deg')
+    fig.suptitle(f'Calibration {report.placement.parent} -> {report.placement.child}: {result.frames_used} frames '
+                 f'used, {result.frames_rejected} rejected; standard error '
+                 f'{100 * result.translation_standard_error_m:.2f} cm / {result.rotation_standard_error_deg:.2f} deg'
+                 + holdout, fontsize='medium')
     fig.savefig(path)
     return path
 
@@ -162,42 +215,55 @@ def plot_calibration(path: Path, report: CalibrationReport) -> Path:
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--bag', required=True, type=Path,
-                        help='rosbag2 of a fixed camera watching the robot move through varied poses')
+                        help='rosbag2 of a fixed camera watching the robot move through varied poses (with the '
+                             "robot's /joint_states and the driver's /tf_static when recorded)")
     parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
     parser.add_argument('--model', type=Path, default=None, help="ONNX model (default: the config's model_path)")
     parser.add_argument('--mode', choices=('single_frame', 'online'), default=DEFAULT_MODE,
                         help=f'estimator mode (default {DEFAULT_MODE}: every frame an independent estimate)')
-    parser.add_argument('--out', type=Path, default=Path('calibration.yaml'), help='calibration YAML to write')
-    parser.add_argument('--camera-frame', default='', help="camera frame (default: the images' frame_id)")
+    parser.add_argument('--out', type=Path, default=Path('calibration.yaml'),
+                        help='calibration YAML to write; .calib (easy_handeye2) and .urdf.xacro go beside it')
+    parser.add_argument('--parent-frame', default='',
+                        help='TF parent of the saved transform: the robot base (default) or a frame statically '
+                             'connected to it in the bag, e.g. world')
+    parser.add_argument('--child-frame', default='',
+                        help="TF child of the saved transform: the root of the camera driver's tree in the bag's "
+                             '/tf_static (default, e.g. camera_link; the optical frame itself without one)')
+    parser.add_argument('--camera-frame', default='',
+                        help="the images' optical frame, for images without a frame_id (default: their frame_id)")
     parser.add_argument('--max-frames', type=int, default=None, help='use only the first N frames')
     parser.add_argument('--plot', type=Path, default=None,
-                        help='per-frame spread plot (default: the YAML path with .png)')
+                        help='spread and convergence plot (default: the YAML path with .png)')
     add_topic_arguments(parser)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
     try:
         report = calibrate_bag(args.bag, args.config, args.model, args.mode, topics_from_args(args),
-                               args.max_frames, args.camera_frame)
+                               args.max_frames, args.camera_frame, parent_frame=args.parent_frame,
+                               child_frame=args.child_frame)
     except (FileNotFoundError, ValueError) as error:
         print(f'calibrate: {error}', file=sys.stderr)
         return 2
-    if not report.camera_frame:
-        print('calibrate: the images have no frame_id; pass --camera-frame', file=sys.stderr)
-        return 2
-    path = write_calibration(args.out, report.result, report.camera_frame, report.base_frame,
-                             file_sha256(report.model_path),
-                             f'robot-pose-estimator calibrate --bag {Path(args.bag).resolve()}')
-    plot = plot_calibration(args.plot or path.with_suffix('.png'), report)
+    paths = write_calibration(args.out, report.result, report.placement, report.camera_frame, report.base_frame,
+                              file_sha256(report.model_path),
+                              f'robot-pose-estimator calibrate --bag {Path(args.bag).resolve()}', report.holdout,
+                              report.joint_source, report.effector_frame)
+    plot = plot_calibration(args.plot or paths[0].with_suffix('.png'), report)
     summary = report.summary()
     print(f"calibrate: {summary['frames_used']} of {summary['frames']} frames used "
           f"({summary['frames_rejected']} rejected, {summary['frames'] - summary['frames_with_estimate']} without "
-          f"an estimate); spread {100 * summary['translation_spread_m']:.2f} cm / "
-          f"{summary['rotation_spread_deg']:.2f} deg RMS")
+          f"an estimate; {summary['joint_source']} joints); spread {100 * summary['translation_spread_m']:.2f} cm / "
+          f"{summary['rotation_spread_deg']:.2f} deg RMS per frame; standard error of the average "
+          f"{100 * summary['translation_standard_error_m']:.2f} cm / {summary['rotation_standard_error_deg']:.2f} deg")
+    if report.holdout is not None:
+        print(f'calibrate: first half of the frames vs the second: {100 * report.holdout[0]:.2f} cm, '
+              f'{report.holdout[1]:.2f} deg')
     if 'translation_error_m' in summary:
         print(f"calibrate: averaged transform vs truth: {100 * summary['translation_error_m']:.2f} cm, "
               f"{summary['rotation_error_deg']:.2f} deg (single frames, median: "
               f"{100 * summary['frame_translation_error_median_m']:.2f} cm, "
               f"{summary['frame_rotation_error_median_deg']:.2f} deg)")
-    print(f'wrote {path} and {plot}')
+    print(f"calibrate: {summary['parent_frame']} -> {summary['child_frame']}; wrote "
+          + ', '.join(str(p) for p in paths) + f' and {plot}')
     return 0

@@ -32,7 +32,7 @@ from typing import Any
 import warnings
 
 from robot_pose_estimator.config import default_config_path, load_config
-from robot_pose_estimator.core.estimator import Estimator
+from robot_pose_estimator.core.estimator import Estimator, MeasuredJointsReplay
 from robot_pose_estimator.evaluation import metrics
 from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecord, Scorer
 from robot_pose_estimator.evaluation.report import write_outputs
@@ -46,21 +46,15 @@ from tqdm import tqdm
 def run_estimator(estimator: Estimator, frames: Iterable[BagFrame], total: int | None = None,
                   progress: bool = True, measured_joints: Sequence[JointSample] = (),
                   desc: str = 'evaluate') -> list[FrameRecord]:
-    """Run the estimator on every frame, in order, timing each estimate() call.
+    """Run the estimator on every frame, in order, from a fresh state, timing each estimate() call.
 
-    ``measured_joints`` (a bag's robot joint_states, by stamp) reach the estimator as they would
-    reach the node: every message up to ``measured_joints_max_age`` after a frame's stamp has
-    arrived when that frame is estimated.
+    ``measured_joints``: a bag's robot joint_states, offered as the node would receive them
+    (``core.estimator.MeasuredJointsReplay``).
     """
-    estimator.reset()
-    estimator.measured_joints.clear()
+    replay = MeasuredJointsReplay(estimator, measured_joints)
     records = []
-    pending = iter(measured_joints)
-    upcoming = next(pending, None)
     for frame in tqdm(frames, total=total, unit='frame', desc=desc, disable=not progress):
-        while upcoming is not None and upcoming.stamp <= frame.stamp + estimator.settings.measured_joints_max_age:
-            estimator.measured_joints.add(*upcoming)
-            upcoming = next(pending, None)
+        replay.up_to(frame.stamp)
         start = time.perf_counter()
         estimate = estimator.estimate(frame.image, frame.camera, frame.stamp)
         records.append(FrameRecord.from_estimate(frame, estimate, 1e3 * (time.perf_counter() - start)))

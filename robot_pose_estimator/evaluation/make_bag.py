@@ -74,6 +74,9 @@ EVAL_BACKGROUNDS = 'data/backgrounds/eval'
 DEFAULT_SPP = 16
 START_NS = 1_700_000_000 * 1_000_000_000   # a fixed start stamp: the same arguments give the same bag
 PARAMETERS_FILE = 'make_bag.json'           # beside metadata.yaml, so suites can reuse a bag
+#: A cell's camera frames this many frames of a reference trajectory drawn from its scene seed.
+CELL_REFERENCE_FRAMES = 300
+CELL_STREAM = 12345                         # keeps the cell's random stream apart from a trajectory seed's
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class BagSpec:
     backgrounds: tuple[str, ...] = ()
     occluders: int = 0
     spp: int = DEFAULT_SPP
+    scene_seed: int | None = None
 
     def validate(self) -> None:
         if self.frames < 1:
@@ -117,6 +121,8 @@ class BagSpec:
             raise ValueError('--occluders is for the pbr renderer; TinyRenderer bags use --occlusion')
         if self.occluders < 0 or self.spp < 1:
             raise ValueError(f'need occluders >= 0 and spp >= 1, got {self.occluders} and {self.spp}')
+        if self.scene_seed is not None and self.camera_motion != 'static':
+            raise ValueError('--scene-seed fixes a cell: its scene and its camera, so the camera must be static')
 
 
 def joint_trajectory(robot: RobotModel, frames: int, fps: float, rng: np.random.Generator,
@@ -213,16 +219,20 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
              fov_deg: float = 70.0, distortion: bool = False, occlusion: float = 0.0, truncation: bool = False,
              camera_motion: str = 'static', seed: int = 0, image_size: tuple[int, int] = (640, 480),
              jpeg_quality: int = 90, storage: str = 'mcap', progress: bool = True, renderer: str = 'tinyrenderer',
-             backgrounds: Sequence[str | Path] = (), occluders: int = 0, spp: int = DEFAULT_SPP) -> Path:
+             backgrounds: Sequence[str | Path] = (), occluders: int = 0, spp: int = DEFAULT_SPP,
+             scene_seed: int | None = None) -> Path:
     """Render a bag to ``out`` (a new directory) and return its path. Deterministic in ``seed``.
 
     ``occlusion`` is the fraction of the robot's pixels covered by occluders in every frame;
     ``image_size`` is (width, height). ``renderer='pbr'`` path-traces the frames in a scene of
-    ``backgrounds`` images with ``occluders`` boxes, ``spp`` samples per pixel.
+    ``backgrounds`` images with ``occluders`` boxes, ``spp`` samples per pixel. ``scene_seed``
+    fixes a *cell*: the scene (backdrop, floor, lights, clutter) and a static camera placed for
+    a reference trajectory of that seed, so that bags of one cell differ only in the arm's
+    trajectory (``seed``), as two recordings in one work cell do.
     """
     spec = BagSpec(frames, fps, fov_deg, distortion, occlusion, truncation, camera_motion, seed,
                    (int(image_size[0]), int(image_size[1])), jpeg_quality, renderer,
-                   tuple(str(Path(b).resolve()) for b in backgrounds), int(occluders), int(spp))
+                   tuple(str(Path(b).resolve()) for b in backgrounds), int(occluders), int(spp), scene_seed)
     spec.validate()
     out = Path(out)
     if out.exists():
@@ -236,10 +246,15 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
     rng = np.random.default_rng(seed)
     q = joint_trajectory(robot, frames, fps, rng)
     poses = camera_trajectory(robot, q, camera, rng, camera_motion, truncation, fps)
-    scene_seed = int(rng.integers(2**63))  # one background, light and noise pattern for the whole bag
+    render_seed = int(rng.integers(2**63))  # one background, light and noise pattern for the whole bag
     if spec.renderer == 'pbr':   # a scene of its own per camera and condition, not only per trajectory seed
-        scene_seed = int(np.random.default_rng([seed, round(fov_deg * 100), int(distortion),
-                                                occluders]).integers(2**63))
+        render_seed = int(np.random.default_rng([seed, round(fov_deg * 100), int(distortion),
+                                                 occluders]).integers(2**63))
+    if scene_seed is not None:   # a cell: its own scene and camera, whatever the trajectory
+        cell = np.random.default_rng([scene_seed, CELL_STREAM])
+        reference = joint_trajectory(robot, CELL_REFERENCE_FRAMES, fps, cell)
+        poses = np.repeat(camera_trajectory(robot, reference, camera, cell, 'static', truncation, fps)[:1], frames, 0)
+        render_seed = int(cell.integers(2**63))
 
     maps = distortion_maps(camera) if distortion else None
     pad_x, pad_y = maps[2] if maps is not None else (0, 0)
@@ -249,7 +264,7 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
     frame_id = bagio.DEFAULT_CAMERA_FRAME
     images_digest = hashlib.sha256()
     with _frame_renderer(spec, config, config_path, robot, (width + 2 * pad_x, height + 2 * pad_y),
-                         scene_seed) as draw, bagio.BagWriter(out, storage=storage) as writer:
+                         render_seed) as draw, bagio.BagWriter(out, storage=storage) as writer:
         for i in tqdm(range(frames), unit='frame', desc='make-bag', disable=not progress):
             stamp = START_NS + round(i * 1e9 / fps)
             image = draw(q[i], poses[i], K_render)
@@ -322,6 +337,8 @@ def _command(out: Path, config_path: Path, spec: BagSpec) -> str:
     if spec.renderer != 'tinyrenderer':
         flags += [f'--renderer {spec.renderer}', '--backgrounds ' + ' '.join(shlex.quote(b) for b in spec.backgrounds),
                   f'--occluders {spec.occluders}', f'--spp {spec.spp}']
+    if spec.scene_seed is not None:
+        flags.append(f'--scene-seed {spec.scene_seed}')
     return 'robot-pose-estimator make-bag ' + ' '.join(flags)
 
 
@@ -330,26 +347,34 @@ def _command(out: Path, config_path: Path, spec: BagSpec) -> str:
 def add_make_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, type=Path, help='new bag directory to write')
     parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
-    parser.add_argument('--frames', type=int, default=300, help='number of frames')
-    parser.add_argument('--fps', type=float, default=30.0, help='frame rate of the stamps')
-    parser.add_argument('--fov', type=float, default=70.0, help='horizontal field of view, degrees')
+    parser.add_argument('--frames', type=int, default=300, help='number of frames (default: 300)')
+    parser.add_argument('--fps', type=float, default=30.0, help='frame rate of the stamps, Hz (default: 30)')
+    parser.add_argument('--fov', type=float, default=70.0, help='horizontal field of view, degrees (default: 70)')
     parser.add_argument('--distortion', action='store_true',
                         help=f'plumb_bob lens distortion D = {list(DEFAULT_DISTORTION)}')
     parser.add_argument('--occlusion', type=float, default=0.0,
                         help="fraction of the robot's pixels covered by occluders in every frame (0-1)")
     parser.add_argument('--truncation', action='store_true', help='camera close enough that the arm leaves the frame')
-    parser.add_argument('--camera-motion', choices=CAMERA_MOTIONS, default='static')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=480)
-    parser.add_argument('--jpeg-quality', type=int, default=90)
-    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    parser.add_argument('--camera-motion', choices=CAMERA_MOTIONS, default='static',
+                        help='static: a fixed camera; slow: it orbits +-15 deg about the arm (default: static)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='draws the arm trajectory, the camera placement and the scene (default: 0)')
+    parser.add_argument('--scene-seed', type=int, default=None,
+                        help='a work cell: fixes the scene and a static camera apart from --seed, so bags of one '
+                             'cell differ only in the arm trajectory (default: drawn from --seed)')
+    parser.add_argument('--width', type=int, default=640, help='image width in pixels (default: 640)')
+    parser.add_argument('--height', type=int, default=480, help='image height in pixels (default: 480)')
+    parser.add_argument('--jpeg-quality', type=int, default=90,
+                        help='JPEG quality of the CompressedImage frames (default: 90)')
+    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
+                        help='rosbag2 storage plugin (default: mcap)')
     parser.add_argument('--renderer', choices=RENDERERS, default='tinyrenderer',
                         help="'pbr': path-traced in a scene of held-out photos (the cross-domain benchmark)")
     parser.add_argument('--backgrounds', nargs='+', default=None, metavar='DIR',
                         help=f'pbr: photo and texture folders (default: the folders in {EVAL_BACKGROUNDS})')
     parser.add_argument('--occluders', type=int, default=0, help='pbr: boxes between the camera and the arm')
-    parser.add_argument('--spp', type=int, default=DEFAULT_SPP, help='pbr: path-tracing samples per pixel')
+    parser.add_argument('--spp', type=int, default=DEFAULT_SPP,
+                        help=f'pbr: path-tracing samples per pixel (default: {DEFAULT_SPP})')
 
 
 def run_make_bag(args: argparse.Namespace) -> int:
@@ -361,7 +386,8 @@ def run_make_bag(args: argparse.Namespace) -> int:
                         distortion=args.distortion, occlusion=args.occlusion, truncation=args.truncation,
                         camera_motion=args.camera_motion, seed=args.seed, image_size=(args.width, args.height),
                         jpeg_quality=args.jpeg_quality, storage=args.storage, renderer=args.renderer,
-                        backgrounds=backgrounds or (), occluders=args.occluders, spp=args.spp)
+                        backgrounds=backgrounds or (), occluders=args.occluders, spp=args.spp,
+                        scene_seed=args.scene_seed)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f'make-bag: {error}', file=sys.stderr)
         return 2

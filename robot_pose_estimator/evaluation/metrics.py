@@ -300,7 +300,7 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
 
 
 def joint_error_means(joint_deg: np.ndarray) -> dict[str, float | None]:
-    """The mean joint error three ways, from per-frame errors (N, J) in degrees.
+    """Return the mean joint error three ways, from per-frame errors (N, J) in degrees.
 
     ``joint_error_mean_deg`` over all joints; ``joint_error_but_last_mean_deg`` over all but the
     last (Panda joints 1-6: the anchors leave out the flange roll, whose 180 deg twin a symmetric

@@ -39,6 +39,8 @@ EST_COLOUR = (255, 0, 255)      # estimated skeleton: FK of the estimated angles
 KEPT_COLOUR = (0, 220, 0)       # detected peaks the estimator used
 DROPPED_COLOUR = (230, 40, 40)  # peaks it dropped
 TILE_WIDTH = 320
+#: An estimate of the flange roll this far from the truth (180 +- 20 deg) is the hand's half-turn twin.
+TWIN_BAND_DEG = 160.0
 SHEET_COLUMNS = 4
 
 
@@ -117,11 +119,19 @@ def _scored_times(result: EvaluationResult) -> np.ndarray:
 
 
 def plot_joint_angles(path: Path, result: EvaluationResult) -> Path:
-    """Estimated against true angle of every joint over time, one panel per joint (degrees)."""
-    t = _scored_times(result)
-    records = [result.records[i] for i in result.scored]
+    """Estimated (and, with ground truth, true) angle of every joint over time, one panel per joint (degrees).
+
+    Estimates of the last joint (the flange roll) that lie 180 +- 20 deg from the truth are marked:
+    the hand looks alike turned half a turn, so those are its twin, not noise.
+    """
+    truthful = result.errors is not None
+    records = ([result.records[i] for i in result.scored] if truthful
+               else [r for r in result.records if r.success])
+    stamps = np.array([r.stamp for r in records])
+    t = stamps - stamps.min() if stamps.size else stamps
     estimated = np.degrees(np.stack([r.joint_positions for r in records])) if records else np.zeros((0, 0))
-    truth = np.degrees(np.stack([r.joint_positions_gt for r in records])) if records else np.zeros((0, 0))
+    truth = (np.degrees(np.stack([r.joint_positions_gt for r in records])) if records and truthful
+             else None)
     joints = len(result.joint_names)
     columns = 2 if joints > 3 else 1
     rows = math.ceil(joints / columns)
@@ -129,17 +139,28 @@ def plot_joint_angles(path: Path, result: EvaluationResult) -> Path:
     axes = fig.subplots(rows, columns, sharex=True, squeeze=False).ravel()
     for j, name in enumerate(result.joint_names):
         ax = axes[j]
+        title = name
         if records:
-            ax.plot(t, truth[:, j], '-', color='tab:orange', lw=1.2, label='truth')
+            if truth is not None:
+                ax.plot(t, truth[:, j], '-', color='tab:orange', lw=1.2, label='truth')
             ax.plot(t, estimated[:, j], '.', color='tab:blue', ms=2.5, label='estimate')
-        ax.set(title=name, ylabel='deg')
+            if truth is not None and j == joints - 1:
+                off = np.abs((estimated[:, j] - truth[:, j] + 180.0) % 360.0 - 180.0)
+                twin = off > TWIN_BAND_DEG
+                ax.plot(t[twin], estimated[twin, j], 'x', color='tab:red', ms=4,
+                        label=f'180 deg twin of the hand ({np.count_nonzero(twin)} frames)')
+                title = f'{name} (flange roll: the hand looks alike turned 180 deg)'
+                ax.legend(loc='best', fontsize='x-small')
+        ax.set(title=title, ylabel='deg')
+        ax.title.set_fontsize('small')
         ax.grid(alpha=0.3)
     for ax in axes[joints:]:
         ax.set_visible(False)
     for ax in axes[max(0, joints - columns):joints]:
         ax.set(xlabel='time (s)')
     axes[0].legend(loc='best', fontsize='small')
-    fig.suptitle('Joint angles: estimate against truth (gaps: no estimate)')
+    fig.suptitle('Joint angles: estimate against truth (gaps: no estimate)' if truthful
+                 else 'Estimated joint angles (the bag has no ground truth; gaps: no estimate)')
     fig.savefig(path)
     return path
 
@@ -182,6 +203,12 @@ def plot_pose_error_over_time(path: Path, result: EvaluationResult) -> Path:
     return path
 
 
+#: What the estimator's stages are called in plots (``Estimator``'s stage clock names them tersely).
+STAGE_NAMES = {'preprocess': 'crop and resize', 'inference': 'network', 'decode': 'heatmap peaks',
+               'filter': 'confidence filter', 'nccs': 'undistort (NCCS)', 'solve': 'pose and angle fit',
+               'static_camera': 'static camera fusion', metrics.TOTAL_STAGE: 'whole frame'}
+
+
 def plot_latency(path: Path, result: EvaluationResult) -> Path:
     """Histogram of the per-frame latency of every stage (and the total)."""
     stages: dict[str, list[float]] = {}
@@ -197,8 +224,9 @@ def plot_latency(path: Path, result: EvaluationResult) -> Path:
         values = np.asarray(stages[stage])
         ax.hist(values, bins=30, color='tab:green' if stage == metrics.TOTAL_STAGE else 'tab:blue')
         ax.axvline(np.percentile(values, 95), color='tab:red', lw=1)  # p95
-        ax.set(title=f'{stage} (p50 {np.median(values):.2f} ms)', xlabel='ms (red: p95)')
-    fig.suptitle('Latency per stage')
+        ax.set(title=f'{STAGE_NAMES.get(stage, stage)} (p50 {np.median(values):.2f} ms)', xlabel='ms (red: p95)',
+               ylabel='frames')
+    fig.suptitle('Latency per stage of one frame (the network runs once or twice per frame)')
     fig.savefig(path)
     return path
 
@@ -206,10 +234,17 @@ def plot_latency(path: Path, result: EvaluationResult) -> Path:
 # --- overlays ------------------------------------------------------------------------------------
 
 def worst_indices(result: EvaluationResult, count: int) -> list[int]:
-    """Record indices of the ``count`` frames with the largest ADD (misses first)."""
+    """Record indices of the ``count`` frames with the largest ADD (misses first).
+
+    Without ground truth: the frames without an estimate first, then frames spread evenly over the bag.
+    """
     errors = result.errors
-    if errors is None or count <= 0:
+    if count <= 0 or not result.records:
         return []
+    if errors is None:
+        misses = [i for i, r in enumerate(result.records) if not r.success]
+        spread = np.unique(np.linspace(0, len(result.records) - 1, count).round().astype(int)).tolist()
+        return (misses + [i for i in spread if i not in misses])[:count]
     order = np.argsort(-np.nan_to_num(errors.add, posinf=np.finfo(float).max), kind='stable')
     return [int(result.scored[row]) for row in order[:count]]
 
@@ -246,7 +281,10 @@ def _point(p: np.ndarray) -> tuple[int, int]:
 
 
 def contact_sheet(result: EvaluationResult, robot: RobotModel, images: ImageSource, count: int) -> np.ndarray | None:
-    """Draw a grid of overlays of the worst frames by ADD, or None when there is nothing to show."""
+    """Draw a grid of overlays of the worst frames by ADD (without ground truth: misses, then frames over the bag).
+
+    None when there is nothing to show.
+    """
     indices = worst_indices(result, count)
     loaded = images(indices)
     if not indices or not loaded:
@@ -258,9 +296,11 @@ def contact_sheet(result: EvaluationResult, robot: RobotModel, images: ImageSour
         if index not in loaded:
             continue
         record = result.records[index]
-        add = result.errors.add[row_of[index]]
-        label = (f'#{index} ADD {add * 100:.1f} cm' if np.isfinite(add)
-                 else f'#{index} miss: {record.failure_reason or "no estimate"}'[:60])
+        add = result.errors.add[row_of[index]] if result.errors is not None else None
+        if not record.success:
+            label = f'#{index} miss: {record.failure_reason or "no estimate"}'[:60]
+        else:
+            label = f'#{index} ADD {add * 100:.1f} cm' if add is not None else f'#{index} estimate'
         tile = draw_frame(loaded[index], record, robot, edges, label)
         height = round(tile.shape[0] * TILE_WIDTH / tile.shape[1])
         tiles.append(cv2.resize(tile, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA))

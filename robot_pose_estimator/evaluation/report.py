@@ -73,15 +73,16 @@ def write_outputs(out_dir: str | Path, result: EvaluationResult, robot: RobotMod
         paths['add_curve'] = plot_add_curve(out / PLOTS['add_curve'], result)
         paths['joint_errors'] = plot_joint_errors(out / PLOTS['joint_errors'], result)
         paths['add_over_time'] = plot_add_over_time(out / PLOTS['add_over_time'], result)
-        paths['joint_angles'] = plot_joint_angles(out / PLOTS['joint_angles'], result)
         paths['pose_error_over_time'] = plot_pose_error_over_time(out / PLOTS['pose_error_over_time'], result)
         if result.errors.keypoint_px is not None and result.summary.get('keypoint_error_px'):
             paths['keypoint_errors'] = plot_keypoint_errors(out / PLOTS['keypoint_errors'], result)
+    if result.records:
+        paths['joint_angles'] = plot_joint_angles(out / PLOTS['joint_angles'], result)
     if any(r.timings_ms for r in result.records):
         paths['latency'] = plot_latency(out / PLOTS['latency'], result)
     if isinstance(images, BagReader):
         images = bag_image_source(images)
-    if result.errors is not None and images is not None and worst_frames > 0:
+    if images is not None and worst_frames > 0:
         sheet = contact_sheet(result, robot, images, worst_frames)
         if sheet is not None:
             paths['worst_frames'] = out / PLOTS['worst_frames']
@@ -180,7 +181,7 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
             f"| AUC of ADD @ 0.1 m (%) | {_fmt(s.get('add_auc_0.1m_percent'))} |",
             f"| ADD mean / median (cm) | {_fmt(s.get('add_mean_m'), 100)} / {_fmt(s.get('add_median_m'), 100)} |",
             f"| frames with an estimate (%) | {_fmt(s.get('success_fraction'), 100, 1)} |",
-            f"| joint error, mean over joints {arm} / joint {last} / all joints (deg) | "
+            f'| joint error, mean over joints {arm} / joint {last} / all joints (deg) | '
             f"{_fmt(s.get('joint_error_but_last_mean_deg'))} / {_fmt(s.get('joint_error_last_deg'))} / "
             f"{_fmt(s.get('joint_error_mean_deg'))} |",
             f"| T_camera_base rotation error mean / median (deg) | {_fmt(s.get('rotation_error_mean_deg'))} / "
@@ -235,8 +236,9 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
                 'add_over_time': 'ADD over time', 'joint_angles': 'Joint angles over time',
                 'pose_error_over_time': 'Camera -> base error over time',
                 'keypoint_errors': 'Keypoint error per keypoint', 'latency': 'Latency per stage',
-                'worst_frames': f'Worst {worst_frames} frames by ADD (yellow: ground truth, magenta: estimate, '
-                                'green/red: kept/dropped keypoint peaks)'}
+                'worst_frames': (f'Worst {worst_frames} frames by ADD' if result.errors is not None else
+                                 f'{worst_frames} frames: those without an estimate, then spread over the bag')
+                + ' (yellow: ground truth, magenta: estimate, green/red: kept/dropped keypoint peaks)'}
     for key, caption in captions.items():
         if key in files:
             lines += [f'### {caption}', '', f'![{caption}]({files[key]})', '']

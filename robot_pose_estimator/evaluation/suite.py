@@ -43,14 +43,12 @@ trajectory can hold most of a pooled row's error, which the pooled numbers alone
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 import json
 from pathlib import Path
 import shlex
 import shutil
-import sys
 from typing import Any
 
 import numpy as np
@@ -94,6 +92,8 @@ class BagKind:
     frames: int | None = None
     fps: float | None = None
     camera_motion: str | None = None
+    #: A work cell (``make_bag`` scene_seed): every sequence of the kind in one scene, one fixed camera.
+    scene_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,19 @@ TEST_CAMERAS = {'realsense_d435': 69.0, 'kinect_v2': 84.1, 'azure_kinect': 90.0}
 #: joints sweep a good part of their range, as a calibration needs), scored after these frames.
 STATIC_FRAMES = 100
 STATIC_FPS = 5.0
+#: The fixed-camera group's settings: (condition, estimator overrides, measured joints offered).
+STATIC_SETTINGS = (
+    ('estimated joints, online', (('mode', 'online'), ('joint_source', 'estimated')), False),
+    ('estimated joints, single_frame', (('mode', 'single_frame'), ('joint_source', 'estimated')), False),
+    ('estimated joints, camera_motion static',
+     (('mode', 'online'), ('joint_source', 'estimated'), ('camera_motion', 'static')), False),
+    ('measured joints, per frame', (('mode', 'single_frame'), ('joint_source', 'measured')), True),
+    ('measured joints, camera_motion static',
+     (('mode', 'online'), ('joint_source', 'measured'), ('camera_motion', 'static')), True),
+)
+#: The fixed cameras are work cells: each camera's sequences share one scene and one camera pose
+#: (make-bag --scene-seed), as recordings in one cell do; the adaptation benchmark adapts in them.
+CELL_SEEDS = {'realsense_d435': 500, 'kinect_v2': 501, 'azure_kinect': 502}
 CAMERA_AFTER_FRAMES = (1, 10, 30, 100)
 
 BAG_KINDS = {kind.name: kind for kind in (
@@ -131,7 +144,7 @@ BAG_KINDS = {kind.name: kind for kind in (
     BagKind('xd_distorted', distortion=True, renderer='pbr'),
     BagKind('xd_occluded', renderer='pbr', occluders=2),
     *(BagKind(f'xds_{name}', fov_deg=fov, renderer='pbr', frames=STATIC_FRAMES, fps=STATIC_FPS,
-              camera_motion='static') for name, fov in TEST_CAMERAS.items()),
+              camera_motion='static', scene_seed=CELL_SEEDS[name]) for name, fov in TEST_CAMERAS.items()),
 )}
 #: Path-tracing samples per pixel of the cross-domain bags: enough that the renderer's noise is
 #: below the simulated sensor's, about 1.5 s a 640x480 frame on 2 cores.
@@ -165,18 +178,9 @@ GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
         for condition, bag in (('plumb_bob distortion', 'xd_distorted'), ('two boxes in front', 'xd_occluded'))
         for mode in ('single_frame', 'online'))),
     'static_camera': ('Fixed cameras, cross-domain: measured and estimated joints, camera held or not '
-                      '(docs/measured_joints.md)', tuple(
-        Row('static_camera', condition, f'xds_{name}', overrides, measured)
-        for name in TEST_CAMERAS
-        for condition, overrides, measured in (
-            (f'{name}, estimated joints, online', (('mode', 'online'), ('joint_source', 'estimated')), False),
-            (f'{name}, estimated joints, single_frame', (('mode', 'single_frame'), ('joint_source', 'estimated')),
-             False),
-            (f'{name}, estimated joints, camera_motion static',
-             (('mode', 'online'), ('joint_source', 'estimated'), ('camera_motion', 'static')), False),
-            (f'{name}, measured joints, per frame', (('mode', 'single_frame'), ('joint_source', 'measured')), True),
-            (f'{name}, measured joints, camera_motion static',
-             (('mode', 'online'), ('joint_source', 'measured'), ('camera_motion', 'static')), True)))),
+                      '(docs/measured_joints.md)',
+                      tuple(Row('static_camera', f'{name}, {setting}', f'xds_{name}', overrides, measured)
+                            for name in TEST_CAMERAS for setting, overrides, measured in STATIC_SETTINGS)),
     'mode': ('Single-frame vs online (RoboKeyGen Table V)', (
         Row('mode', 'single_frame, clean', 'fov70', (('mode', 'single_frame'),)),
         Row('mode', 'online, clean', 'fov70', (('mode', 'online'),)),
@@ -204,6 +208,8 @@ def bag_parameters(kind: BagKind, frames: int, seed: int, image_size: tuple[int,
     if kind.renderer != 'tinyrenderer':
         parameters.update(renderer=kind.renderer, backgrounds=tuple(str(Path(b).resolve()) for b in backgrounds),
                           occluders=kind.occluders, spp=PBR_SPP)
+    if kind.scene_seed is not None:
+        parameters['scene_seed'] = kind.scene_seed
     return parameters
 
 
@@ -495,7 +501,7 @@ def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
         f'`confidence_threshold = confidence_floor = {CONFIDENCE_OFF["confidence_threshold"]:g}` (the smallest the '
         'config accepts; every keypoint with a non-zero peak is kept), `min_keypoints` as configured. '
         'Per-row reports: `runs/<run>/report.md`.', '',
-        f"Joint error: the mean over joints {arm} / joint {last} alone / all joints (the anchors report joints "
+        f'Joint error: the mean over joints {arm} / joint {last} alone / all joints (the anchors report joints '
         f"{arm}). Per sequence: AUC (mean error of joints {arm}) of each seed in {h['seeds']} on its own.", '',
         f'| condition | AUC@0.1m (%) | ADD mean / median (cm) | joint error {arm} / {last} / all (deg) | '
         'rotation / translation error '
@@ -520,13 +526,13 @@ def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
 
 
 def static_camera_table(title: str, rows: Sequence[Mapping[str, Any]], arm: str, last: str) -> list[str]:
-    """The fixed-camera rows: accuracy over all frames and the camera -> base error after n frames."""
+    """Format the fixed-camera rows: accuracy over all frames and the camera -> base error after n frames."""
     counts = [str(n) for n in CAMERA_AFTER_FRAMES]
     lines = ['', f'### {title}', '',
              'Camera -> base error after n frames: with `camera_motion: static` the pose published at frame n, '
-             'otherwise the average of the first n frames\' own poses (what `calibrate` would give); median '
+             "otherwise the average of the first n frames' own poses (what `calibrate` would give); median "
              'over the sequences, cm / deg. AUC and joint errors over all frames, the first ones included.', '',
-             f"| condition | AUC@0.1m (%) | joint error {arm} / {last} / all (deg) | "
+             f'| condition | AUC@0.1m (%) | joint error {arm} / {last} / all (deg) | '
              + ' | '.join(f'after {n}' for n in counts) + ' | FPS | frames | run |',
              '|---|---|---|' + '---|' * len(counts) + '---|---|---|']
     for row in [*rows, *pooled_static_rows(rows)]:
@@ -568,38 +574,3 @@ def pooled_static_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
         entry['camera_error_after'] = after
         pooled.append(entry)
     return pooled
-
-
-
-# --- CLI ----------------------------------------------------------------------------------------
-
-def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--out', required=True, type=Path, help='output folder for benchmarks.md/.json and runs/')
-    parser.add_argument('--frames', type=int, default=DEFAULT_FRAMES, help='frames per rendered bag (sequence)')
-    parser.add_argument('--sequences', type=int, default=DEFAULT_SEQUENCES,
-                        help='bags per condition, seeds SEED..SEED+N-1 (pooled into one row)')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the first sequence')
-    parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
-    parser.add_argument('--model', type=Path, default=None, help="ONNX model (default: the config's model_path)")
-    parser.add_argument('--reuse', action='store_true',
-                        help='reuse bags whose make_bag.json matches (otherwise every bag is rendered anew)')
-    parser.add_argument('--bags', type=Path, default=None, help='where the bags go (default: OUT/bags)')
-    parser.add_argument('--groups', nargs='+', choices=list(GROUPS), default=None,
-                        help='only these groups of rows (default: all)')
-    parser.add_argument('--backgrounds', nargs='+', default=None, metavar='DIR',
-                        help='photo and texture folders of the cross-domain bags, never used in training '
-                             '(default: the folders in data/backgrounds/eval from scripts/fetch_backgrounds.sh)')
-
-
-def run_suite(args: argparse.Namespace) -> int:
-    try:
-        result = run_benchmark_suite(args.out, args.config, args.model, frames=args.frames, sequences=args.sequences,
-                                     reuse=args.reuse, groups=args.groups, bags_dir=args.bags, seed=args.seed,
-                                     backgrounds=args.backgrounds)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f'benchmark-suite: {error}', file=sys.stderr)
-        return 2
-    h = result.header
-    print(f"{len(result.rows)} rows, {h['frames_per_row']} frames each ({h['bags_rendered']} bags rendered, "
-          f"{h['bags_reused']} reused): wrote {args.out}/benchmarks.md and benchmarks.json")
-    return 0

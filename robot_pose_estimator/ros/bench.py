@@ -29,6 +29,7 @@ import numpy as np
 import rclpy
 from rclpy.signals import SignalHandlerOptions
 from robot_pose_estimator.config import load_config
+from robot_pose_estimator.core.measured_joints import JointStateBuffer
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import look_at, transform_points
 from robot_pose_estimator.core.types import Estimate, SINGLE_FRAME
@@ -46,6 +47,7 @@ class FixedEstimator:
 
     def __init__(self, width: int, height: int) -> None:
         self.robot = RobotModel.from_config(load_config())
+        self.measured_joints = JointStateBuffer(self.robot.joint_names)     # the node feeds it; unused here
         q = 0.5 * (self.robot.lower + self.robot.upper)
         centre = self.robot.keypoints(q).mean(axis=0)
         T = look_at(centre + np.array([1.2, 0.5, 0.4]), centre)

@@ -25,7 +25,7 @@ from pathlib import Path
 import re
 from typing import Any
 
-from robot_pose_estimator.config import read_calibration
+from robot_pose_estimator.config import expand_frame_prefix, NAMESPACE_PLACEHOLDER, read_calibration
 
 _MESH_FILENAME = re.compile(r'(<mesh\b[^>]*?\bfilename\s*=\s*)(["\'])(.*?)\2', re.DOTALL)
 
@@ -64,43 +64,45 @@ def flatten_parameters(parameters: Mapping[str, object], prefix: str = '') -> di
 
 
 def frame_prefix(given: str, namespace: str) -> str:
-    """Return the launch file's frame prefix: ``given``, else the namespace and a slash (``estimated/``).
+    """Return the launch file's frame prefix: ``given`` (``{ns}`` expanded), else the node's own default rule.
 
-    The estimator's TF child and robot_state_publisher's links then carry the same prefix, and
-    two launches in two namespaces never publish the same frame.
+    The estimator's TF child and robot_state_publisher's links then carry the same prefix
+    (``cam1/`` in namespace cam1, ``estimated/`` in the default namespace), the one ``ros2 run``
+    in that namespace gives (``config.expand_frame_prefix``).
     """
-    if given:
-        return given
-    name = namespace.strip('/')
-    return f'{name}/' if name else 'estimated/'
+    return expand_frame_prefix(given or NAMESPACE_PLACEHOLDER, namespace)
 
 
-#: What config/robot_pose_estimator.rviz is written for: the launch file's default namespace and base.
+#: What config/robot_pose_estimator.rviz is written for: the launch file's defaults.
 RVIZ_NAMESPACE, RVIZ_FIXED_FRAME = 'estimated', 'estimated/panda_link0'
+RVIZ_TF_PREFIX, RVIZ_IMAGE = 'estimated', '/camera/image_raw'
 
 
-def rviz_config(text: str, namespace: str, fixed_frame: str) -> str:
-    """Point the bundled RViz config at this launch's topics (``/<namespace>/...``) and frames."""
+def rviz_config(text: str, namespace: str, fixed_frame: str, prefix: str = 'estimated/',
+                image_topic: str = RVIZ_IMAGE) -> str:
+    """Point the bundled RViz config at this launch's topics (``/<namespace>/...``), frames and camera.
+
+    RViz joins its RobotModel TF prefix and a link name with a slash, so a frame prefix that does
+    not end in one (``est_``) cannot be shown there: ValueError says so.
+    """
+    if prefix and not prefix.endswith('/'):
+        raise ValueError(f"RViz's RobotModel can only show link frames under a prefix ending in '/', got {prefix!r}: "
+                         "use rviz:=false or a frame_prefix like 'est/'")
     name = namespace.strip('/')
     topic_prefix = f'/{name}/' if name else '/'
     text = text.replace(f'Value: /{RVIZ_NAMESPACE}/', f'Value: {topic_prefix}')
+    text = text.replace(f'TF Prefix: {RVIZ_TF_PREFIX}', f"TF Prefix: {prefix.rstrip('/')}")
+    text = text.replace(f'Value: {RVIZ_IMAGE}\n', f'Value: {image_topic}\n')
     return text.replace(f'Fixed Frame: {RVIZ_FIXED_FRAME}', f'Fixed Frame: {fixed_frame}')
 
 
-def static_transform_arguments(calibration_path: str | Path, parent: str = 'camera') -> list[str]:
-    """Arguments of tf2_ros ``static_transform_publisher`` for a saved calibration.
+def static_transform_arguments(calibration_path: str | Path) -> list[str]:
+    """Arguments of tf2_ros ``static_transform_publisher`` for a saved calibration: its parent -> child.
 
-    ``parent='camera'`` publishes camera frame -> robot base, as the node does (right when the
-    robot's base is the root of its tree); ``parent='base'`` publishes base -> camera frame (right
-    when the camera's frame is the root of its driver's tree). A frame may have one parent only.
+    The file already holds the transform that fits the TF tree (robot base or ``world`` -> the
+    camera driver's root frame, docs/calibration.md), so it is published as saved.
     """
     document: dict[str, Any] = read_calibration(calibration_path)
-    if parent not in ('camera', 'base'):
-        raise ValueError(f"parent must be 'camera' or 'base', got {parent!r}")
-    if parent == 'base':
-        if 'inverse' not in document:
-            raise ValueError(f'{calibration_path}: has no inverse entry for parent:=base')
-        document = document['inverse']
     x, y, z = (float(v) for v in document['translation'])
     qx, qy, qz, qw = (float(v) for v in document['quaternion_xyzw'])
     values = {'--x': x, '--y': y, '--z': z, '--qx': qx, '--qy': qy, '--qz': qz, '--qw': qw}

@@ -47,11 +47,12 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
-from robot_pose_estimator.config import DEFAULT_NODE_NAME, write_calibration
+from robot_pose_estimator.config import DEFAULT_NODE_NAME, expand_frame_prefix, write_calibration
 from robot_pose_estimator.core.calibration import CalibrationAccumulator
 from robot_pose_estimator.core.camera import CameraModel
+from robot_pose_estimator.core.frames import place_calibration, StaticTransforms
 from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb, ImageConversionError
-from robot_pose_estimator.core.messages import camera_info_to_model, stamp_to_seconds
+from robot_pose_estimator.core.messages import camera_info_to_model, stamp_to_seconds, transform_to_matrix
 from robot_pose_estimator.core.model import file_sha256, ModelLoadError
 from robot_pose_estimator.core.overlay import draw_overlay, skeleton_edges
 from robot_pose_estimator.core.transforms import transform_points
@@ -62,7 +63,7 @@ from robot_pose_estimator.ros.conversions import (
     diagnostic_array, diagnostic_status, estimate_to_joint_state, estimate_to_keypoints, estimate_to_pose,
     estimate_to_pose_with_covariance, estimate_to_transform, rgb_to_image
 )
-from robot_pose_estimator.ros.parameters import declare_parameters, expand_prefix, read_settings, runtime_change
+from robot_pose_estimator.ros.parameters import declare_parameters, read_settings, runtime_change
 from robot_pose_estimator_msgs.msg import Keypoints2D
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Header
@@ -72,6 +73,9 @@ from tf2_msgs.msg import TFMessage
 THROTTLE_SEC = 5.0
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.VOLATILE)
+#: As tf2_ros's static listener: latched, so transforms published before the node started arrive.
+TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,9 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self.stats = diagnostics.FrameStatistics()
         self.calibration = CalibrationAccumulator()
         self._calibrating = False
+        self._calibration_last: tuple[float, np.ndarray] | None = None   # stamp and angles of the last kept frame
+        self._static_tree = StaticTransforms()                           # /tf_static: the driver's and robot's frames
+        self._tf_static_sub: Subscription | None = None
         self._pending: tuple[Image | CompressedImage, float] | None = None
         self._condition = threading.Condition()
         self._requests: dict[str, Any] = {}        # for the worker, before its next frame
@@ -150,12 +157,19 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._startup_error = None
         try:
             estimator_settings, settings = read_settings(self)
-            settings = replace(settings, tf_child_prefix=expand_prefix(settings.tf_child_prefix,
-                                                                       self.get_namespace()))
+            settings = replace(settings, tf_child_prefix=expand_frame_prefix(settings.tf_child_prefix,
+                                                                             self.get_namespace()))
             estimator = self._given_estimator or build_estimator(estimator_settings)
         except (ModelLoadError, ValueError, OSError, ParameterException) as error:
             self._startup_error = str(error)
             self.get_logger().error(f'cannot configure: {error}')
+            return TransitionCallbackReturn.FAILURE
+        estimates, measured = self.resolve_topic_name('joint_states'), self.resolve_topic_name('measured_joint_states')
+        if estimates == measured:
+            self._startup_error = (f'joint_states and measured_joint_states both resolve to {estimates}: the node '
+                                   "would read its own estimates as the robot's encoders; run it in a namespace or "
+                                   "remap only the robot driver's topic onto measured_joint_states")
+            self.get_logger().error(f'cannot configure: {self._startup_error}')
             return TransitionCallbackReturn.FAILURE
         self.estimator_settings, self.settings, self.estimator = estimator_settings, settings, estimator
         model = Path(estimator_settings.model_path)
@@ -170,6 +184,10 @@ class RobotPoseEstimatorNode(LifecycleNode):
         """Create the publishers, subscriptions and timers; start the worker."""
         publisher = self.create_publisher
         self._joint_pub = publisher(JointState, 'joint_states', 10)
+        if self._joint_pub.topic_name == '/joint_states':
+            self.get_logger().warn('publishing the ESTIMATED joint angles on /joint_states, where a robot driver '
+                                   'publishes its measured ones and robot_state_publisher listens: run the node in a '
+                                   'namespace (-r __ns:=/estimated, as the launch file does) or remap joint_states')
         self._tf_pub = publisher(TFMessage, '/tf', TF_QOS)
         self._pose_pub = publisher(PoseStamped, '~/pose', 10)
         self._pose_cov_pub = publisher(PoseWithCovarianceStamped, '~/pose_with_covariance', 10)
@@ -184,6 +202,7 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._subscribe_camera_info(ReliabilityPolicy.BEST_EFFORT)
         self._subscribe_measured_joints(ReliabilityPolicy.BEST_EFFORT)
         self._follow_publisher_reliability()
+        self._tf_static_sub = self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, TF_STATIC_QOS)
         # A steady clock: with use_sim_time and no /clock yet, ROS-time timers would never fire.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._timers = [self.create_timer(2.0, self._follow_publisher_reliability, clock=steady),
@@ -204,10 +223,10 @@ class RobotPoseEstimatorNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop processing: the worker, the subscriptions, the timers and the publishers go."""
         self._stop_worker()
-        for subscription in (self._image_sub, self._info_sub, self._joints_sub):
+        for subscription in (self._image_sub, self._info_sub, self._joints_sub, self._tf_static_sub):
             if subscription is not None:
                 self.destroy_subscription(subscription)
-        self._image_sub = self._info_sub = self._joints_sub = None
+        self._image_sub = self._info_sub = self._joints_sub = self._tf_static_sub = None
         for timer in self._timers:
             self.destroy_timer(timer)
         for pub in self._publishers:
@@ -279,9 +298,11 @@ class RobotPoseEstimatorNode(LifecycleNode):
         """~/start_calibration: collect camera -> base from every frame with a pose from now on."""
         self.calibration.reset()
         self._calibrating = True
+        self._calibration_last = None
         response.success = True
         response.message = ('collecting: move the robot through varied poses in view of the fixed camera, '
-                            'then call ~/save_calibration')
+                            f'then call ~/save_calibration (at most {self.settings.calibration_rate:g} frames/s, '
+                            f'each after the arm moved {self.settings.calibration_min_motion_deg:g} deg)')
         return response
 
     def _on_save_calibration(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -294,13 +315,28 @@ class RobotPoseEstimatorNode(LifecycleNode):
             return response
         result = self.calibration.result()
         camera_frame, base_frame = self._calibration_frames
-        path = write_calibration(self.settings.calibration_path, result, camera_frame, base_frame, self._model_sha256,
-                                 f'{self.get_fully_qualified_name()} ~/save_calibration')
+        try:
+            placement = place_calibration(result.T_camera_base, camera_frame, base_frame, self._static_tree,
+                                          self.settings.calibration_parent, self.settings.calibration_child)
+        except ValueError as error:
+            response.success = False
+            response.message = f'cannot place the calibration in the TF tree: {error}; still collecting'
+            return response
+        holdout = self.calibration.holdout()
+        paths = write_calibration(self.settings.calibration_path, result, placement, camera_frame, base_frame,
+                                  self._model_sha256, f'{self.get_fully_qualified_name()} ~/save_calibration',
+                                  holdout, self.estimator_settings.joint_source,
+                                  self.estimator.robot.keypoint_specs[-1].link)
         self._calibrating = False
         response.success = True
-        response.message = (f'wrote {path.resolve()}: {result.frames_used} frames used, {result.frames_rejected} '
-                            f'rejected, spread {100 * result.translation_spread_m:.1f} cm / '
-                            f'{result.rotation_spread_deg:.2f} deg (RMS)')
+        check = '' if holdout is None else (f'; first vs second half {100 * holdout[0]:.2f} cm / '
+                                            f'{holdout[1]:.2f} deg')
+        response.message = (f'wrote {paths[0].resolve()} ({placement.parent} -> {placement.child}; also .calib and '
+                            f'.urdf.xacro): {result.frames_used} frames used, {result.frames_rejected} rejected, '
+                            f'standard error {100 * result.translation_standard_error_m:.2f} cm / '
+                            f'{result.rotation_standard_error_deg:.2f} deg, spread '
+                            f'{100 * result.translation_spread_m:.1f} cm / {result.rotation_spread_deg:.2f} deg per '
+                            f'frame{check}')
         return response
 
     # -------------------------------------------------------------------------------- subscriptions
@@ -494,7 +530,7 @@ class RobotPoseEstimatorNode(LifecycleNode):
                                    'only the camera is estimated')
         elif never and self._joint_source_used is None:
             self.get_logger().info(f'no measured joint_states on {self._joints_sub.topic_name}: the joint angles '
-                                   'are estimated from the image (remap the robot driver\'s joint_states there to use '
+                                   "are estimated from the image (remap the robot driver's joint_states there to use "
                                    'its encoders)')
         else:
             self.get_logger().warn(f'measured joint angles unusable ({note}): estimating them from the image '
@@ -562,7 +598,7 @@ class RobotPoseEstimatorNode(LifecycleNode):
             return
         self._last_frame_id = camera_frame
         if self._calibrating:
-            self.calibration.add(estimate.T_camera_base)
+            self._collect_calibration_frame(estimate, stamp_to_seconds(header.stamp))
         if self.settings.publish_tf:
             parent, child = self._tf_frames(camera_frame)
             transform = estimate_to_transform(estimate, header.stamp, parent, child,
@@ -571,6 +607,32 @@ class RobotPoseEstimatorNode(LifecycleNode):
         pose_header = Header(stamp=header.stamp, frame_id=camera_frame)
         self._pose_pub.publish(estimate_to_pose(estimate, pose_header))
         self._pose_cov_pub.publish(estimate_to_pose_with_covariance(estimate, pose_header))
+
+    def _collect_calibration_frame(self, estimate: Estimate, stamp: float) -> None:
+        """Offer a frame's own camera pose to the calibration, at most calibration_rate per second, once the arm moved.
+
+        A robot standing still in front of a 30 Hz camera would otherwise fill the average with one
+        pose's error; the frame's own pose (not a static camera's fused one) keeps the frames independent.
+        """
+        q = np.asarray(estimate.joint_positions, dtype=np.float64)
+        if self._calibration_last is not None:
+            last_stamp, last_q = self._calibration_last
+            if stamp - last_stamp < 1.0 / self.settings.calibration_rate:
+                return
+            if np.degrees(np.abs(q - last_q)).max() < self.settings.calibration_min_motion_deg:
+                return
+        self.calibration.add(estimate.frame_T_camera_base if estimate.frame_T_camera_base is not None
+                             else estimate.T_camera_base)
+        self._calibration_last = (stamp, q)
+
+    def _on_tf_static(self, msg: TFMessage) -> None:
+        """Keep /tf_static: a saved calibration is placed into the driver's and the robot's trees."""
+        for transform in msg.transforms:
+            try:
+                self._static_tree.add(transform.header.frame_id, transform.child_frame_id,
+                                      transform_to_matrix(transform.transform))
+            except ValueError as error:
+                self.get_logger().warn(f'/tf_static: {error}', throttle_duration_sec=THROTTLE_SEC)
 
     def _publish_debug(self, rgb: np.ndarray, estimate: Estimate, camera: CameraModel,
                        header: Header) -> None:

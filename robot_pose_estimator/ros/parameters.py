@@ -30,18 +30,10 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from robot_pose_estimator.config import settings_from_parameters
+from robot_pose_estimator.config import NAMESPACE_PLACEHOLDER, settings_from_parameters
 from robot_pose_estimator.core.settings import check, EstimatorSettings, parameters, runtime_parameters, setting, Spec
 
 RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
-#: In tf_child_prefix: the node's namespace without its leading slash, plus a slash ('' at the root).
-NAMESPACE_PLACEHOLDER = '{ns}'
-
-
-def expand_prefix(prefix: str, namespace: str) -> str:
-    """``tf_child_prefix`` with ``{ns}`` replaced: /cam1 -> 'cam1/', / -> ''."""
-    name = namespace.strip('/')
-    return prefix.replace(NAMESPACE_PLACEHOLDER, f'{name}/' if name else '')
 
 
 @dataclass(frozen=True)
@@ -51,10 +43,10 @@ class NodeSettings:
     autostart: bool = setting(True, 'configure and activate at start (false: wait for a lifecycle manager)')
     base_frame: str = setting('', 'TF child frame (before tf_child_prefix); empty: the URDF root link')
     camera_frame: str = setting('', "TF parent frame; empty: the image's header.frame_id")
-    tf_child_prefix: str = setting(NAMESPACE_PLACEHOLDER + 'estimated/',
+    tf_child_prefix: str = setting(NAMESPACE_PLACEHOLDER,
                                    'prefix of the published frame; {ns} stands for the node namespace and a '
-                                   'slash (cam1/ in /cam1, nothing at the root), so two cameras never publish the '
-                                   'same frame')
+                                   'slash (cam1/ in /cam1, estimated/ at the root), as the launch file names them, '
+                                   'so two cameras never publish the same frame')
     publish_tf: bool = setting(True, 'publish the camera -> base transform on /tf', runtime=True)
     publish_inverse_tf: bool = setting(False, 'publish base -> tf_child_prefix + camera frame instead: the '
                                        "camera's pose in the robot's own TF tree, under a name of its own (the "
@@ -69,10 +61,21 @@ class NodeSettings:
                               'as possible)', low=0.0, high=1000.0, runtime=True)
     expected_rate: float = setting(0.0, '/diagnostics warns when images arrive slower than 80 % of this rate '
                                    '(0: no expectation)', low=0.0, high=1000.0, runtime=True)
-    calibration_path: str = setting('calibration.yaml', '~/save_calibration writes the averaged camera -> base '
-                                    'transform here (relative: to the working directory)', runtime=True)
+    calibration_path: str = setting('~/.ros/robot_pose_estimator/calibration.yaml',
+                                    '~/save_calibration writes the calibration YAML here, and .calib (easy_handeye2) '
+                                    'and .urdf.xacro beside it (~ expands; a relative path is relative to the '
+                                    "node's working directory)", runtime=True)
     calibration_min_frames: int = setting(30, '~/save_calibration refuses with fewer frames collected since '
                                           '~/start_calibration', low=3, high=1000000, runtime=True)
+    calibration_rate: float = setting(2.0, 'collect at most this many frames per second for a calibration',
+                                      low=0.0, high=1000.0, low_open=True, runtime=True)
+    calibration_min_motion_deg: float = setting(1.0, 'collect a frame only once some joint moved this much since '
+                                                'the last collected one (0: every frame)', low=0.0, high=360.0,
+                                                runtime=True)
+    calibration_parent: str = setting('', 'TF parent of a saved calibration: the robot base (empty) or a frame '
+                                      'connected to it on /tf_static, e.g. world', runtime=True)
+    calibration_child: str = setting('', "TF child of a saved calibration: the root of the camera driver's tree on "
+                                     '/tf_static (empty: found from it, e.g. camera_link)', runtime=True)
     camera_info_max_age: float = setting(1.0, 'warn when the cached camera_info is this many seconds older than '
                                          'the image', low=0.0, high=1.0e6)
 

@@ -215,7 +215,7 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
                         help='start once the image topic has a subscriber, or after this many seconds')
     parser.add_argument('--clock', action='store_true',
                         help='publish the bag time on /clock (for nodes run with use_sim_time:=true)')
-    add_topic_arguments(parser)
+    add_topic_arguments(parser, ground_truth=False)
 
 
 def run_play(args: argparse.Namespace) -> int:

@@ -21,14 +21,16 @@ imports its torch-based module only when it runs (a missing ``train`` extra is r
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import math
 from pathlib import Path
 import shlex
 import sys
 
+from robot_pose_estimator.rosbag import add_topic_arguments, topics_from_args
 from robot_pose_estimator.training.settings import (
-    ENCODERS, HEATMAP_LOSSES, LifterSettings, TrainSettings, WEIGHTS_SUFFIX
+    AdaptSettings, ENCODERS, HEATMAP_LOSSES, LifterSettings, TrainSettings, WEIGHTS_SUFFIX
 )
 
 # Options of ``train`` that ``run_train`` forwards only when given, so that ``--resume`` keeps the
@@ -203,4 +205,47 @@ def run_export(args: argparse.Namespace) -> int:
     if refused:
         print(f'export: the card has no suite accuracy: {refused}', file=sys.stderr)
         return 2
+    return 0
+
+
+def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
+    """``adapt``'s options (docs/adaptation.md)."""
+    parser.add_argument('--bag', required=True, type=Path, action='append', dest='bags',
+                        help="rosbag2 of the arm moving in view of your camera (repeatable); with the robot's "
+                             '/joint_states recorded, the labels come from the measured angles')
+    parser.add_argument('--out', required=True, type=Path,
+                        help='folder for model.onnx, its card and weights, the labels and the log (resumable)')
+    parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
+    parser.add_argument('--model', type=Path, default=None,
+                        help="the model to adapt (default: the config's); its .weights.pt must lie beside it")
+    defaults = AdaptSettings()
+    parser.add_argument('--minutes', type=float, default=defaults.minutes,
+                        help=f'fine-tuning time over all rounds (default: {defaults.minutes:g})')
+    parser.add_argument('--max-frames', type=int, default=defaults.max_frames,
+                        help=f'frames taken from the bags, spread evenly (default: {defaults.max_frames})')
+    parser.add_argument('--rounds', type=int, default=defaults.rounds,
+                        help=f'label, train, relabel rounds without measured joints (default: {defaults.rounds})')
+    parser.add_argument('--synthetic', type=int, default=defaults.synthetic_count,
+                        help=f'synthetic renders mixed into training so the network does not forget '
+                             f'(default: {defaults.synthetic_count}; 0: none)')
+    parser.add_argument('--backgrounds', nargs='+', default=(), metavar='DIR',
+                        help='photo folders for the synthetic renders mixed in (default: procedural backgrounds)')
+    add_topic_arguments(parser, ground_truth=False)
+
+
+def run_adapt(args: argparse.Namespace) -> int:
+    """Adapt the model to the footage in the bags (``training.adapt``) from parsed arguments."""
+    from robot_pose_estimator.training.adapt import adapt    # the train extra (torch, pybullet), as in run_train
+    settings = replace(AdaptSettings(), minutes=args.minutes, max_frames=args.max_frames, rounds=args.rounds,
+                       synthetic_count=args.synthetic)
+    try:
+        result = adapt(args.bags, args.out, args.config, args.model, topics_from_args(args), settings,
+                       args.backgrounds)
+    except (FileNotFoundError, ValueError) as error:
+        print(f'adapt: {error}', file=sys.stderr)
+        return 2
+    last = result.rounds[-1]
+    print(f'adapt: wrote {result.model_path} (and its card and weights): held-out self-consistency '
+          f"{result.rounds[0]['holdout_px_before']:.2f} -> {last['holdout_px_after']:.2f} px. Use it with "
+          f'model_path:={result.model_path.resolve()}')
     return 0

@@ -79,3 +79,30 @@ class LifterSettings:
     outlier_fraction: float = 0.12
     share_for_all: float = 0.05                         # loss weight of every hypothesis, not just the best
     validation_samples: int = 5000
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How much footage, which labels, how long and how gently to fine-tune."""
+
+    minutes: float = 15.0              # fine-tuning wall-clock budget over all rounds (labelling not included)
+    max_frames: int = 600              # frames taken from the bags, evenly spread
+    rounds: int = 2                    # label -> train -> relabel rounds without measured joints (with: 1)
+    holdout_fraction: float = 0.15     # frames held back for early stopping (every n-th frame)
+    batch_size: int = 16
+    lr: float = 1e-4
+    encoder_lr_scale: float = 0.5
+    freeze_stages: int = 2             # the stem and this many encoder stages stay as they are
+    synthetic_fraction: float = 0.3    # share of every batch drawn from synthetic renders
+    synthetic_count: int = 400         # renders made once per run, in the training look
+    crop_copies: int = 3               # jittered crops per real frame, cached
+    crop_margin: float = 0.15          # as the estimator's, plus jitter
+    angle_weight: float = 0.5
+    mask_fraction: float = 0.2         # random rectangles over the input, as in training
+    validate_every_s: float = 60.0
+    # Self-training gates (without measured joints): a frame is labelled only when...
+    max_residual_px: float = 6.0       # ...the held fit's RMS reprojection error is below this,
+    min_explained: int = 10            # ...at least this many keypoints lie within explain_px of it,
+    explain_px: float = 12.0
+    max_disagreement_m: float = 0.04   # ...and single-frame and held fits put the keypoints this close (mean, 3D)
+    seed: int = 0

@@ -1,0 +1,127 @@
+# Copyright 2026 robot_pose_estimator contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``adapt`` (issue #29): labels only from fits the geometry vouches for, and a toy run end to end."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('torch')
+pytest.importorskip('pybullet')
+
+from robot_pose_estimator.cli import main  # noqa: E402
+from robot_pose_estimator.config import load_config  # noqa: E402
+from robot_pose_estimator.core.camera import CameraModel  # noqa: E402
+from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
+from robot_pose_estimator.core.transforms import look_at, transform_points  # noqa: E402
+from robot_pose_estimator.core.types import Estimate  # noqa: E402
+from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from robot_pose_estimator.rosbag import BagFrame  # noqa: E402
+from robot_pose_estimator.training.adapt import (  # noqa: E402
+    AdaptSettings, Footage, label_by_self_training, label_with_measured_joints
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / 'config' / 'panda.yaml'
+
+
+@pytest.fixture(scope='module')
+def robot() -> RobotModel:
+    return RobotModel.from_config(load_config(CONFIG))
+
+
+def _scene(robot: RobotModel, frames: int):
+    """Make a fixed camera and ``frames`` arm poses: the footage (images unused) and each pose's truth."""
+    camera = CameraModel.from_fov(640, 480, 70.0)
+    rng = np.random.default_rng(3)
+    q0 = np.array([0.2, -0.3, 0.1, -2.0, 0.1, 1.9, 0.5])
+    centre = robot.keypoints(q0).mean(axis=0)
+    T = look_at(centre + np.array([1.5, 0.5, 0.5]), centre)
+    poses = [robot.clip(q0 + rng.normal(0.0, 0.15, robot.num_joints)) for _ in range(frames)]
+    blank = np.zeros((480, 640, 3), np.uint8)
+    footage = Footage([BagFrame(i, 10**18 + i, 10**18 + i, 'cam', blank, camera) for i in range(frames)],
+                      np.zeros(frames, int), [[]], [{'name': 'bag', 'sha256': '0' * 64}])
+    return footage, camera, T, poses
+
+
+def _estimate(robot: RobotModel, q: np.ndarray, T: np.ndarray, camera: CameraModel, success: bool = True,
+              pixel_noise: np.ndarray | None = None, rms: float = 1.0, moved: bool = False) -> Estimate:
+    pixels = camera.project(transform_points(T, robot.keypoints(q)))
+    if pixel_noise is not None:
+        pixels = pixels + pixel_noise
+    count = robot.num_keypoints
+    return Estimate(success=success, joint_names=list(robot.joint_names), joint_positions=q,
+                    T_camera_base=T if success else None, keypoint_names=list(robot.keypoint_names),
+                    keypoints_px=pixels, confidences=np.ones(count), used=np.ones(count, bool),
+                    reprojection_error_px=rms, camera_moved=moved)
+
+
+def test_measured_labels_are_the_measured_angles_through_the_fused_camera(robot):
+    footage, camera, T, poses = _scene(robot, 4)
+    # Per-frame poses wander by a few cm; the last estimate carries the fused pose, which labels every frame.
+    wandering = [T.copy() for _ in poses]
+    for k, W in enumerate(wandering):
+        W[0, 3] += 0.01 * k
+    estimates = [_estimate(robot, q, W, camera) for q, W in zip(poses, wandering)]
+    estimates[2] = _estimate(robot, poses[2], T, camera, success=False)          # a failed frame: no label
+    labels = label_with_measured_joints(estimates, footage, robot, lambda *_: np.ones(robot.num_keypoints, bool))
+    assert list(labels.frame) == [0, 1, 3]
+    expected = camera.project(transform_points(wandering[-1], robot.keypoints(poses[1])))
+    np.testing.assert_allclose(labels.keypoints_px[1], expected, atol=1e-9)
+    np.testing.assert_allclose(labels.joint_angles[2], poses[3])
+    assert labels.mask.all() and labels.stats['frames_labelled'] == 3
+
+
+def test_self_training_keeps_only_frames_the_geometry_vouches_for(robot):
+    footage, camera, T, poses = _scene(robot, 5)
+    settings = AdaptSettings()
+    held = [_estimate(robot, q, T, camera) for q in poses]
+    single = [_estimate(robot, q, T, camera) for q in poses]
+    held[1] = _estimate(robot, poses[1], T, camera, success=False)                      # the estimator failed
+    single[2] = _estimate(robot, robot.clip(poses[2] + 0.5), T, camera)                  # the two modes disagree
+    held[3] = _estimate(robot, poses[3], T, camera, rms=settings.max_residual_px + 1.0)  # a deliberately bad fit
+    noise = np.zeros((robot.num_keypoints, 2))
+    noise[[4, 8]] = 40.0                                          # two detections the fit does not explain
+    held[4] = _estimate(robot, poses[4], T, camera, pixel_noise=noise)
+    labels = label_by_self_training(held, single, footage, robot, lambda *_: np.ones(robot.num_keypoints, bool),
+                                    settings)
+    assert list(labels.frame) == [0, 4]
+    assert labels.stats['frames_refused'] == {'failed': 1, 'modes_disagree': 1, 'poor_fit': 1}
+    # Labels are the fit's keypoints; the detections it does not explain are masked, not learned.
+    assert labels.mask[0].all() and not labels.mask[1][[4, 8]].any() and labels.mask[1].sum() == 15
+    np.testing.assert_allclose(labels.keypoints_px[1], camera.project(transform_points(T, robot.keypoints(poses[4]))))
+
+
+def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, capsys):
+    """One round, a few steps, on 6 frames of the bundled bag with its ground-truth joints as the robot's."""
+    out = tmp_path / 'adapted'
+    code = main(['adapt', '--bag', str(REPO / 'test' / 'data' / 'demo_panda'), '--out', str(out),
+                 '--measured-joints-topic', '/ground_truth/joint_states', '--max-frames', '6', '--minutes', '0.05',
+                 '--synthetic', '4'])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert 'adapt: round 1: 6 of 6 frames labelled (measured joints)' in printed
+    backend = OnnxRuntimeBackend(out / 'model.onnx', threads=1)
+    assert backend.metadata.keypoint_names == tuple(load_config(CONFIG).robot.keypoint_names)
+    card = (out / 'model.json').read_text()
+    assert '"with_measured_joints": true' in card and '"name": "demo_panda"' in card
+    assert (out / 'model.weights.pt').is_file() and (out / 'labels_round1.npz').is_file()
+    # Run again with the same arguments: the saved state is found and the result written again.
+    assert main(['adapt', '--bag', str(REPO / 'test' / 'data' / 'demo_panda'), '--out', str(out),
+                 '--measured-joints-topic', '/ground_truth/joint_states', '--max-frames', '6',
+                 '--minutes', '0.05', '--synthetic', '4']) == 0
+    assert 'resuming after round 1 of 1' in capsys.readouterr().out
