@@ -285,6 +285,11 @@ class Recorder:
                 and has_node(graph.get_subscriptions_info_by_topic(self.camera_info_topic))
                 and has_node(graph.get_publishers_info_by_topic(JOINT_STATES_TOPIC)))
 
+    def subscribed_reliably(self, topic: str) -> bool:
+        """Tell whether the node's subscription on ``topic`` is reliable (it follows reliable publishers)."""
+        return any(e.node_name == DEFAULT_NODE_NAME and e.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                   for e in self.node.get_subscriptions_info_by_topic(topic))
+
     def answered(self) -> int:
         with self.lock:
             return len(self.outputs.joint_states)
@@ -435,6 +440,13 @@ def run_demo_bag(bag: str | Path | None = None, config_path: str | Path | None =
             for _ in range(3):
                 recorder.info_pub.publish(first_info)
                 time.sleep(0.1)
+            if reader.measured_joints_topic:
+                # The node follows a reliable joint_states publisher within its 2 s check; messages sent
+                # while it resubscribes would be lost, so play starts once it has.
+                reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+                joints_pub = recorder.node.create_publisher(JointState, joints_topic, reliable)
+                _wait(lambda: recorder.subscribed_reliably(joints_topic), 5.0)
+                recorder.node.destroy_publisher(joints_pub)
             stats = play_bag(bag, topics, rate=rate or 1.0, wait_for=None if rate else ANSWERED_TOPIC,
                              wait_timeout=wait_timeout, image_out=image_topic, camera_info_out=info_topic,
                              max_frames=len(frames), context=recorder.context, progress=progress,

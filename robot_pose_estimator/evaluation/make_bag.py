@@ -272,11 +272,13 @@ def make_bag(out: str | Path, config_path: str | Path | None = None, frames: int
                 image = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             message = bagio.rgb_to_compressed(image, stamp, frame_id, jpeg_quality)
             images_digest.update(message.data.tobytes())
-            writer.write(bagio.DEFAULT_IMAGE_TOPIC, message, stamp)
-            writer.write(bagio.DEFAULT_CAMERA_INFO_TOPIC, bagio.camera_info_msg(camera, stamp, frame_id), stamp)
+            # Joint states and camera_info before the image of the same instant: played live, a node that
+            # takes the truth as measured joints has them when the image arrives, as from a fast driver.
             writer.write(bagio.DEFAULT_GT_JOINT_STATES_TOPIC, bagio.joint_state_msg(robot.joint_names, q[i], stamp),
                          stamp)
             writer.write(bagio.DEFAULT_GT_TF_TOPIC, bagio.tf_msg(poses[i], frame_id, robot.base_frame, stamp), stamp)
+            writer.write(bagio.DEFAULT_CAMERA_INFO_TOPIC, bagio.camera_info_msg(camera, stamp, frame_id), stamp)
+            writer.write(bagio.DEFAULT_IMAGE_TOPIC, message, stamp)
     # The digests tell whether two machines rendered the same bag: same-machine renders are
     # bit-identical, but a CPU model or a background package version can change the pixels.
     pool = ({'background_images': len(list_images(spec.backgrounds)),
