@@ -102,9 +102,9 @@ def noisy(rng: np.random.Generator, T: np.ndarray, metres: float, degrees: float
     return make_transform(R, T[:3, 3] + rng.normal(0.0, metres, 3))
 
 
-def test_the_fused_pose_beats_single_frames_and_ignores_wrong_minima():
+def test_the_fused_pose_beats_single_frames_and_ignores_wrong_minima(robot):
     rng = np.random.default_rng(0)
-    camera = StaticCamera(window=300)
+    camera = StaticCamera(robot, window=300)
     for k in range(200):
         wrong = k % 10 == 3                     # one frame in ten is a wrong minimum, far off
         update = camera.add(noisy(rng, TRUTH, 0.3 if wrong else 0.02, 20.0 if wrong else 2.0))
@@ -118,10 +118,10 @@ def test_the_fused_pose_beats_single_frames_and_ignores_wrong_minima():
     assert camera.hold_sigmas() == (0.01, pytest.approx(np.radians(1.0)))
 
 
-def test_a_moved_camera_restarts_the_average_but_a_run_of_bad_frames_does_not():
+def test_a_moved_camera_restarts_the_average_but_a_run_of_bad_frames_does_not(robot):
     rng = np.random.default_rng(1)
     config = StaticCameraConfig(moved_frames=20)
-    camera = StaticCamera(window=100, config=config)
+    camera = StaticCamera(robot, window=100, config=config)
     for _ in range(60):
         camera.add(noisy(rng, TRUTH, 0.01, 1.0))
     # 25 scattered wrong fits in a row: they disagree with the average and with each other.
@@ -237,7 +237,8 @@ def test_camera_motion_static_publishes_the_fused_pose_and_notices_a_moved_camer
     with backend.watching_crops():                 # online mode crops around the last solution
         for k in range(40):
             estimate = frame(k, scene.T_camera_base)
-            assert estimate.success and estimate.static_frames == k + 1 and not estimate.camera_moved
+            # Every frame joins the average but one whose own pose lies too far off (3 px noise, a few deg).
+            assert estimate.success and k + 1 - 4 <= estimate.static_frames <= k + 1 and not estimate.camera_moved
             single = estimator.static_camera._poses[-1]
             single_errors.append(np.linalg.norm(single[:3, 3] - scene.T_camera_base[:3, 3]))
             published.append(np.linalg.norm(estimate.T_camera_base[:3, 3] - scene.T_camera_base[:3, 3]))

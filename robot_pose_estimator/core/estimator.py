@@ -37,7 +37,7 @@ from robot_pose_estimator.core.lifter import KeypointLifter
 from robot_pose_estimator.core.measured_joints import ESTIMATED, JointStateBuffer, MEASURED
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
-from robot_pose_estimator.core.static_camera import StaticCamera
+from robot_pose_estimator.core.static_camera import Observations, StaticCamera
 from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution, Tracker
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.core.types import Estimate, ONLINE, SINGLE_FRAME
@@ -116,7 +116,8 @@ class Estimator:
         self.tracker = Tracker(replace(self.settings.tracker, min_keypoints=self.settings.min_keypoints))
         #: The robot's own joint angles by stamp (the node's measured_joint_states, a bag's joint_states).
         self.measured_joints = JointStateBuffer(robot.joint_names, self.settings.measured_joints_max_age)
-        self.static_camera = StaticCamera(self.settings.static_window, self.settings.static_camera)
+        self.static_camera = StaticCamera(robot, self.settings.static_window, self.settings.static_camera,
+                                          self.settings.solver_options)
 
     def reset(self) -> None:
         """Forget the previous frame and the fused static camera pose (e.g. when a bag loops)."""
@@ -266,7 +267,14 @@ class Estimator:
         longer trades against the camera's yaw. Returns the solution to publish, the fused pose's
         covariance and whether the camera was judged moved.
         """
-        update = self.static_camera.add(solution.T_camera_base)
+        observations = None
+        if measured is not None:
+            inliers = solution.inliers
+            sigma = (sigma_px if sigma_px is not None
+                     else np.full(len(inliers), self.settings.solver_options.keypoint_sigma_px))
+            observations = Observations(self.robot.keypoints(measured)[inliers], nccs[inliers], sigma[inliers],
+                                        camera.pixel_scale)
+        update = self.static_camera.add(solution.T_camera_base, observations)
         fused = self.static_camera.fused
         held = solution
         sigmas = self.static_camera.hold_sigmas()

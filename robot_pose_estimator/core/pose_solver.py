@@ -293,6 +293,28 @@ def solve(robot: RobotModel, q_prior: np.ndarray, nccs: np.ndarray, used: np.nda
     return solution
 
 
+def solve_points(robot: RobotModel, points: np.ndarray, nccs: np.ndarray, *, pixel_scale: float,
+                 T_init: np.ndarray, options: SolverOptions | None = None,
+                 sigma_px: np.ndarray | None = None) -> PoseSolution:
+    """Refine T_camera_base against any base-frame points (M, 3) and their NCCS (M, 2): the pose alone.
+
+    For a fixed camera and known joint angles every frame's keypoints are such points, so the
+    frames of a window can be solved together: one well-conditioned fit over the arm's whole
+    workspace instead of many poorly conditioned ones averaged (``core.static_camera``). The
+    robust loss and the inlier gate work as in ``solve``; ``robot`` only sizes the joint fields.
+    """
+    options = options or SolverOptions()
+    points = np.asarray(points, dtype=np.float64)
+    nccs = np.asarray(nccs, dtype=np.float64)
+    used = np.isfinite(nccs).all(axis=1) & np.isfinite(points).all(axis=1)
+    q = np.zeros(robot.num_joints)
+    if np.count_nonzero(used) < MIN_POINTS:
+        return _failure(SolveStatus.NOT_ENOUGH_POINTS, len(points), robot.num_joints, q,
+                        f'{np.count_nonzero(used)} usable points, need {MIN_POINTS}')
+    return _Problem(robot, nccs, used, q, pixel_scale, False, options, points, sigma_px).run(
+        np.asarray(T_init, dtype=np.float64), q)
+
+
 class _State(NamedTuple):
     """What one evaluation leaves for the next linearisation (used keypoints only)."""
 

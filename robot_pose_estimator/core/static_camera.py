@@ -25,11 +25,13 @@ other, mean the camera was moved or bumped: the average restarts from them.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 
 import numpy as np
 from robot_pose_estimator.core.calibration import CalibrationResult, robust_pose_mean
+from robot_pose_estimator.core.pose_solver import solve_points, SolverOptions
+from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import rotation_angle_deg
 
 CAMERA_MOTIONS = ('moving', 'static')
@@ -63,6 +65,20 @@ class StaticCameraConfig:
 
 
 @dataclass(frozen=True)
+class Observations:
+    """One frame's keypoints for the joint solve of a fixed camera with measured joints.
+
+    Base-frame positions from the measured angles' forward kinematics, where the image shows them
+    (NCCS), and each one's assumed pixel error: points of one rigid scene, however the arm moved.
+    """
+
+    points: np.ndarray        # (n, 3) base frame, m
+    nccs: np.ndarray          # (n, 2)
+    sigma_px: np.ndarray      # (n,)
+    pixel_scale: float
+
+
+@dataclass(frozen=True)
 class StaticUpdate:
     """What one frame did to the fused pose."""
 
@@ -73,11 +89,15 @@ class StaticUpdate:
 class StaticCamera:
     """The fused camera -> base transform of a fixed camera, over a window of per-frame estimates."""
 
-    def __init__(self, window: int = 300, config: StaticCameraConfig | None = None) -> None:
+    def __init__(self, robot: RobotModel, window: int = 300, config: StaticCameraConfig | None = None,
+                 options: SolverOptions | None = None) -> None:
+        self.robot = robot
         self.window = window
         self.config = config or StaticCameraConfig()
+        self.options = options or SolverOptions()
         self._poses: deque[np.ndarray] = deque(maxlen=window)
-        self._recent: deque[tuple[np.ndarray, bool]] = deque(maxlen=self.config.moved_frames)
+        self._observations: deque[Observations] = deque(maxlen=window)
+        self._recent: deque[tuple[np.ndarray, bool, Observations | None]] = deque(maxlen=self.config.moved_frames)
         self._fused: CalibrationResult | None = None
         self._since_update = 0
 
@@ -86,6 +106,7 @@ class StaticCamera:
 
     def reset(self) -> None:
         self._poses.clear()
+        self._observations.clear()
         self._recent.clear()
         self._fused = None
         self._since_update = 0
@@ -95,6 +116,7 @@ class StaticCamera:
         if window != self.window:
             self.window = window
             self._poses = deque(self._poses, maxlen=window)
+            self._observations = deque(self._observations, maxlen=window)
             self._update_fused()
 
     @property
@@ -102,20 +124,28 @@ class StaticCamera:
         """Return the robust average of the window's frames (None before the first frame)."""
         return self._fused
 
-    def add(self, T_camera_base: np.ndarray) -> StaticUpdate:
-        """Offer one frame's own camera -> base estimate."""
+    def add(self, T_camera_base: np.ndarray, observations: Observations | None = None) -> StaticUpdate:
+        """Offer one frame's own camera -> base estimate and, with measured joints, its keypoints.
+
+        With keypoints the fused pose is one fit over the window's keypoints (``pose_solver.solve_points``,
+        started from the robust average of the frames' poses); without, that robust average.
+        """
         T = np.asarray(T_camera_base, dtype=np.float64)
         disagrees = (self._fused is not None and len(self._poses) >= self.config.min_frames_to_hold
                      and not self._agrees(T, self._fused))
-        self._recent.append((T, disagrees))
+        self._recent.append((T, disagrees, observations))
         if disagrees:
             if self._camera_moved():
-                self._poses = deque((pose for pose, disagreed in self._recent if disagreed), maxlen=self.window)
+                moved = [(pose, seen) for pose, disagreed, seen in self._recent if disagreed]
+                self._poses = deque((pose for pose, _ in moved), maxlen=self.window)
+                self._observations = deque((seen for _, seen in moved if seen is not None), maxlen=self.window)
                 self._recent.clear()
                 self._update_fused()
                 return StaticUpdate(moved=True, disagreed=True)
             return StaticUpdate(moved=False, disagreed=True)
         self._poses.append(T)
+        if observations is not None:
+            self._observations.append(observations)
         self._since_update += 1
         # A new frame moves a mean of n frames by about 1/n of its deviation: past REFRESH_AFTER
         # frames the average is recomputed every REFRESH_EVERY frames, not on every one.
@@ -151,7 +181,7 @@ class StaticCamera:
         fraction = self.config.moved_fraction
         if len(self._recent) < self._recent.maxlen:
             return False
-        poses = np.stack([pose for pose, disagreed in self._recent if disagreed])
+        poses = np.stack([pose for pose, disagreed, _ in self._recent if disagreed])
         if len(poses) < fraction * len(self._recent):
             return False
         centre = robust_pose_mean(poses).T_camera_base
@@ -161,8 +191,22 @@ class StaticCamera:
         return bool(np.mean((distance <= gate_t) & (angle <= gate_r)) >= fraction)
 
     def _update_fused(self) -> None:
-        self._fused = robust_pose_mean(np.stack(self._poses)) if self._poses else None
         self._since_update = 0
+        if not self._poses:
+            self._fused = None
+            return
+        average = robust_pose_mean(np.stack(self._poses))
+        self._fused = average
+        if len(self._observations) < self.config.min_frames_to_hold:
+            return
+        seen = list(self._observations)
+        solution = solve_points(self.robot, np.concatenate([o.points for o in seen]),
+                                np.concatenate([o.nccs for o in seen]), pixel_scale=seen[-1].pixel_scale,
+                                T_init=average.T_camera_base, options=self.options,
+                                sigma_px=np.concatenate([o.sigma_px for o in seen]))
+        if solution.ok:
+            # The pose of the joint fit; the frames' spread (over their number) stays its uncertainty.
+            self._fused = replace(average, T_camera_base=solution.T_camera_base)
 
 
 def _finite_or(value: float, default: float) -> float:

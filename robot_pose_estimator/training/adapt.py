@@ -71,7 +71,7 @@ from robot_pose_estimator.rosbag import (
 from robot_pose_estimator.training.checkpoints import build_model, load_weights, save_checkpoint, save_weights
 from robot_pose_estimator.training.data import random_masking, to_input_tensor
 from robot_pose_estimator.training.export import export_onnx, measure_latency, write_model_card
-from robot_pose_estimator.training.losses import angle_loss, HEATMAP_STRIDE, heatmap_targets
+from robot_pose_estimator.training.losses import angle_loss, heatmap_loss, HEATMAP_STRIDE, heatmap_targets
 from robot_pose_estimator.training.render import render_sample
 from robot_pose_estimator.training.settings import AdaptSettings, WEIGHTS_SUFFIX
 import torch
@@ -96,14 +96,9 @@ class Labels:
         return int(self.frame.size)
 
     def save(self, path: Path) -> None:
+        """Keep a round's labels beside the model, for a look at what it learned from."""
         np.savez_compressed(path, frame=self.frame, keypoints_px=self.keypoints_px, mask=self.mask,
                             joint_angles=self.joint_angles, stats=json.dumps(self.stats))
-
-    @classmethod
-    def load(cls, path: Path) -> Labels:
-        data = np.load(path)
-        return cls(data['frame'], data['keypoints_px'], data['mask'], data['joint_angles'],
-                   json.loads(str(data['stats'])))
 
 
 @dataclass
@@ -162,19 +157,15 @@ def _bag_sha256(bag: Path) -> str:
 
 
 def _estimate_footage(estimator: Estimator, footage: Footage, progress: bool, desc: str) -> list:
-    """Estimate every frame of the footage, bag by bag in recorded order, with each bag's measured joints."""
-    estimates = []
-    with tqdm(total=len(footage.frames), unit='frame', desc=desc, disable=not progress) as bar:
-        for bag in range(len(footage.bags)):
-            replay = MeasuredJointsReplay(estimator, footage.measured[bag])
-            for frame, of in zip(footage.frames, footage.bag_of):
-                if of != bag:
-                    continue
-                replay.up_to(frame.stamp)
-                estimates.append((frame, estimator.estimate(frame.image, frame.camera, frame.stamp)))
-                bar.update()
-    order = {id(frame): i for i, frame in enumerate(footage.frames)}
-    return [estimate for _, estimate in sorted(estimates, key=lambda item: order[id(item[0])])]
+    """Estimate the footage's frames in order (bag by bag, as read), each bag afresh with its measured joints."""
+    estimates, bag, replay = [], None, None
+    for frame, of in tqdm(zip(footage.frames, footage.bag_of), total=len(footage.frames), unit='frame', desc=desc,
+                          disable=not progress):
+        if of != bag:
+            bag, replay = of, MeasuredJointsReplay(estimator, footage.measured[of])
+        replay.up_to(frame.stamp)
+        estimates.append(estimator.estimate(frame.image, frame.camera, frame.stamp))
+    return estimates
 
 
 # --- pseudo-labels -------------------------------------------------------------------------------
@@ -395,10 +386,13 @@ def _parameter_groups(net: torch.nn.Module, settings: AdaptSettings) -> list[dic
 
 
 def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdout: Crops, settings: AdaptSettings,
-              seconds: float, progress: bool, log: list[dict[str, Any]], round_index: int) -> dict[str, Any]:
+              training: dict[str, Any], seconds: float, progress: bool, log: list[dict[str, Any]],
+              round_index: int) -> dict[str, Any]:
     """Train for ``seconds`` of wall clock; keep the weights with the best held-out self-consistency.
 
-    Returns the best state dict (a copy) and puts it into ``net``.
+    ``training`` is the settings the network was trained with (its heatmap loss, sigma and
+    positive weight, from its weights file): the fine-tuning optimises the same objective. The
+    best weights end up in ``net``; returns the steps taken and the best score.
     """
     rng = np.random.default_rng(settings.seed + round_index)
     generator = torch.Generator().manual_seed(settings.seed + round_index)
@@ -429,11 +423,9 @@ def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdo
                                generator, normalization)
             logits, sincos = net(x)
             target = heatmap_targets(torch.from_numpy(np.nan_to_num(keypoints, nan=-1e4)),
-                                     tuple(logits.shape[2:]), (size, size), 2.0)
-            probability = torch.sigmoid(logits.float())
-            per_pixel = (1.0 + 10.0 * target) * (probability - target).square()
-            weights = torch.from_numpy(mask.astype(np.float32))
-            loss_heatmap = (per_pixel.sum(dim=(2, 3)) * weights).sum() / weights.sum().clamp_min(1.0)
+                                     tuple(logits.shape[2:]), (size, size), training['sigma'])
+            loss_heatmap = heatmap_loss(logits, target, training['heatmap_loss'], training['positive_weight'],
+                                        torch.from_numpy(mask.astype(np.float32)))
             loss = loss_heatmap + settings.angle_weight * angle_loss(sincos, torch.from_numpy(angles), net.joint_center)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -519,8 +511,8 @@ def adapt(bags: Sequence[str | Path], out: str | Path, config_path: str | Path |
                                              backgrounds, progress)
             if before_consistency is None:
                 before_consistency = self_consistency(build_model(weights), holdout, normalization)
-            result = fine_tune(net, train_crops, synthetic, holdout, settings, 60.0 * settings.minutes / rounds,
-                               progress, log, round_index)
+            result = fine_tune(net, train_crops, synthetic, holdout, settings, weights['settings'],
+                               60.0 * settings.minutes / rounds, progress, log, round_index)
             done_rounds.append({'round': round_index + 1, **labels.stats, 'frames_trained': int(trained.size),
                                 'frames_held_back': int(held.size), 'crops_trained': len(train_crops),
                                 'holdout_px_before': self_consistency(build_model(weights), holdout, normalization)

@@ -146,12 +146,15 @@ def pretrain_angle_head(head: KeypointAngleHead, robot: RobotModel, size: int, c
             **{f'angle_pretrain_deg_{j}': float(e) for j, e in zip(robot.joint_names, errors.mean(axis=0))}}
 
 
-def heatmap_loss(logits: Tensor, target: Tensor, kind: str, positive_weight: float) -> Tensor:
+def heatmap_loss(logits: Tensor, target: Tensor, kind: str, positive_weight: float,
+                 keypoint_weights: Tensor | None = None) -> Tensor:
     """Per-keypoint summed loss, averaged over batch and keypoints.
 
     ``mse``: (sigmoid - target)^2 weighted by 1 + positive_weight * target, so the few pixels
     near a keypoint are not drowned by the background. ``focal``: quality focal loss (BCE scaled
     by |sigmoid - target|^2), which keeps the peak calibrated to the soft target.
+    ``keypoint_weights`` (B, K) weigh each keypoint's loss (0 leaves a keypoint out, as ``adapt``
+    does with the ones its labels cannot vouch for); the mean is then over the weights.
     """
     logits = logits.float()
     prob = torch.sigmoid(logits)
@@ -162,7 +165,10 @@ def heatmap_loss(logits: Tensor, target: Tensor, kind: str, positive_weight: flo
             * (prob - target).abs().square()
     else:
         raise ValueError(f'heatmap loss must be one of {HEATMAP_LOSSES}, got {kind!r}')
-    return per_pixel.sum(dim=(2, 3)).mean()
+    per_keypoint = per_pixel.sum(dim=(2, 3))
+    if keypoint_weights is None:
+        return per_keypoint.mean()
+    return (per_keypoint * keypoint_weights).sum() / keypoint_weights.sum().clamp_min(1.0)
 
 
 def angle_loss(sincos: Tensor, angles: Tensor, center: Tensor) -> Tensor:
