@@ -137,6 +137,21 @@ def test_a_moved_camera_restarts_the_average_but_a_run_of_bad_frames_does_not(ro
     assert np.linalg.norm(camera.fused.T_camera_base[:3, 3] - bumped[:3, 3]) < 0.01
 
 
+def test_estimated_joints_hold_the_average_only_while_the_frames_agree(robot):
+    rng = np.random.default_rng(3)
+    agreeing, scattered = StaticCamera(robot, window=100), StaticCamera(robot, window=100)
+    assert not agreeing.trusted()                           # nothing to trust yet
+    for _ in range(30):
+        agreeing.add(noisy(rng, TRUTH, 0.01, 2.0))
+        scattered.add(noisy(rng, TRUTH, 0.01, 20.0))         # joint 1 trading against the yaw
+    assert agreeing.trusted() and agreeing.fused.rotation_spread_deg < StaticCameraConfig.trust_rotation_deg
+    assert not scattered.trusted() and scattered.fused.rotation_spread_deg > StaticCameraConfig.trust_rotation_deg
+    far = StaticCamera(robot, window=100)
+    for _ in range(30):
+        far.add(noisy(rng, TRUTH, 0.08, 2.0))                # 8 cm per axis: as untrustworthy
+    assert not far.trusted()
+
+
 def test_robust_mean_covariance_is_the_spread_over_the_frames():
     rng = np.random.default_rng(2)
     poses = np.stack([noisy(rng, TRUTH, 0.01, 0.5) for _ in range(400)])

@@ -228,11 +228,11 @@ class Estimator:
             estimate.joint_positions = q_network if measured is None else measured
             estimate.confidence_threshold = kept.threshold_used
             return estimate
-        pose_covariance, moved, frame_T = solution.pose_covariance, False, None
+        pose_covariance, moved, frame_T, static_frames = solution.pose_covariance, False, None, 0
         if settings.camera_motion == 'static':
             frame_T = solution.T_camera_base
             with clock.stage('static_camera'):
-                solution, pose_covariance, moved = self._hold_static_camera(
+                solution, pose_covariance, moved, static_frames = self._hold_static_camera(
                     solution, measured, q_network, nccs, used, camera, sigma_px)
 
         return Estimate(
@@ -241,8 +241,7 @@ class Estimator:
             keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=used & solution.inliers,
             mode=mode, reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
             pose_covariance=pose_covariance, confidence_threshold=kept.threshold_used,
-            static_frames=len(self.static_camera) if settings.camera_motion == 'static' else 0, camera_moved=moved,
-            frame_T_camera_base=frame_T)
+            static_frames=static_frames, camera_moved=moved, frame_T_camera_base=frame_T)
 
     def _solve_camera(self, measured: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
                       sigma_px: np.ndarray | None) -> pose_solver.PoseSolution:
@@ -259,13 +258,15 @@ class Estimator:
 
     def _hold_static_camera(self, solution: pose_solver.PoseSolution, measured: np.ndarray | None,
                             q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
-                            sigma_px: np.ndarray | None) -> tuple[pose_solver.PoseSolution, np.ndarray | None, bool]:
+                            sigma_px: np.ndarray | None
+                            ) -> tuple[pose_solver.PoseSolution, np.ndarray | None, bool, int]:
         """camera_motion static: fuse this frame's pose, then report the fused pose and re-solved joints.
 
         The frame's own pose joins the running average (``core.static_camera``); estimated
         angles are then solved again with the camera held near that average, so that joint 1 no
-        longer trades against the camera's yaw. Returns the solution to publish, the fused pose's
-        covariance and whether the camera was judged moved.
+        longer trades against the camera's yaw. Returns the solution to publish, its covariance,
+        whether the camera was judged moved and how many frames the published pose stands on (0:
+        the fused pose is not trusted yet, ``StaticCamera.trusted``, and this frame stands alone).
         """
         observations = None
         if measured is not None:
@@ -275,6 +276,8 @@ class Estimator:
             observations = Observations(self.robot.keypoints(measured)[inliers], nccs[inliers], sigma[inliers],
                                         camera.pixel_scale)
         update = self.static_camera.add(solution.T_camera_base, observations)
+        if not self.static_camera.trusted():      # frames too scattered to average: this one stands alone
+            return solution, solution.pose_covariance, update.moved, 0
         fused = self.static_camera.fused
         held = solution
         sigmas = self.static_camera.hold_sigmas()
@@ -288,7 +291,7 @@ class Estimator:
             if candidate.ok:
                 held = candidate
         published = replace(held, T_camera_base=fused.T_camera_base.copy())
-        return published, fused.covariance, update.moved
+        return published, fused.covariance, update.moved, len(self.static_camera)
 
     def _static_box(self, measured: np.ndarray, camera: CameraModel,
                     size: tuple[int, int]) -> tuple[float, float, float, float] | None:
