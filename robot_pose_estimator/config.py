@@ -208,6 +208,8 @@ def write_calibration(path: str | Path, result: CalibrationResult, placement: Pl
         'spread': {'translation_rms_m': round(result.translation_spread_m, 6),
                    'rotation_rms_deg': round(result.rotation_spread_deg, 4)},
         'frames_used': result.frames_used, 'frames_rejected': result.frames_rejected,
+        'method': (f'one fit over the keypoints of {result.fitted_frames} frames (measured joints)'
+                   if result.fitted_frames else "robust average of the frames' own poses"),
         'joint_source': joint_source, 'model_sha256': model_sha256, 'source': source,
     }
     path = Path(path).expanduser()

@@ -309,6 +309,10 @@ class BagReader:
                            f'{" or ".join(msgtypes)}; name one explicitly')
         return found[0]
 
+    def _messages(self, connections: Sequence[Any]) -> Iterator[tuple[Any, int, bytes]]:
+        """Read the messages of ``connections``; none for none (rosbags reads every topic given an empty list)."""
+        return self._reader.messages(connections=connections) if connections else iter(())
+
     def _load_small_topics(self) -> None:
         """Read camera infos and ground truth into stamp indexes (one pass; images stay on disk)."""
         wanted = {self.camera_info_topic}
@@ -318,7 +322,7 @@ class BagReader:
         infos: tuple[list[int], list[Any]] = ([], [])
         joints: tuple[list[int], list[Any]] = ([], [])
         transforms: tuple[list[int], list[Any]] = ([], [])
-        for connection, _, raw in self._reader.messages(connections=connections):
+        for connection, _, raw in self._messages(connections):
             msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
             if connection.topic == self.camera_info_topic:
                 infos[0].append(stamp_to_ns(msg.header.stamp))
@@ -385,7 +389,7 @@ class BagReader:
         connections = [c for c in self._reader.connections if c.topic == self.image_topic]
         decode = compressed_to_rgb if self.image_type == COMPRESSED_IMAGE else image_to_rgb
         wanted = None if indices is None else set(indices)
-        for index, (connection, log_time, raw) in enumerate(self._reader.messages(connections=connections)):
+        for index, (connection, log_time, raw) in enumerate(self._messages(connections)):
             if wanted is not None and index not in wanted:
                 continue
             msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
@@ -418,7 +422,7 @@ class BagReader:
             return []
         connections = [c for c in self._reader.connections if c.topic == topic]
         samples = []
-        for connection, _, raw in self._reader.messages(connections=connections):
+        for connection, _, raw in self._messages(connections):
             msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
             samples.append(JointSample(stamp_to_ns(msg.header.stamp) * 1e-9, list(msg.name),
                                        np.asarray(msg.position, dtype=np.float64)))
@@ -428,7 +432,7 @@ class BagReader:
         """Return the bag's /tf_static (a camera driver's frames, a robot description's fixed joints), composable."""
         tree = StaticTransforms()
         connections = [c for c in self._reader.connections if c.topic == STATIC_TF_TOPIC and c.msgtype == TF_MESSAGE]
-        for connection, _, raw in self._reader.messages(connections=connections):
+        for connection, _, raw in self._messages(connections):
             for transform in TYPESTORE.deserialize_cdr(raw, connection.msgtype).transforms:
                 tree.add(transform.header.frame_id, transform.child_frame_id, transform_to_matrix(transform.transform))
         return tree
@@ -439,7 +443,7 @@ class BagReader:
         The bytes are what ROS itself publishes, so ``play`` can hand them to rclpy unchanged.
         """
         connections = [c for c in self._reader.connections if c.topic in set(topics)]
-        for connection, log_time, raw in self._reader.messages(connections=connections):
+        for connection, log_time, raw in self._messages(connections):
             yield connection.topic, connection.msgtype, int(log_time), bytes(raw)
 
 

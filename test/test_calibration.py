@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from robot_pose_estimator.cli import main
 from robot_pose_estimator.config import load_config, read_calibration
-from robot_pose_estimator.core.calibration import CalibrationAccumulator, rotation_mean
+from robot_pose_estimator.core.calibration import CalibrationAccumulator, Observations, rotation_mean
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import (
     invert_transform, look_at, make_transform, matrix_from_quaternion, matrix_to_rotvec, quaternion_from_matrix,
-    rotation_angle_deg, rotvec_to_matrix
+    rotation_angle_deg, rotvec_to_matrix, transform_points
 )
 from robot_pose_estimator.evaluation.calibrate import calibrate_bag
 from test_evaluate import write_grey_bag, write_model_for
@@ -77,6 +77,32 @@ def test_average_beats_the_median_frame_and_drops_the_wrong_minima():
     assert result.translation_spread_m == pytest.approx(0.02 * np.sqrt(3), rel=0.25)
 
 
+def test_with_measured_joints_the_frames_keypoints_are_fitted_at_once_without_the_rejected_ones():
+    robot = RobotModel.from_config(load_config(CONFIG))
+    camera = CameraModel.from_fov(640, 480, 70.0)
+    rng = np.random.default_rng(11)
+    accumulator = CalibrationAccumulator()
+    for k in range(40):
+        q = robot.clip(rng.uniform(-1.0, 1.0, robot.num_joints) + np.array([0, 0, 0, -1.8, 0, 1.6, 0]))
+        points = robot.keypoints(q)
+        pixels = camera.project(transform_points(TRUTH, points)) + rng.normal(0.0, 1.0, (len(points), 2))
+        if k % 10 == 9:   # a wrong minimum, 30 cm off, with keypoints that agree with nothing
+            pose, pixels = noisy(rng, 0.3, 20.0), pixels + rng.normal(0.0, 80.0, pixels.shape)
+        else:             # a single frame's pose: centimetres and degrees off, as a frame's fit is
+            pose = noisy(rng, 0.02, 2.0)
+        accumulator.add(pose, Observations(points, camera.to_nccs(pixels), np.full(len(points), 1.0),
+                                           camera.pixel_scale))
+    average, fitted = accumulator.result(), accumulator.result(robot)
+    assert average.fitted_frames == 0 and fitted.fitted_frames == average.frames_used == 36
+    error = {name: (np.linalg.norm(r.T_camera_base[:3, 3] - TRUTH[:3, 3]),
+                    rotation_angle_deg(r.T_camera_base[:3, :3], TRUTH[:3, :3]))
+             for name, r in (('average', average), ('fit', fitted))}
+    assert error['fit'][0] < 0.002 and error['fit'][1] < 0.1                 # 1 px noise over 36 frames
+    assert error['average'][0] > 3 * error['fit'][0] and error['average'][1] > 3 * error['fit'][1]
+    # The halves are fitted too: they agree to millimetres where the frames' own poses do not.
+    assert accumulator.holdout(robot)[0] < 0.005 < accumulator.holdout()[0]
+
+
 def test_accumulator_refuses_too_few_and_invalid_frames():
     accumulator = CalibrationAccumulator()
     accumulator.add(TRUTH)
@@ -93,10 +119,11 @@ def test_accumulator_refuses_too_few_and_invalid_frames():
 CAM_LINK_TO_OPTICAL = make_transform(matrix_from_quaternion(np.array([-0.5, 0.5, -0.5, 0.5])), [0.0, 0.02, 0.0])
 
 
-def _static_camera_bag(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+def _static_camera_bag(tmp_path: Path, driver_tree: bool = True) -> tuple[Path, Path, np.ndarray]:
     """8 frames of a fixed camera; frames 2 and 5 are black (no estimate). Returns bag, model, truth.
 
-    The bag's /tf_static has the camera driver's cam_link -> cam and a world -> panda_link0.
+    With ``driver_tree`` the bag's /tf_static has the camera driver's cam_link -> cam and a
+    world -> panda_link0; without, the bag has no /tf_static (as ``make-bag`` writes them).
     """
     config = load_config(CONFIG)
     robot = RobotModel.from_config(config)
@@ -107,7 +134,8 @@ def _static_camera_bag(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     model = write_model_for(tmp_path / 'model.onnx', config, q, T, camera)
     bag = write_grey_bag(tmp_path / 'bag', robot, camera, T, [q] * 8, black={2, 5}, period_ns=100_000_000,
                          static_tf=[('cam_link', 'cam', CAM_LINK_TO_OPTICAL),
-                                    ('world', 'panda_link0', make_transform(np.eye(3), [0.3, 0.0, 0.7]))])
+                                    ('world', 'panda_link0', make_transform(np.eye(3), [0.3, 0.0, 0.7]))]
+                         if driver_tree else ())
     return bag, model, T
 
 
@@ -121,6 +149,13 @@ def test_calibrate_bag_scores_the_average_against_the_truth(tmp_path: Path):
     assert report.frame_translation_errors_m.shape == (6,)
     assert summary['frame_translation_error_median_m'] == pytest.approx(
         float(np.median(report.frame_translation_errors_m)))
+
+
+def test_a_bag_without_tf_static_is_calibrated_into_the_optical_frame(tmp_path: Path):
+    bag, model, T = _static_camera_bag(tmp_path, driver_tree=False)
+    report = calibrate_bag(bag, CONFIG, model, config_overrides={'coarse_to_fine': False}, progress=False)
+    assert report.summary()['frames_with_estimate'] == 6
+    assert report.camera_frame == 'cam' and report.summary()['translation_error_m'] < 0.01
 
 
 def test_calibrate_command_writes_the_yaml_and_the_plot(tmp_path: Path, capsys, monkeypatch):
@@ -147,6 +182,7 @@ def test_calibrate_command_writes_the_yaml_and_the_plot(tmp_path: Path, capsys, 
     assert np.allclose(inverse @ saved, np.eye(4), atol=1e-5)
     assert document['frames_used'] == 6 and len(document['model_sha256']) == 64
     assert document['joint_source'] == 'estimated' and document['uncertainty']['first_half_vs_second_half']
+    assert document['method'] == "robust average of the frames' own poses"
     for suffix in ('.png', '.calib', '.urdf.xacro'):
         assert out.with_suffix(suffix).stat().st_size > (10_000 if suffix == '.png' else 100), suffix
     # Under MoveIt's world instead, and refusing a camera frame the images are not in.
@@ -156,6 +192,14 @@ def test_calibrate_command_writes_the_yaml_and_the_plot(tmp_path: Path, capsys, 
     assert main(['calibrate', '--bag', str(bag), '--config', str(params), '--model', str(model),
                  '--out', str(out), '--camera-frame', 'cam_link']) == 2
     assert '--camera-frame cam_link is not the frame of the images (cam)' in capsys.readouterr().err
+    # The bag's joint states taken as the robot's own: the frames' keypoints are fitted at once.
+    assert main(['calibrate', '--bag', str(bag), '--config', str(params), '--model', str(model),
+                 '--out', str(out), '--measured-joints-topic', '/ground_truth/joint_states']) == 0
+    document = read_calibration(out)
+    assert document['joint_source'] == 'measured'
+    assert document['method'] == 'one fit over the keypoints of 6 frames (measured joints)'
+    saved = make_transform(matrix_from_quaternion(np.array(document['quaternion_xyzw'])), document['translation'])
+    assert np.linalg.norm(saved[:3, 3] - truth[:3, 3]) < 0.01
 
 
 def test_calibrate_without_estimates_says_why(tmp_path: Path, capsys):

@@ -693,6 +693,7 @@ def test_live_calibration_averages_frames_and_writes_the_yaml(node, harness, tru
     document = read_calibration(path)
     assert (document['parent_frame'], document['child_frame']) == ('panda_link0', 'camera_link')
     assert document['frames_used'] + document['frames_rejected'] >= 5
+    assert document['method'] == "robust average of the frames' own poses"      # no measured joints here
     assert len(document['model_sha256']) == 64
     x, y, z, w = document['quaternion_xyzw']
     T = make_transform(matrix_from_quaternion(np.array([x, y, z, w])), np.array(document['translation']))

@@ -23,10 +23,13 @@ needs no Euler angles and is independent of the quaternions' signs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 import math
 
 import numpy as np
+from robot_pose_estimator.core.pose_solver import solve_points, SolverOptions
+from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import (
     make_transform, matrix_from_quaternion, quaternion_from_matrix, rotation_angle_deg
 )
@@ -52,6 +55,9 @@ class CalibrationResult:
     # used frames' sample covariance divided by their number. Frames in a row are not independent
     # (the same view, the same keypoint errors), so it is a lower bound on the mean's uncertainty.
     covariance: np.ndarray | None = None
+    # Frames whose keypoints the pose was fitted to at once (``fit_over_frames``, measured joints);
+    # 0: the pose is the robust average of the frames' own poses.
+    fitted_frames: int = 0
 
     @property
     def frames_used(self) -> int:
@@ -141,48 +147,101 @@ def _rotation_vectors(quaternions: np.ndarray) -> np.ndarray:
     return vector * scale[:, None]
 
 
+@dataclass(frozen=True)
+class Observations:
+    """One frame's keypoints for a fit over many frames of a fixed camera with measured joints.
+
+    Base-frame positions from the measured angles' forward kinematics, where the image shows them
+    (NCCS), and each one's assumed pixel error: points of one rigid scene, however the arm moved.
+    """
+
+    points: np.ndarray        # (n, 3) base frame, m
+    nccs: np.ndarray          # (n, 2)
+    sigma_px: np.ndarray      # (n,)
+    pixel_scale: float
+
+
+#: Fewer frames with keypoints than this: the robust average of their poses stands.
+MIN_FIT_FRAMES = 3
+
+
+def fit_over_frames(robot: RobotModel, average: CalibrationResult, observations: Sequence[Observations],
+                    options: SolverOptions | None = None) -> CalibrationResult:
+    """Refine a fixed camera's averaged pose against the keypoints of all its frames at once.
+
+    With measured joints every frame's keypoints are points of one rigid scene, so the frames are
+    solved together (``pose_solver.solve_points``, started from ``average``): one fit over the
+    arm's whole workspace instead of an average of poorly conditioned single frames
+    (docs/measured_joints.md). The frames' spread (over their number) stays the uncertainty.
+    """
+    if len(observations) < MIN_FIT_FRAMES:
+        return average
+    solution = solve_points(robot, np.concatenate([o.points for o in observations]),
+                            np.concatenate([o.nccs for o in observations]),
+                            pixel_scale=observations[-1].pixel_scale, T_init=average.T_camera_base,
+                            options=options, sigma_px=np.concatenate([o.sigma_px for o in observations]))
+    if not solution.ok:
+        return average
+    return replace(average, T_camera_base=solution.T_camera_base, fitted_frames=len(observations))
+
+
 class CalibrationAccumulator:
-    """Collects per-frame T_camera_base estimates and averages them robustly (``robust_pose_mean``)."""
+    """Collects per-frame T_camera_base estimates and averages them robustly (``robust_pose_mean``).
+
+    Frames offered with their keypoints (measured joints) are then fitted together when a
+    ``robot`` is given (``fit_over_frames``), those the average rejected left out.
+    """
 
     def __init__(self, k_sigma: float = 3.0, min_translation_m: float = 0.01, min_rotation_deg: float = 1.0):
         self.k_sigma = k_sigma
         self.min_translation_m = min_translation_m
         self.min_rotation_deg = min_rotation_deg
         self._poses: list[np.ndarray] = []
+        self._observations: list[Observations | None] = []
 
     def __len__(self) -> int:
         return len(self._poses)
 
     def reset(self) -> None:
         self._poses.clear()
+        self._observations.clear()
 
-    def add(self, T_camera_base: np.ndarray) -> None:
-        """Offer one frame's estimate (a 4x4 rigid transform)."""
+    def add(self, T_camera_base: np.ndarray, observations: Observations | None = None) -> None:
+        """Offer one frame's estimate (a 4x4 rigid transform) and, with measured joints, its keypoints."""
         T = np.asarray(T_camera_base, dtype=np.float64)
         if T.shape != (4, 4) or not np.isfinite(T).all():
             raise ValueError(f'expected a finite 4x4 transform, got shape {T.shape}')
         self._poses.append(T)
+        self._observations.append(observations)
 
-    def result(self) -> CalibrationResult:
-        """Average the frames offered so far (ValueError with fewer than 3)."""
+    def result(self, robot: RobotModel | None = None, options: SolverOptions | None = None) -> CalibrationResult:
+        """Average the frames offered so far, fitted over their keypoints with a ``robot`` (ValueError below 3)."""
         if len(self._poses) < 3:
             raise ValueError(f'need at least 3 frames with an estimate to calibrate, got {len(self._poses)}')
-        return robust_pose_mean(np.stack(self._poses), self.k_sigma, self.min_translation_m, self.min_rotation_deg)
+        return self._fuse(slice(None), robot, options)
 
-    def holdout(self) -> tuple[float, float] | None:
-        """How far the averages of the first and second half of the frames lie apart (m, deg); None below 6 frames.
+    def holdout(self, robot: RobotModel | None = None,
+                options: SolverOptions | None = None) -> tuple[float, float] | None:
+        """How far the results of the first and second half of the frames lie apart (m, deg); None below 6 frames.
 
         The halves see the robot in different poses, so unlike the standard error (which takes
         frames as independent) this also shows errors that depend on the arm's pose.
         """
         if len(self._poses) < 6:
             return None
-        poses = np.stack(self._poses)
-        half = len(poses) // 2
-        first, second = (robust_pose_mean(p, self.k_sigma, self.min_translation_m, self.min_rotation_deg).T_camera_base
-                         for p in (poses[:half], poses[half:]))
+        half = len(self._poses) // 2
+        first, second = (self._fuse(part, robot, options).T_camera_base
+                         for part in (slice(None, half), slice(half, None)))
         return (float(np.linalg.norm(first[:3, 3] - second[:3, 3])),
                 float(rotation_angle_deg(first[:3, :3], second[:3, :3])))
+
+    def _fuse(self, frames: slice, robot: RobotModel | None, options: SolverOptions | None) -> CalibrationResult:
+        average = robust_pose_mean(np.stack(self._poses[frames]), self.k_sigma, self.min_translation_m,
+                                   self.min_rotation_deg)
+        if robot is None:
+            return average
+        seen = [o for o, kept in zip(self._observations[frames], average.kept) if kept and o is not None]
+        return fit_over_frames(robot, average, seen, options)
 
 
 def _limit(deviations: np.ndarray, k_sigma: float, floor: float) -> float:

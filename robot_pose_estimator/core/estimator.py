@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from robot_pose_estimator.core import pose_solver, preprocessing  # module attribute: testing watches preprocess
+from robot_pose_estimator.core.calibration import Observations
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import (
     box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, letterbox_transform
@@ -37,7 +38,7 @@ from robot_pose_estimator.core.lifter import KeypointLifter
 from robot_pose_estimator.core.measured_joints import ESTIMATED, JointStateBuffer, MEASURED
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
-from robot_pose_estimator.core.static_camera import Observations, StaticCamera
+from robot_pose_estimator.core.static_camera import StaticCamera
 from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution, Tracker
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.core.types import Estimate, ONLINE, SINGLE_FRAME
@@ -229,11 +230,18 @@ class Estimator:
             estimate.confidence_threshold = kept.threshold_used
             return estimate
         pose_covariance, moved, frame_T, static_frames = solution.pose_covariance, False, None, 0
+        observations = None
+        if measured is not None:
+            sigma = (sigma_px if sigma_px is not None
+                     else np.full(len(used), settings.solver_options.keypoint_sigma_px))
+            inliers = solution.inliers
+            observations = Observations(self.robot.keypoints(measured)[inliers], nccs[inliers], sigma[inliers],
+                                        camera.pixel_scale)
         if settings.camera_motion == 'static':
             frame_T = solution.T_camera_base
             with clock.stage('static_camera'):
                 solution, pose_covariance, moved, static_frames = self._hold_static_camera(
-                    solution, measured, q_network, nccs, used, camera, sigma_px)
+                    solution, observations, q_network, nccs, used, camera, sigma_px)
 
         return Estimate(
             success=True, joint_names=list(self.robot.joint_names), joint_positions=solution.joint_positions,
@@ -241,7 +249,7 @@ class Estimator:
             keypoints_px=detections.keypoints_px, confidences=detections.confidences, used=used & solution.inliers,
             mode=mode, reprojection_error_px=solution.reprojection_error_px, joint_std=solution.joint_std,
             pose_covariance=pose_covariance, confidence_threshold=kept.threshold_used,
-            static_frames=static_frames, camera_moved=moved, frame_T_camera_base=frame_T)
+            static_frames=static_frames, camera_moved=moved, frame_T_camera_base=frame_T, observations=observations)
 
     def _solve_camera(self, measured: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
                       sigma_px: np.ndarray | None) -> pose_solver.PoseSolution:
@@ -256,25 +264,18 @@ class Estimator:
         return pose_solver.solve(self.robot, measured, nccs, used, pixel_scale=camera.pixel_scale, refine_joints=False,
                                  ransac=True, options=options, sigma_px=sigma_px)
 
-    def _hold_static_camera(self, solution: pose_solver.PoseSolution, measured: np.ndarray | None,
+    def _hold_static_camera(self, solution: pose_solver.PoseSolution, observations: Observations | None,
                             q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
                             sigma_px: np.ndarray | None
                             ) -> tuple[pose_solver.PoseSolution, np.ndarray | None, bool, int]:
         """camera_motion static: fuse this frame's pose, then report the fused pose and re-solved joints.
 
-        The frame's own pose joins the running average (``core.static_camera``); estimated
-        angles are then solved again with the camera held near that average, so that joint 1 no
-        longer trades against the camera's yaw. Returns the solution to publish, its covariance,
+        The frame's own pose (and, with measured joints, its ``observations``) joins the fused
+        pose; estimated angles are then solved again with the camera held near it, so that joint 1
+        no longer trades against the camera's yaw. Returns the solution to publish, its covariance,
         whether the camera was judged moved and how many frames the published pose stands on (0:
         the fused pose is not trusted yet, ``StaticCamera.trusted``, and this frame stands alone).
         """
-        observations = None
-        if measured is not None:
-            inliers = solution.inliers
-            sigma = (sigma_px if sigma_px is not None
-                     else np.full(len(inliers), self.settings.solver_options.keypoint_sigma_px))
-            observations = Observations(self.robot.keypoints(measured)[inliers], nccs[inliers], sigma[inliers],
-                                        camera.pixel_scale)
         update = self.static_camera.add(solution.T_camera_base, observations)
         if not self.static_camera.trusted():      # frames too scattered to average: this one stands alone
             return solution, solution.pose_covariance, update.moved, 0
@@ -282,7 +283,7 @@ class Estimator:
         held = solution
         sigmas = self.static_camera.hold_sigmas()
         settings = self.settings
-        if measured is None and sigmas is not None and settings.refine_joint_angles:
+        if observations is None and sigmas is not None and settings.refine_joint_angles:
             prior = pose_solver.PosePrior(fused.T_camera_base, *sigmas)
             candidate = pose_solver.solve(
                 self.robot, q_network, nccs, used, pixel_scale=camera.pixel_scale, refine_joints=True,

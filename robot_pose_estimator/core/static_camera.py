@@ -25,12 +25,14 @@ other, mean the camera was moved or bumped: the average restarts from them.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 import math
 
 import numpy as np
-from robot_pose_estimator.core.calibration import CalibrationResult, robust_pose_mean
-from robot_pose_estimator.core.pose_solver import solve_points, SolverOptions
+from robot_pose_estimator.core.calibration import (
+    CalibrationResult, fit_over_frames, Observations, robust_pose_mean
+)
+from robot_pose_estimator.core.pose_solver import SolverOptions
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import rotation_angle_deg
 
@@ -68,20 +70,6 @@ class StaticCameraConfig:
     # and 28-34 deg where it hurt (41 -> 32).
     trust_rotation_deg: float = 10.0
     trust_translation_m: float = 0.05
-
-
-@dataclass(frozen=True)
-class Observations:
-    """One frame's keypoints for the joint solve of a fixed camera with measured joints.
-
-    Base-frame positions from the measured angles' forward kinematics, where the image shows them
-    (NCCS), and each one's assumed pixel error: points of one rigid scene, however the arm moved.
-    """
-
-    points: np.ndarray        # (n, 3) base frame, m
-    nccs: np.ndarray          # (n, 2)
-    sigma_px: np.ndarray      # (n,)
-    pixel_scale: float
 
 
 @dataclass(frozen=True)
@@ -218,16 +206,8 @@ class StaticCamera:
             return
         average = robust_pose_mean(np.stack(self._poses))
         self._fused = average
-        if len(self._observations) < self.config.min_frames_to_hold:
-            return
-        seen = list(self._observations)
-        solution = solve_points(self.robot, np.concatenate([o.points for o in seen]),
-                                np.concatenate([o.nccs for o in seen]), pixel_scale=seen[-1].pixel_scale,
-                                T_init=average.T_camera_base, options=self.options,
-                                sigma_px=np.concatenate([o.sigma_px for o in seen]))
-        if solution.ok:
-            # The pose of the joint fit; the frames' spread (over their number) stays its uncertainty.
-            self._fused = replace(average, T_camera_base=solution.T_camera_base)
+        if len(self._observations) >= self.config.min_frames_to_hold:
+            self._fused = fit_over_frames(self.robot, average, list(self._observations), self.options)
 
 
 def _finite_or(value: float, default: float) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from robot_pose_estimator.core.calibration import Observations
 
 SINGLE_FRAME = 'single_frame'
 ONLINE = 'online'
@@ -55,6 +56,9 @@ class Estimate:
     # camera_motion static: this frame's own camera pose, before the fusion (None: T_camera_base).
     frame_T_camera_base: np.ndarray | None = None
     camera_moved: bool = False                  # camera_motion static: this frame restarted the fused pose
+    # Measured joints: this frame's inlier keypoints as points of the base frame, for a fit over
+    # many frames of a fixed camera (the static camera, a calibration; core.calibration).
+    observations: Observations | None = None
     failure_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 

@@ -57,8 +57,11 @@ def run_suite(args: argparse.Namespace) -> int:
                                          sequences=args.sequences, reuse=args.reuse, groups=suite_groups,
                                          bags_dir=args.bags, seed=args.seed, backgrounds=args.backgrounds)
             h = result.header
-            print(f"{len(result.rows)} rows, {h['frames_per_row']} frames each ({h['bags_rendered']} bags rendered, "
-                  f"{h['bags_reused']} reused): wrote {args.out}/benchmarks.md and benchmarks.json")
+            frames = sorted({row['frames'] for row in result.rows})
+            counts = ' or '.join(map(str, frames))
+            print(f'{len(result.rows)} rows, {counts} frames each '
+                  f"({h['bags_rendered']} bags rendered, {h['bags_reused']} reused): "
+                  f'wrote {args.out}/benchmarks.md and benchmarks.json')
         if adaptation.GROUP in groups:
             config_path = args.config or default_config_path()
             model = (args.model or Path(load_config(config_path).model_path)).resolve()

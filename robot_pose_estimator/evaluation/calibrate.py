@@ -36,9 +36,11 @@ from typing import Any
 from matplotlib.figure import Figure
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config, write_calibration
-from robot_pose_estimator.core.calibration import CalibrationAccumulator, CalibrationResult, robust_pose_mean
+from robot_pose_estimator.core.calibration import CalibrationAccumulator, CalibrationResult
 from robot_pose_estimator.core.frames import place_calibration, Placement
 from robot_pose_estimator.core.model import file_sha256
+from robot_pose_estimator.core.pose_solver import SolverOptions
+from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.evaluation import metrics
 from robot_pose_estimator.evaluation.evaluate import run_estimator
 from robot_pose_estimator.evaluation.records import FrameRecord
@@ -65,6 +67,7 @@ class CalibrationReport:
     holdout: tuple[float, float] | None  # first half of the frames against the second (m, deg)
     joint_source: str                    # measured | estimated | mixed: what the frames used
     effector_frame: str                  # the robot's last link (easy_handeye2 records one)
+    running: list[tuple[int, CalibrationResult]]   # (n, the result over the first n frames): how it settled
     translation_error_m: float | None = None     # the averaged transform vs the truth
     rotation_error_deg: float | None = None
     frame_translation_errors_m: np.ndarray | None = None   # each offered frame vs the truth
@@ -101,7 +104,8 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
     """
     if not Path(bag).exists():
         raise FileNotFoundError(f'bag not found: {bag}')
-    overrides: dict[str, Any] = {**(config_overrides or {}), 'mode': mode}
+    # Each frame's own pose (camera_motion moving): the accumulator fuses them, once.
+    overrides: dict[str, Any] = {**(config_overrides or {}), 'mode': mode, 'camera_motion': 'moving'}
     if model_path is not None:
         overrides['model_path'] = str(Path(model_path).resolve())
     config = load_config(Path(config_path) if config_path is not None else default_config_path(), **overrides)
@@ -130,16 +134,18 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
     offered = [r for r in records if r.success]
     accumulator = CalibrationAccumulator()
     for record in offered:
-        accumulator.add(record.T_camera_base)
+        accumulator.add(record.T_camera_base, record.observations)
     if len(accumulator) < 3:
         raise ValueError(f'{bag}: only {len(accumulator)} of {len(records)} frames have an estimate; '
                          'calibration needs at least 3 (is the robot in view? is it the right model?)')
-    result = accumulator.result()
+    fit = (estimator.robot, estimator.settings.solver_options)
+    result = accumulator.result(*fit)
+    running = _running(offered, fit)
     placement = place_calibration(result.T_camera_base, camera_frame, base_frame, tree, parent_frame, child_frame)
     sources = {r.joint_source for r in offered}
     report = CalibrationReport(result, offered, camera_frame, base_frame, config.model_path, len(records), placement,
-                               accumulator.holdout(), sources.pop() if len(sources) == 1 else 'mixed',
-                               estimator.robot.keypoint_specs[-1].link)
+                               accumulator.holdout(*fit), sources.pop() if len(sources) == 1 else 'mixed',
+                               estimator.robot.keypoint_specs[-1].link, running)
     truth = [r.T_camera_base_gt for r in offered if r.T_camera_base_gt is not None]
     if len(truth) != len(offered):
         return report
@@ -155,12 +161,26 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
                    frame_translation_errors_m=frame_translation_cm / 100.0, frame_rotation_errors_deg=frame_rotation)
 
 
+def _running(records: list[FrameRecord],
+             fit: tuple[RobotModel, SolverOptions]) -> list[tuple[int, CalibrationResult]]:
+    """Fuse the first n frames, for about 40 growing n, the way the final calibration is fused."""
+    accumulator = CalibrationAccumulator()
+    counts = np.unique(np.linspace(3, len(records), min(40, len(records) - 2)).astype(int))
+    running, offered = [], 0
+    for n in counts:
+        for record in records[offered:n]:
+            accumulator.add(record.T_camera_base, record.observations)
+        offered = n
+        running.append((int(n), accumulator.result(*fit)))
+    return running
+
+
 def plot_calibration(path: Path, report: CalibrationReport) -> Path:
     """Left: each frame against the average (or the truth). Right: how the average settled as frames came in.
 
-    The right column redoes the robust average over the first n frames for growing n and draws
-    its distance from the final average (or the truth, when the bag has it) with a band of one
-    standard error of the mean: how far the saved transform is likely off, not how noisy a frame is.
+    The right column draws the result over the first n frames for growing n (``report.running``)
+    against the final one (or the truth, when the bag has it) with a band of one standard error of
+    the mean: how far the saved transform is likely off, not how noisy a frame is.
     """
     result = report.result
     estimates = np.stack([r.T_camera_base for r in report.records])
@@ -169,8 +189,8 @@ def plot_calibration(path: Path, report: CalibrationReport) -> Path:
     index = np.array([r.index for r in report.records])
     scored = report.frame_translation_errors_m is not None
     truth = report.records[0].T_camera_base_gt if scored else result.T_camera_base
-    counts = np.unique(np.linspace(3, len(estimates), min(40, len(estimates) - 2)).astype(int))
-    running = [robust_pose_mean(estimates[:n]) for n in counts]
+    counts = np.array([n for n, _ in report.running])
+    running = [r for _, r in report.running]
     running_rotation, running_cm = metrics.pose_errors(np.stack([r.T_camera_base for r in running]),
                                                        truth[None].repeat(len(running), axis=0))
     se_cm = np.array([100.0 * r.translation_standard_error_m for r in running])
@@ -191,16 +211,16 @@ def plot_calibration(path: Path, report: CalibrationReport) -> Path:
         ax.grid(alpha=0.3)
         ax = axes[row, 1]
         ax.plot(counts, running_values, '-', color='tab:green',
-                label=f"average of the first n frames vs {'truth' if scored else 'the final average'}")
+                label=f"result of the first n frames vs {'truth' if scored else 'the final result'}")
         ax.fill_between(counts, np.maximum(running_values - band, 0.0), running_values + band, color='tab:green',
                         alpha=0.2, label='± one standard error of the mean')
-        ax.set(ylabel=f"average vs {'truth' if scored else 'final'} ({unit})")
+        ax.set(ylabel=f"result vs {'truth' if scored else 'final'} ({unit})")
         ax.ticklabel_format(axis='y', useOffset=False)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc='upper right', fontsize='small')
     axes[0, 1].legend(loc='upper right', fontsize='small')
     axes[1, 0].set(xlabel='frame')
-    axes[1, 1].set(xlabel='frames averaged')
+    axes[1, 1].set(xlabel='frames fused')
     holdout = ('' if report.holdout is None else
                f'; first half vs second half {100 * report.holdout[0]:.2f} cm / {report.holdout[1]:.2f} deg')
     fig.suptitle(f'Calibration {report.placement.parent} -> {report.placement.child}: {result.frames_used} frames '

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from robot_pose_estimator.core.calibration import Observations
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
@@ -56,6 +57,7 @@ class FrameRecord(StampedGroundTruth):
     failure_reason: str | None = None
     joint_source: str = ''                           # measured | estimated ('' when not known: a live run)
     static_frames: int = 0                           # camera_motion static: frames behind the published pose
+    observations: Observations | None = None         # measured joints: the inlier keypoints (core.calibration)
     joint_positions_gt: np.ndarray | None = None
     T_camera_base_gt: np.ndarray | None = None
 
@@ -75,7 +77,7 @@ class FrameRecord(StampedGroundTruth):
             confidences=np.asarray(estimate.confidences, dtype=np.float64),
             timings_ms={**estimate.timings_ms, metrics.TOTAL_STAGE: float(total_ms)},
             mode=estimate.mode, failure_reason=estimate.failure_reason, joint_source=estimate.joint_source,
-            static_frames=estimate.static_frames,
+            static_frames=estimate.static_frames, observations=estimate.observations,
             joint_positions_gt=frame.joint_positions_gt, T_camera_base_gt=frame.T_camera_base_gt)
 
 

@@ -529,6 +529,9 @@ def static_camera_table(title: str, rows: Sequence[Mapping[str, Any]], arm: str,
     """Format the fixed-camera rows: accuracy over all frames and the camera -> base error after n frames."""
     counts = [str(n) for n in CAMERA_AFTER_FRAMES]
     lines = ['', f'### {title}', '',
+             'Each camera is a work cell: one path-traced scene and one fixed camera (`make-bag --scene-seed`), '
+             f'{STATIC_FRAMES} frames per sequence at {STATIC_FPS:g} Hz (the header gives the frame count '
+             'of the other groups). '
              'Camera -> base error after n frames: with `camera_motion: static` the pose published at frame n, '
              "otherwise the average of the first n frames' own poses (what `calibrate` would give); median "
              'over the sequences, cm / deg. AUC and joint errors over all frames, the first ones included.', '',

@@ -313,7 +313,8 @@ class RobotPoseEstimatorNode(LifecycleNode):
             response.message = (f'{len(self.calibration)} frames collected, calibration_min_frames is {need}'
                                 + ('' if self._calibrating else '; call ~/start_calibration first'))
             return response
-        result = self.calibration.result()
+        fit = (self.estimator.robot, self.estimator.settings.solver_options)   # measured joints: one fit
+        result = self.calibration.result(*fit)
         camera_frame, base_frame = self._calibration_frames
         try:
             placement = place_calibration(result.T_camera_base, camera_frame, base_frame, self._static_tree,
@@ -322,7 +323,7 @@ class RobotPoseEstimatorNode(LifecycleNode):
             response.success = False
             response.message = f'cannot place the calibration in the TF tree: {error}; still collecting'
             return response
-        holdout = self.calibration.holdout()
+        holdout = self.calibration.holdout(*fit)
         paths = write_calibration(self.settings.calibration_path, result, placement, camera_frame, base_frame,
                                   self._model_sha256, f'{self.get_fully_qualified_name()} ~/save_calibration',
                                   holdout, self.estimator_settings.joint_source,
@@ -622,7 +623,7 @@ class RobotPoseEstimatorNode(LifecycleNode):
             if np.degrees(np.abs(q - last_q)).max() < self.settings.calibration_min_motion_deg:
                 return
         self.calibration.add(estimate.frame_T_camera_base if estimate.frame_T_camera_base is not None
-                             else estimate.T_camera_base)
+                             else estimate.T_camera_base, estimate.observations)
         self._calibration_last = (stamp, q)
 
     def _on_tf_static(self, msg: TFMessage) -> None:
