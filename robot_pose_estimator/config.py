@@ -131,8 +131,11 @@ def robot_config_from_parameters(robot: Mapping[str, Any], source: str = 'config
     unknown = sorted(set(metric) - set(names))
     if unknown:
         raise ValueError(f'{source}: metric_keypoints {unknown} are not among keypoint_names')
+    groups = tuple(robot.get('keypoint_groups', []))
+    if groups and len(groups) != len(names):
+        raise ValueError(f'{source}: keypoint_groups needs one group per keypoint ({len(names)}), got {len(groups)}')
     return RobotConfig(keypoints=keypoints, joint_names=tuple(robot.get('joint_names', [])),
-                       metric_keypoints=metric, visual_urdf=str(robot.get('visual_urdf', '')))
+                       metric_keypoints=metric, visual_urdf=str(robot.get('visual_urdf', '')), keypoint_groups=groups)
 
 
 def settings_from_parameters(values: Mapping[str, Any], source: str = 'parameters',

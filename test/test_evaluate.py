@@ -172,6 +172,10 @@ def test_evaluate_reproduces_independent_add(tmp_path: Path, config: EstimatorSe
     per_keypoint = summary['keypoint_error_px']
     assert list(per_keypoint) == robot.keypoint_names and per_keypoint['panda_link0']['median_px'] < 15.0
     assert '| panda_hand_y |' in (out / 'report.md').read_text()
+    parts = summary['keypoint_error_by_group_px']      # config/panda.yaml's robot.keypoint_groups
+    assert list(parts) == ['base', 'shoulder', 'elbow', 'wrist', 'hand']
+    assert sum(p['scored'] for p in parts.values()) == summary['keypoints_scored']
+    assert '| shoulder |' in (out / 'report.md').read_text()
     by_peak = summary['keypoint_error_by_peak']
     assert len(by_peak['bands']) == 10
     assert sum(band['scored'] for band in by_peak['bands']) == summary['keypoints_scored']

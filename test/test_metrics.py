@@ -206,6 +206,13 @@ def test_keypoint_errors_are_broken_down_per_keypoint():
     assert summary['keypoint_error_px']['base'] == {'median_px': None, 'p90_px': None, 'beyond_20px': None,
                                                     'scored': 0}
     assert 'keypoint_error_px' not in metrics.summarize(errors, JOINTS)
+    # Pooled per part of the arm: the hand's four errors; the base was never in frame.
+    parts = metrics.summarize(errors, JOINTS, keypoint_names=['hand', 'base'],
+                              keypoint_groups=['gripper', 'base'])['keypoint_error_by_group_px']
+    assert list(parts) == ['gripper', 'base'] and parts['gripper'] == hand and parts['base']['scored'] == 0
+    pooled = metrics.keypoint_error_by_group(np.array([[1.0, 5.0, 9.0], [np.nan, 7.0, 2.0]]), ['a', 'b', 'b'])
+    assert pooled['b']['median_px'] == pytest.approx(6.0) and pooled['b']['scored'] == 4
+    assert pooled['a']['median_px'] == 1.0 and pooled['a']['scored'] == 1
 
 
 def test_error_by_peak_fits_the_step_that_doubles_the_error():

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import cv2
 import numpy as np
@@ -135,6 +136,21 @@ def test_render_command_records_backgrounds_and_meshes(panda, tmp_path):
         render_dataset(PANDA, tmp_path / 'x', count=1, meshes='fine')
 
 
+def test_render_command_records_the_levers_and_refuses_them_without_randomization(tmp_path, capsys):
+    from robot_pose_estimator.cli import main
+    out = tmp_path / 'levers'
+    assert main(['render', '--out', str(out), '--count', '2', '--size', '64', '--processes', '1',
+                 '--held-objects', '0.3', '--close-ups', '0.2', '--low-resolution', '0.1', '--glare', '0.4']) == 0
+    look = json.loads((out / 'meta.json').read_text())['randomization']
+    assert (look['held_object_prob'], look['close_up_prob'], look['low_resolution_prob'], look['glare_prob']) == (
+        0.3, 0.2, 0.1, 0.4)
+    assert Randomization.from_dict(look).low_resolution_scale == (0.25, 0.7)
+    assert main(['render', '--out', str(tmp_path / 'x'), '--no-randomization', '--glare', '0.2']) == 2
+    assert '--glare cannot go with --no-randomization' in capsys.readouterr().err
+    assert main(['render', '--out', str(tmp_path / 'x'), '--close-ups', '30']) == 2
+    assert '--close-ups is a fraction of the images, between 0 and 1' in capsys.readouterr().err
+
+
 def test_detailed_panda_meshes_keep_their_materials_and_kinematics(panda):
     """Franka's COLLADA meshes (example-robot-data) become textured OBJs with white and dark parts."""
     config, robot = panda
@@ -203,6 +219,72 @@ def test_sensor_effects_model_a_camera(panda):
         assert kernel.sum() == pytest.approx(1.0, abs=1e-5) and kernel.min() >= 0
     streak = _streak_kernel(9.0, 0.0)
     assert (streak.sum(axis=0) > 0).sum() >= 9 and (streak.sum(axis=1) > 0.05).sum() <= 2    # horizontal
+
+
+def test_held_object_sits_at_the_fingertips_and_hides_some_of_the_hand(panda):
+    """The gripper holds a board, box or tool: drawn at the hand, not labelled robot, in front of some of it."""
+    config, robot = panda
+    holding = dataclasses.replace(Randomization.none(), held_object_prob=1.0)
+    with Renderer(config.urdf_path, robot, SIZE, SIZE) as renderer:
+        hand_links = [i + 1 for i, name in enumerate(renderer.link_names) if name.endswith('hand')]
+        q = np.array([0.0, 0.2, 0.0, -1.6, 0.0, 1.9, 0.8])
+        hand = robot.link_transforms(q)['panda_hand']
+        grip = hand[:3, :3] @ [0.0, 0.0, 0.1] + hand[:3, 3]
+        hidden, drawn = [], []
+        for seed in range(6):
+            T = look_at(grip + np.array([0.5, 0.3, 0.2]), grip)
+            K = np.array([[80.0, 0, 47.5], [0, 80.0, 47.5], [0, 0, 1]])
+            clean = renderer.render(q, T, K, Randomization.none(), np.random.default_rng(0))
+            held = renderer.render(q, T, K, holding, np.random.default_rng(seed))
+            body = renderer.props.held
+            positions = [np.array(pybullet.getBasePositionAndOrientation(b, physicsClientId=renderer.client)[0])
+                         for b in body]
+            near = [np.linalg.norm(p - grip) for p in positions if p[2] > -50]
+            assert len(near) == 1 and near[0] < 0.25                          # one object, at the fingertips
+            arm = clean.mask > 0         # the fingers open at random: only the rest of the arm is compared
+            fingers = np.isin(held.mask, [i + 1 for i, name in enumerate(renderer.link_names) if 'finger' in name])
+            assert not ((held.mask > 0) & ~fingers & ~arm).any()              # never labelled robot
+            drawn.append(np.abs(held.image.astype(int) - clean.image.astype(int)).sum(axis=2)[~arm].mean())
+            hidden.append(np.isin(clean.mask, hand_links).sum() - np.isin(held.mask, hand_links).sum())
+        assert min(drawn) > 0.5                                               # it is in the picture
+        assert max(hidden) > 5                                                # and in front of the hand at times
+    none = dataclasses.replace(Randomization.none(), held_object_prob=0.0, max_objects=1)
+    with Renderer(config.urdf_path, robot, SIZE, SIZE) as renderer:
+        renderer.render(q, T, K, none, np.random.default_rng(1))
+        assert all(pybullet.getBasePositionAndOrientation(b, physicsClientId=renderer.client)[0][2] < -50
+                   for b in renderer.props.held)
+
+
+def test_glare_and_low_resolution_change_the_image_as_a_camera_would(panda):
+    rng = np.random.default_rng(3)
+    checker = np.where(((np.mgrid[:60, :80].sum(axis=0)) % 2 == 0)[..., None], 0.8, 0.2).astype(np.float32)
+    checker = checker.repeat(3, axis=2)
+    neutral = Randomization.none()
+    plain = sensor_effects(checker, rng, neutral).astype(float)
+    for seed in range(10):
+        glared = sensor_effects(checker, np.random.default_rng(seed),
+                                dataclasses.replace(neutral, glare_prob=1.0)).astype(float)
+        assert glared.mean() > plain.mean() + 5                              # light added
+        # The veil washes the pattern out: neighbouring pixels differ less, but still differ.
+        assert 0 < np.abs(np.diff(glared, axis=1)).mean() < 0.96 * np.abs(np.diff(plain, axis=1)).mean()
+    blurred = sensor_effects(checker, rng, dataclasses.replace(neutral, low_resolution_prob=1.0)).astype(float)
+    sharp = sensor_effects(checker, rng, neutral).astype(float)
+    assert blurred.std() < 0.5 * sharp.std()                                # a 1-px pattern does not survive
+    assert blurred.shape == sharp.shape and abs(blurred.mean() - sharp.mean()) < 3
+
+
+def test_close_ups_put_the_hand_near_the_camera(panda):
+    """With close_up_prob 1 every camera is 25-60 cm (plus jitter) from the hand."""
+    from robot_pose_estimator.rendering.cameras import close_up_camera_kwargs, FULL_FRAME_SIZE, sample_camera
+    _, robot = panda
+    rng = np.random.default_rng(0)
+    kwargs = close_up_camera_kwargs(robot)
+    assert kwargs['focus'].sum() == 2                                      # panda_hand and panda_hand_y
+    for _ in range(20):
+        q = robot.sample(rng)
+        _, T = sample_camera(rng, robot, q, FULL_FRAME_SIZE, **kwargs)
+        hand = robot.keypoints(q)[kwargs['focus']].mean(axis=0)
+        assert 0.1 < np.linalg.norm(T[:3, :3] @ hand + T[:3, 3]) < 0.8
 
 
 def test_default_training_look_keeps_the_robot_colours_most_of_the_time(panda):

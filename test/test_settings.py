@@ -118,3 +118,12 @@ def test_an_inverse_tf_without_a_prefix_is_refused_at_start_and_at_run_time():
     with pytest.raises(ValueError, match='empty tf_child_prefix'):           # ros2 param set, live
         runtime_change(EstimatorSettings(), NodeSettings(tf_child_prefix=''), {'publish_inverse_tf': True})
     assert runtime_change(EstimatorSettings(), NodeSettings(), {'publish_inverse_tf': True})[1].publish_inverse_tf
+
+
+def test_keypoint_groups_need_one_part_per_keypoint(tmp_path):
+    robot = load_parameters(REPO / 'config' / 'panda.yaml')['robot']
+    assert load_config(REPO / 'config' / 'panda.yaml').robot.keypoint_groups[:5] == (
+        'base', 'base', 'base', 'base', 'shoulder')
+    short = _write(tmp_path / 'short.yaml', {'robot': {**robot, 'keypoint_groups': ['base', 'hand']}})
+    with pytest.raises(ValueError, match=r'keypoint_groups needs one group per keypoint \(17\), got 2'):
+        load_config(short)

@@ -94,6 +94,9 @@ class RobotConfig:
     #: URDF with the detailed visual meshes that the training and benchmark renderers draw
     #: (``package://`` allowed); the same kinematics as ``urdf_path``. Empty: ``urdf_path``'s meshes.
     visual_urdf: str = ''
+    #: The part of the arm each keypoint belongs to (base, shoulder, ...), parallel to ``keypoints``:
+    #: evaluation reports the 2D error per part. Empty: no groups.
+    keypoint_groups: tuple[str, ...] = ()
 
     @property
     def keypoint_names(self) -> list[str]:

@@ -242,13 +242,15 @@ def latency_summary(timings_ms: Sequence[Mapping[str, float]]) -> dict[str, dict
 
 def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
               timings_ms: Sequence[Mapping[str, float]] = (), fps: float | None = None,
-              frames: int | None = None, keypoint_names: Sequence[str] | None = None) -> dict[str, Any]:
+              frames: int | None = None, keypoint_names: Sequence[str] | None = None,
+              keypoint_groups: Sequence[str | None] | None = None) -> dict[str, Any]:
     """Build the metrics.json content; ``errors`` None: no ground truth, latency and success only.
 
     ``frames`` is the number of processed frames (defaults to len(errors)); ``fps`` defaults to
     frames / summed ``total`` latency when the timings have a ``total`` stage. With
     ``keypoint_names`` (the columns of ``errors.keypoint_px``) the 2D error is also broken down
-    per keypoint: the keypoint a network cannot find is where a joint goes unobserved.
+    per keypoint: the keypoint a network cannot find is where a joint goes unobserved. With
+    ``keypoint_groups`` (each column's part of the arm) it is also pooled per part.
     """
     if frames is None:
         frames = len(errors) if errors is not None else len(timings_ms)
@@ -286,6 +288,8 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
             if keypoint_names is not None:
                 result['keypoint_error_px'] = {
                     name: _keypoint_error_stats(errors.keypoint_px[:, k]) for k, name in enumerate(keypoint_names)}
+            if keypoint_groups is not None:
+                result['keypoint_error_by_group_px'] = keypoint_error_by_group(errors.keypoint_px, keypoint_groups)
             if errors.keypoint_confidence is not None:
                 result['keypoint_error_by_peak'] = keypoint_error_by_peak(errors.keypoint_px,
                                                                           errors.keypoint_confidence)
@@ -316,6 +320,13 @@ def joint_group_labels(joint_count: int) -> tuple[str, str]:
     if joint_count <= 2:
         return '1', str(max(joint_count, 1))
     return f'1-{joint_count - 1}', str(joint_count)
+
+
+def keypoint_error_by_group(errors_px: np.ndarray, groups: Sequence[str | None]) -> dict[str, Any]:
+    """Pool the 2D error statistics of each part of the arm over its keypoints, in the order the parts come."""
+    labels = np.asarray([g if g is not None else '' for g in groups])
+    return {name: _keypoint_error_stats(errors_px[:, labels == name])
+            for name in dict.fromkeys(g for g in groups if g is not None)}
 
 
 def keypoint_error_by_peak(errors_px: np.ndarray, confidences: np.ndarray) -> dict[str, Any]:

@@ -113,6 +113,10 @@ class Scorer:
         #: All config keypoints, for 2D errors and drawing skeletons.
         self.robot = RobotModel.from_urdf(config.urdf_path, config.robot.keypoints, self.joint_names)
         self.keypoint_names = list(keypoint_names) if keypoint_names is not None else None
+        group_of = dict(zip(self.robot.keypoint_names, config.robot.keypoint_groups))
+        #: The part of the arm of each of the model's keypoints (None: not grouped), for the 2D error per part.
+        self.keypoint_groups = ([group_of.get(name) for name in self.keypoint_names]
+                                if self.keypoint_names is not None and group_of else None)
         self.base_frame = self.robot.base_frame
 
     def errors(self, records: Sequence[FrameRecord]) -> tuple[metrics.FrameErrors | None, np.ndarray]:
@@ -167,7 +171,8 @@ class Scorer:
         """Errors and the metrics.json content of a run."""
         errors, scored = self.errors(records)
         summary = metrics.summarize(errors, self.joint_names, [r.timings_ms for r in records if r.timings_ms],
-                                    fps=fps, frames=len(records), keypoint_names=self.keypoint_names)
+                                    fps=fps, frames=len(records), keypoint_names=self.keypoint_names,
+                                    keypoint_groups=self.keypoint_groups)
         summary['frames_without_ground_truth'] = len(records) - int(scored.size)
         if errors is None and records:  # no ground truth: the fraction of frames with an estimate still counts
             summary['success_fraction'] = float(np.mean([r.success for r in records]))

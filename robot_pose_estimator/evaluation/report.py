@@ -209,6 +209,13 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
                       f"{_fmt(v['beyond_20px'], 100, 0)} | {v['scored']} |"
                       for name, v in s['keypoint_error_px'].items()]
             lines.append('')
+        if s.get('keypoint_error_by_group_px'):
+            lines += ['Per part of the arm (`robot.keypoint_groups`), its keypoints pooled:', '',
+                      '| part | median | p90 | beyond 20 px (%) | scored |', '|---|---|---|---|---|']
+            lines += [f"| {name} | {_fmt(v['median_px'], digits=1)} | {_fmt(v['p90_px'], digits=1)} | "
+                      f"{_fmt(v['beyond_20px'], 100, 0)} | {v['scored']} |"
+                      for name, v in s['keypoint_error_by_group_px'].items()]
+            lines.append('')
         if 'keypoint_error_by_peak' in s:
             by_peak = s['keypoint_error_by_peak']
             step = by_peak['doubling_step']

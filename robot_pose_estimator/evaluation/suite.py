@@ -429,7 +429,9 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
         entry = {'group': row.group, 'condition': row.condition, 'bag': row.bag, 'run': run,
                  'mode': pooled[run].info['mode'], 'overrides': dict(row.overrides),
                  'measured_joints': row.measured_joints, **{key: summary.get(key) for key in TABLE_METRICS},
-                 'per_sequence': per_sequence(pooled[run], row_frames, seeds)}
+                 'per_sequence': per_sequence(pooled[run], row_frames, seeds),
+                 'keypoint_error_by_group_px': {part: stats['median_px'] for part, stats
+                                                in summary.get('keypoint_error_by_group_px', {}).items()}}
         if BAG_KINDS[row.bag].camera_motion == 'static':
             entry['camera_error_after'] = camera_error_after(pooled[run], row_frames, seeds)
         table.append(entry)
@@ -473,6 +475,13 @@ def _sequences_cell(breakdown: Sequence[Mapping[str, Any]]) -> str:
                       for s in breakdown)
 
 
+def _keypoint_cell(row: Mapping[str, Any]) -> str:
+    """Format the median 2D error over all keypoints, then per part of the arm when the config groups them."""
+    parts = row.get('keypoint_error_by_group_px') or {}
+    overall = _cell(row.get('keypoint_error_median_px'))
+    return f"{overall} ({' / '.join(_cell(v) for v in parts.values())})" if parts else overall
+
+
 def _joint_cell(row: Mapping[str, Any]) -> str:
     """Mean joint error over all but the last joint / the last / all, as the anchors report it."""
     return ' / '.join(_cell(row.get(key)) for key in JOINT_ERROR_MEANS)
@@ -483,6 +492,9 @@ def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
     h = result.header
     arm, last = metrics.joint_group_labels(len(next((r['joint_error_deg'] for r in result.rows
                                                      if r.get('joint_error_deg')), {})))
+    parts = next((list(r['keypoint_error_by_group_px']) for r in result.rows if r.get('keypoint_error_by_group_px')),
+                 [])
+    parts_note = f" (in brackets per part of the arm: {' / '.join(parts)})" if parts else ''
     lines = [
         '# Robustness benchmarks', '',
         f"- model: `{h['model']}` (sha256 `{h['model_sha256'][:16]}`)",
@@ -502,22 +514,24 @@ def benchmarks_markdown(result: SuiteResult, groups: Sequence[str]) -> str:
         'config accepts; every keypoint with a non-zero peak is kept), `min_keypoints` as configured. '
         'Per-row reports: `runs/<run>/report.md`.', '',
         f'Joint error: the mean over joints {arm} / joint {last} alone / all joints (the anchors report joints '
-        f"{arm}). Per sequence: AUC (mean error of joints {arm}) of each seed in {h['seeds']} on its own.", '',
+        f"{arm}). Per sequence: AUC (mean error of joints {arm}) of each seed in {h['seeds']} on its own. "
+        f'2D error: the median over in-frame keypoints{parts_note}.', '',
         f'| condition | AUC@0.1m (%) | ADD mean / median (cm) | joint error {arm} / {last} / all (deg) | '
-        'rotation / translation error '
-        '(deg / cm) | frames with an estimate (%) | FPS | frames | per sequence: AUC (joint error, deg) | run |',
-        '|---|---|---|---|---|---|---|---|---|---|',
+        'rotation / translation error (deg / cm) | 2D error (px) | frames with an estimate (%) | FPS | frames | '
+        'per sequence: AUC (joint error, deg) | run |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     static_groups = [g for g in groups if any('camera_error_after' in r for r in result.rows if r['group'] == g)]
     for group in (g for g in groups if g not in static_groups):
         title = GROUPS[group][0]
-        lines.append(f'| **{title}** | | | | | | | | | |')
+        lines.append(f'| **{title}** | | | | | | | | | | |')
         for row in (r for r in result.rows if r['group'] == group):
             lines.append(
                 f"| {row['condition']} | {_cell(row['add_auc_0.1m_percent'], digits=2)} | "
                 f"{_cell(row['add_mean_m'], 100, 2)} / {_cell(row['add_median_m'], 100, 2)} | "
                 f"{_joint_cell(row)} | {_cell(row['rotation_error_mean_deg'], digits=2)} / "
-                f"{_cell(row['translation_error_mean_cm'], digits=2)} | {_cell(row['success_fraction'], 100)} | "
+                f"{_cell(row['translation_error_mean_cm'], digits=2)} | {_keypoint_cell(row)} | "
+                f"{_cell(row['success_fraction'], 100)} | "
                 f"{_cell(row['fps'])} | {row['frames']} | {_sequences_cell(row.get('per_sequence') or [])} | "
                 f"`{row['run']}` |")
     for group in static_groups:

@@ -21,6 +21,8 @@ points into the camera frame.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from robot_pose_estimator.core.heatmaps import box_from_points, crop_transform, CropTransform, letterbox_transform
 from robot_pose_estimator.core.robot_model import RobotModel
@@ -28,6 +30,7 @@ from robot_pose_estimator.core.transforms import look_at
 
 FULL, CROP = 0, 1               # values of the ``framing`` label
 FULL_FRAME_SIZE = (640, 480)    # (w, h) of the simulated camera image that framing cuts from
+CLOSE_UP_DISTANCE_M = (0.25, 0.6)
 
 
 def project(points_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -45,12 +48,14 @@ def sample_camera(rng: np.random.Generator, robot: RobotModel, q: np.ndarray,
                   distance_range: tuple[float, float] = (0.8, 3.0),
                   elevation_range_deg: tuple[float, float] = (-10.0, 70.0),
                   roll_std_deg: float = 5.0, target_jitter: float = 0.15,
-                  principal_point_jitter: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+                  principal_point_jitter: float = 0.03,
+                  focus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw a random external camera: (K (3x3), T_camera_base (4x4)) for an image of (w, h).
 
     The camera sits on a shell (distance, elevation, any azimuth) around a point near the
-    centre of the arm's keypoints and looks at it with a small roll. Horizontal FOV, aspect and
-    an off-centre principal point vary like real cameras. Close, narrow views truncate the arm.
+    centre of the arm's keypoints (or of the ``focus`` mask's keypoints) and looks at it with a
+    small roll. Horizontal FOV, aspect and an off-centre principal point vary like real cameras.
+    Close, narrow views truncate the arm.
     """
     w, h = image_size
     fov = np.deg2rad(rng.uniform(*fov_range_deg))
@@ -60,6 +65,8 @@ def sample_camera(rng: np.random.Generator, robot: RobotModel, q: np.ndarray,
     cy = (h - 1) / 2.0 + rng.uniform(-1, 1) * principal_point_jitter * h
     K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
     points = robot.keypoints(q)
+    if focus is not None:
+        points = points[focus]
     target = 0.5 * (points.min(axis=0) + points.max(axis=0)) + rng.normal(0.0, target_jitter, 3)
     azimuth = rng.uniform(0.0, 2.0 * np.pi)
     elevation = np.deg2rad(rng.uniform(*elevation_range_deg))
@@ -67,6 +74,17 @@ def sample_camera(rng: np.random.Generator, robot: RobotModel, q: np.ndarray,
     eye = target + distance * np.array([np.cos(elevation) * np.cos(azimuth),
                                         np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
     return K, look_at(eye, target, roll=np.deg2rad(rng.normal(0.0, roll_std_deg)))
+
+
+def close_up_camera_kwargs(robot: RobotModel) -> dict[str, Any]:
+    """``sample_camera`` arguments for a close-up of the hand: 25-60 cm from it, the arm cut by the border.
+
+    The hand is the last keypoint's link; real footage has it this close when the arm reaches
+    towards the camera or a person holds the camera near the gripper.
+    """
+    hand = robot.keypoint_specs[-1].link
+    return {'focus': np.array([spec.link == hand for spec in robot.keypoint_specs]),
+            'distance_range': CLOSE_UP_DISTANCE_M, 'target_jitter': 0.05}
 
 
 def intrinsics_for_crop(K_full: np.ndarray, transform: CropTransform) -> np.ndarray:

@@ -71,6 +71,12 @@ class Randomization:
     defocus_prob: float = 0.0
     max_defocus_px: float = 2.5         # radius of the defocus disc
     edge_softness: float = 0.0          # alpha sigma (px) at the scene's silhouette (TinyRenderer has no antialiasing)
+    # What real photographs of arms showed and the renders lacked (docs/training.md, "Levers"):
+    held_object_prob: float = 0.0       # a board, box or tool in the gripper (TinyRenderer scene props)
+    close_up_prob: float = 0.0          # the camera 25-60 cm from the hand: the hand huge, the arm cut by the border
+    low_resolution_prob: float = 0.0    # detail of a small image or a far robot: down- and up-sampled
+    low_resolution_scale: tuple[float, float] = (0.25, 0.7)   # linear scale of that down-sampling
+    glare_prob: float = 0.0             # a bright window or lamp in view: a flare and veiling light
 
     @classmethod
     def none(cls) -> Randomization:
@@ -90,6 +96,7 @@ class Randomization:
         """JSON-ready dict (for meta.json)."""
         data = asdict(self)
         data['jpeg_quality'] = list(self.jpeg_quality)
+        data['low_resolution_scale'] = list(self.low_resolution_scale)
         return data
 
     @classmethod
@@ -97,8 +104,9 @@ class Randomization:
         """Inverse of ``to_dict``; unknown keys are ignored so old meta files still load."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if 'jpeg_quality' in values:
-            values['jpeg_quality'] = tuple(values['jpeg_quality'])
+        for pair in ('jpeg_quality', 'low_resolution_scale'):
+            if pair in values:
+                values[pair] = tuple(values[pair])
         return cls(**values)
 
 
@@ -250,9 +258,10 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> 
 def sensor_effects(image: np.ndarray, rng: np.random.Generator, settings: Randomization) -> np.ndarray:
     """Apply a camera's image formation to a float [0, 1] RGB render, in its order; uint8 out.
 
-    Exposure and white balance act on linear light, then the lens (vignetting, defocus or motion
-    blur, Gaussian blur), then the sensor (brightness-dependent shot noise plus read noise), then
-    the encoder (JPEG). Effects whose settings are neutral draw nothing from ``rng``.
+    Exposure and white balance act on linear light, then the lens (glare, vignetting, defocus or
+    motion blur, Gaussian blur), then the sensor (brightness-dependent shot noise plus read noise,
+    a low resolution), then the encoder (JPEG). Effects whose settings are neutral draw nothing
+    from ``rng``.
     """
     if settings.exposure_ev > 0 or settings.white_balance > 0:
         linear = np.power(np.clip(image, 0.0, 1.0), 2.2)
@@ -263,6 +272,8 @@ def sensor_effects(image: np.ndarray, rng: np.random.Generator, settings: Random
             balance = settings.white_balance
             gain[[0, 2]] *= rng.uniform(1.0 - balance, 1.0 + balance, 2).astype(np.float32)
         image = np.power(np.clip(linear * gain, 0.0, 1.0), 1.0 / 2.2).astype(np.float32)
+    if settings.glare_prob > 0 and rng.random() < settings.glare_prob:
+        image = _glare(image, rng)
     if settings.vignetting > 0:
         strength = float(rng.uniform(0.0, settings.vignetting))
         image = image * _vignette(image.shape[0], image.shape[1], strength)[..., None]
@@ -279,6 +290,8 @@ def sensor_effects(image: np.ndarray, rng: np.random.Generator, settings: Random
     if rng.random() < settings.noise_prob:
         std = rng.uniform(0.0, settings.max_noise_std)
         image = image + np.float32(std) * rng.standard_normal(size=image.shape, dtype=np.float32)
+    if settings.low_resolution_prob > 0 and rng.random() < settings.low_resolution_prob:
+        image = _low_resolution(image, float(rng.uniform(*settings.low_resolution_scale)))
     out = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if rng.random() < settings.jpeg_prob:
         quality = int(rng.integers(settings.jpeg_quality[0], settings.jpeg_quality[1] + 1))
@@ -286,6 +299,31 @@ def sensor_effects(image: np.ndarray, rng: np.random.Generator, settings: Random
         if ok:
             out = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return out
+
+
+def _glare(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add a light source's flare and veiling glare: a bright blob and a wash of its colour over everything.
+
+    Backlit arms in windowed labs lose contrast (the veil) and have a saturated patch beside
+    them (the flare, often at the border where a window is); the network must read the arm through both.
+    """
+    h, w = image.shape[:2]
+    x, y = _pixel_grid(h, w)
+    centre = rng.uniform([-0.1 * w, -0.1 * h], [1.1 * w, 1.1 * h])
+    sigma = rng.uniform(0.1, 0.4) * float(np.hypot(w, h))
+    flare = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2.0 * sigma ** 2)).astype(np.float32)
+    colour = (1.0 - 0.3 * rng.uniform(0.0, 1.0, 3)).astype(np.float32)     # warm or cool white
+    veil = np.float32(rng.uniform(0.05, 0.35))
+    peak = np.float32(rng.uniform(0.5, 1.5))
+    lit = image * (1.0 - veil) + veil * colour + peak * flare[..., None] * colour
+    return np.clip(lit, 0.0, 1.0).astype(np.float32)
+
+
+def _low_resolution(image: np.ndarray, scale: float) -> np.ndarray:
+    """Down-sample by ``scale`` (area) and back (bilinear): the detail of a 320x240 camera or a robot 100 px tall."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _vignette(h: int, w: int, strength: float) -> np.ndarray:

@@ -28,6 +28,7 @@ import tempfile
 
 import cv2
 import numpy as np
+from robot_pose_estimator.core.transforms import quaternion_from_matrix, rotvec_to_matrix
 from robot_pose_estimator.rendering.backgrounds import PhotoPool
 from robot_pose_estimator.rendering.randomization import procedural_texture, random_color, Randomization
 
@@ -40,6 +41,10 @@ _HIDDEN = (0.0, 0.0, -100.0)
 _OBJECTS = (('box', (0.05, 0.08, 0.12)), ('box', (0.15, 0.1, 0.04)), ('box', (0.2, 0.2, 0.2)),
             ('cylinder', (0.04, 0.25)), ('cylinder', (0.1, 0.15)), ('sphere', (0.06,)), ('sphere', (0.12,)),
             ('box', (0.02, 0.3, 0.02)))
+#: Things a gripper holds, in its frame's units (m): a flat board (a calibration target), a box, a tool.
+_HELD = (('box', (0.14, 0.1, 0.004)), ('box', (0.03, 0.045, 0.06)), ('cylinder', (0.012, 0.22)))
+#: A parallel gripper's fingertips lie about this far along its hand link's z axis (Panda: 0.1034 m).
+GRASP_OFFSET_M = 0.1
 
 
 class SceneProps:
@@ -51,7 +56,8 @@ class SceneProps:
         self.textures = self._load_textures(photos, seed)
         self.floor = self._floor_body()
         self.objects = [self._object_body(kind, size) for kind, size in _OBJECTS]
-        self.bodies = {self.floor, *self.objects}
+        self.held = [self._object_body(kind, size) for kind, size in _HELD]
+        self.bodies = {self.floor, *self.objects, *self.held}
 
     def _load_textures(self, photos: PhotoPool | None, seed: int) -> list[int]:
         """Load ``TEXTURES`` images into pybullet; the same ones in every worker of a dataset."""
@@ -88,11 +94,13 @@ class SceneProps:
         return p.createMultiBody(baseVisualShapeIndex=shape, basePosition=_HIDDEN, physicsClientId=self.client)
 
     def stage(self, rng: np.random.Generator, settings: Randomization, camera_position: np.ndarray,
-              robot_points: np.ndarray) -> None:
-        """Place (or hide) the floor and up to ``settings.max_objects`` objects for one image.
+              robot_points: np.ndarray, hand: np.ndarray | None = None) -> None:
+        """Place (or hide) the floor, up to ``settings.max_objects`` objects and a held object for one image.
 
         The floor is the plane z = 0 the base stands on, shown only to cameras above it. Objects
-        stand on it or float 0.3-1.5 m from the base axis, never within 10 cm of a keypoint.
+        stand on it or float 0.3-1.5 m from the base axis, never within 10 cm of a keypoint. With
+        probability ``settings.held_object_prob`` one of ``_HELD`` sits between the fingers of
+        ``hand`` (the gripper link's base-frame pose), turned at random about the approach axis.
         """
         p, client = self._p, self.client
         floor = settings.floor_prob > 0 and rng.random() < settings.floor_prob and camera_position[2] > 0.05
@@ -123,6 +131,29 @@ class SceneProps:
             orientation = p.getQuaternionFromEuler(rng.uniform(-np.pi, np.pi, 3).tolist())
             p.resetBasePositionAndOrientation(body, position.tolist(), orientation, physicsClientId=client)
             self._dress(body, rng, tint=1.0)
+        self._hold(rng, settings, hand)
+
+    def _hold(self, rng: np.random.Generator, settings: Randomization, hand: np.ndarray | None) -> None:
+        """Put one held object (or none) at the fingertips of ``hand``, gripped anywhere along its extent."""
+        p, client = self._p, self.client
+        chosen = -1
+        if hand is not None and settings.held_object_prob > 0 and rng.random() < settings.held_object_prob:
+            chosen = int(rng.integers(len(self.held)))
+        for index, body in enumerate(self.held):
+            if index != chosen:
+                p.resetBasePositionAndOrientation(body, _HIDDEN, [0, 0, 0, 1], physicsClientId=client)
+        if chosen < 0:
+            return
+        spin = rotvec_to_matrix(np.array([0.0, 0.0, rng.uniform(-np.pi, np.pi)]))
+        tilt = rotvec_to_matrix(np.array([*rng.normal(0.0, 0.3, 2), 0.0]))
+        R_local = spin @ tilt
+        reach = float(max(_HELD[chosen][1]))            # the object's longest half-extent
+        offset = np.array([0.0, 0.0, GRASP_OFFSET_M + rng.uniform(0.0, 0.8) * reach])
+        position = hand[:3, :3] @ offset + hand[:3, 3]
+        quaternion = quaternion_from_matrix(hand[:3, :3] @ R_local)       # x, y, z, w, as pybullet takes it
+        p.resetBasePositionAndOrientation(self.held[chosen], position.tolist(), quaternion.tolist(),
+                                          physicsClientId=client)
+        self._dress(self.held[chosen], rng, tint=1.0)
 
     def hide(self) -> None:
         """Move every prop out of sight (for an image rendered without them)."""

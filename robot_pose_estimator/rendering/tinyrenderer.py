@@ -306,9 +306,10 @@ class Renderer:
         light = _light_parameters(rng if settings.light else None, T_camera_base)
         if settings.shadow_prob > 0:
             light['shadow'] = int(rng.random() < settings.shadow_prob)
-        if settings.floor_prob > 0 or settings.max_objects > 0:
+        if settings.floor_prob > 0 or settings.max_objects > 0 or settings.held_object_prob > 0:
             camera_position = -T_camera_base[:3, :3].T @ T_camera_base[:3, 3]
-            self.props.stage(rng, settings, camera_position, self.robot.keypoints(q))
+            hand = self.robot.link_transforms(q)[self.robot.keypoint_specs[-1].link]
+            self.props.stage(rng, settings, camera_position, self.robot.keypoints(q), hand)
         elif self._props is not None:
             self._props.hide()
         _, _, rgba, depth_buffer, segmentation = p.getCameraImage(

@@ -94,6 +94,8 @@ ROBOT_PARAMETERS: dict[str, tuple[Parameter.Type, str]] = {
     'keypoint_offsets': (Parameter.Type.DOUBLE_ARRAY, 'x, y, z offset of each keypoint in its link frame, '
                          'metres (flattened)'),
     'metric_keypoints': (Parameter.Type.STRING_ARRAY, 'keypoints the ADD metric uses'),
+    'keypoint_groups': (Parameter.Type.STRING_ARRAY, 'part of the arm of each keypoint, for the 2D error report '
+                        '(evaluation only; empty: none)'),
     'joint_names': (Parameter.Type.STRING_ARRAY, 'joints the network predicts, URDF names in order'),
     'visual_urdf': (Parameter.Type.STRING, 'URDF with the detailed meshes the renderers draw (training and '
                     'benchmarks; the node does not use it)'),

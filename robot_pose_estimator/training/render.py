@@ -39,7 +39,7 @@ from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.rendering.backgrounds import PhotoPool
 from robot_pose_estimator.rendering.cameras import (
-    CROP, frame_sample, FULL_FRAME_SIZE, intrinsics_for_crop, project, sample_camera
+    close_up_camera_kwargs, CROP, frame_sample, FULL_FRAME_SIZE, intrinsics_for_crop, project, sample_camera
 )
 from robot_pose_estimator.rendering.meshes import resolve_package_uri
 from robot_pose_estimator.rendering.randomization import Randomization
@@ -71,8 +71,12 @@ def render_sample(renderer: Renderer, rng: np.random.Generator, framing_mix: flo
     q = sampler.sample(rng, 1)[0] if sampler is not None else robot.sample(rng)
     points = robot.keypoints(q)
     w, h = FULL_FRAME_SIZE
+    camera_kwargs = dict(camera_kwargs or {})
+    close_up = randomization.close_up_prob if randomization is not None else 0.0
+    if close_up > 0 and rng.random() < close_up:
+        camera_kwargs.update(close_up_camera_kwargs(robot))
     for _ in range(50):
-        K_full, T = sample_camera(rng, robot, q, FULL_FRAME_SIZE, **(camera_kwargs or {}))
+        K_full, T = sample_camera(rng, robot, q, FULL_FRAME_SIZE, **camera_kwargs)
         uv = project(points @ T[:3, :3].T + T[:3, 3], K_full)
         with np.errstate(invalid='ignore'):
             in_frame = np.isfinite(uv).all(axis=1) & (uv[:, 0] >= -0.5) & (uv[:, 0] < w - 0.5) \
@@ -290,6 +294,14 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help='occluders cover up to this fraction of the robot')
     parser.add_argument('--occlusion-fraction', type=float, default=None,
                         help='benchmark mode: every image has exactly this occluded fraction')
+    parser.add_argument('--held-objects', type=float, default=0.0, metavar='P',
+                        help='fraction of images with a board, box or tool in the gripper (docs/training.md, Levers)')
+    parser.add_argument('--close-ups', type=float, default=0.0, metavar='P',
+                        help='fraction of cameras 25-60 cm from the hand, the arm cut by the image border')
+    parser.add_argument('--low-resolution', type=float, default=0.0, metavar='P',
+                        help='fraction of images with the detail of a 320x240 camera or a robot ~100 px tall')
+    parser.add_argument('--glare', type=float, default=0.0, metavar='P',
+                        help='fraction of images with a bright window or lamp in view (flare and veiling glare)')
     parser.add_argument('--no-randomization', action='store_true',
                         help='clean renders: URDF colours, black background, no occluders or effects')
     parser.add_argument('--backgrounds', nargs='+', default=[], metavar='DIR',
@@ -306,10 +318,22 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def run_render(args: argparse.Namespace) -> int:
     """``robot-pose-estimator render``: render a dataset and print the throughput."""
+    levers = {'--held-objects': args.held_objects, '--close-ups': args.close_ups,
+              '--low-resolution': args.low_resolution, '--glare': args.glare}
+    asked = [flag for flag, fraction in levers.items() if fraction]
+    if args.no_randomization and asked:
+        print(f"render: {', '.join(asked)} cannot go with --no-randomization (clean renders)", file=sys.stderr)
+        return 2
+    wrong = [flag for flag, fraction in levers.items() if not 0.0 <= fraction <= 1.0]
+    if wrong:
+        print(f"render: {', '.join(wrong)} is a fraction of the images, between 0 and 1", file=sys.stderr)
+        return 2
     randomization = Randomization.none() if args.no_randomization else Randomization.default()
     overrides: dict[str, Any] = {}
     if not args.no_randomization:
-        overrides['max_occlusion'] = args.max_occlusion
+        overrides.update(max_occlusion=args.max_occlusion, held_object_prob=args.held_objects,
+                         close_up_prob=args.close_ups, low_resolution_prob=args.low_resolution,
+                         glare_prob=args.glare)
     if args.occlusion_fraction is not None:
         overrides['occlusion_fraction'] = args.occlusion_fraction
     if overrides:
