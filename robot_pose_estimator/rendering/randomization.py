@@ -71,7 +71,7 @@ class Randomization:
     defocus_prob: float = 0.0
     max_defocus_px: float = 2.5         # radius of the defocus disc
     edge_softness: float = 0.0          # alpha sigma (px) at the scene's silhouette (TinyRenderer has no antialiasing)
-    # What real photographs of arms showed and the renders lacked (docs/training.md, "Levers"):
+    # What real photographs of arms showed and the renders lacked (docs/sim_to_real.md, "Levers from real photographs"):
     held_object_prob: float = 0.0       # a board, box or tool in the gripper (TinyRenderer scene props)
     close_up_prob: float = 0.0          # the camera 25-60 cm from the hand: the hand huge, the arm cut by the border
     low_resolution_prob: float = 0.0    # detail of a small image or a far robot: down- and up-sampled

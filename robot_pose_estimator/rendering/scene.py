@@ -147,7 +147,7 @@ class SceneProps:
         spin = rotvec_to_matrix(np.array([0.0, 0.0, rng.uniform(-np.pi, np.pi)]))
         tilt = rotvec_to_matrix(np.array([*rng.normal(0.0, 0.3, 2), 0.0]))
         R_local = spin @ tilt
-        reach = float(max(_HELD[chosen][1]))            # the object's longest half-extent
+        reach = float(max(_HELD[chosen][1]))            # its largest size parameter (half-extent or length)
         offset = np.array([0.0, 0.0, GRASP_OFFSET_M + rng.uniform(0.0, 0.8) * reach])
         position = hand[:3, :3] @ offset + hand[:3, 3]
         quaternion = quaternion_from_matrix(hand[:3, :3] @ R_local)       # x, y, z, w, as pybullet takes it

@@ -295,7 +295,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument('--occlusion-fraction', type=float, default=None,
                         help='benchmark mode: every image has exactly this occluded fraction')
     parser.add_argument('--held-objects', type=float, default=0.0, metavar='P',
-                        help='fraction of images with a board, box or tool in the gripper (docs/training.md, Levers)')
+                        help='fraction of images with a board, box or tool in the gripper (docs/sim_to_real.md)')
     parser.add_argument('--close-ups', type=float, default=0.0, metavar='P',
                         help='fraction of cameras 25-60 cm from the hand, the arm cut by the image border')
     parser.add_argument('--low-resolution', type=float, default=0.0, metavar='P',
