@@ -308,7 +308,8 @@ class Renderer:
             light['shadow'] = int(rng.random() < settings.shadow_prob)
         if settings.floor_prob > 0 or settings.max_objects > 0 or settings.held_object_prob > 0:
             camera_position = -T_camera_base[:3, :3].T @ T_camera_base[:3, 3]
-            hand = self.robot.link_transforms(q)[self.robot.keypoint_specs[-1].link]
+            hand = (self.robot.link_transforms(q)[self.robot.keypoint_specs[-1].link]
+                    if settings.held_object_prob > 0 else None)     # full FK only when something is held
             self.props.stage(rng, settings, camera_position, self.robot.keypoints(q), hand)
         elif self._props is not None:
             self._props.hide()

@@ -318,22 +318,23 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def run_render(args: argparse.Namespace) -> int:
     """``robot-pose-estimator render``: render a dataset and print the throughput."""
-    levers = {'--held-objects': args.held_objects, '--close-ups': args.close_ups,
-              '--low-resolution': args.low_resolution, '--glare': args.glare}
-    asked = [flag for flag, fraction in levers.items() if fraction]
+    # Each photo lever: its flag -> (its Randomization field, the fraction asked for).
+    levers = {'--held-objects': ('held_object_prob', args.held_objects),
+              '--close-ups': ('close_up_prob', args.close_ups),
+              '--low-resolution': ('low_resolution_prob', args.low_resolution),
+              '--glare': ('glare_prob', args.glare)}
+    asked = [flag for flag, (_, fraction) in levers.items() if fraction]
     if args.no_randomization and asked:
         print(f"render: {', '.join(asked)} cannot go with --no-randomization (clean renders)", file=sys.stderr)
         return 2
-    wrong = [flag for flag, fraction in levers.items() if not 0.0 <= fraction <= 1.0]
+    wrong = [flag for flag, (_, fraction) in levers.items() if not 0.0 <= fraction <= 1.0]
     if wrong:
         print(f"render: {', '.join(wrong)} is a fraction of the images, between 0 and 1", file=sys.stderr)
         return 2
     randomization = Randomization.none() if args.no_randomization else Randomization.default()
     overrides: dict[str, Any] = {}
     if not args.no_randomization:
-        overrides.update(max_occlusion=args.max_occlusion, held_object_prob=args.held_objects,
-                         close_up_prob=args.close_ups, low_resolution_prob=args.low_resolution,
-                         glare_prob=args.glare)
+        overrides.update(dict(levers.values()), max_occlusion=args.max_occlusion)
     if args.occlusion_fraction is not None:
         overrides['occlusion_fraction'] = args.occlusion_fraction
     if overrides:
