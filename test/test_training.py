@@ -361,8 +361,11 @@ def test_cli_glue_trains_and_exports(dataset, tmp_path, capsys):
     args = parser.parse_args(['--config', str(CONFIG), '--data', str(dataset), '--out', str(tmp_path / 'run'),
                               '--minutes', '5', '--batch-size', '4', '--input-size', str(INPUT_SIZE),
                               '--encoder', 'resnet_half', '--width', '8', '--max-steps', '1',
-                              '--angle-pretrain-steps', '0', '--no-progress'])
+                              '--angle-pretrain-steps', '0', '--keypoint-weights', 'base=3', 'hand=0.5',
+                              '--no-progress'])
     assert run_train(args) == 0
+    checkpoint = load_checkpoint(tmp_path / 'run' / 'checkpoint.pt')
+    assert checkpoint['settings']['keypoint_group_weights'] == {'base': 3.0, 'hand': 0.5}
     parser = argparse.ArgumentParser()
     add_export_arguments(parser)
     onnx_path = tmp_path / 'models' / 'panda.onnx'
@@ -372,6 +375,28 @@ def test_cli_glue_trains_and_exports(dataset, tmp_path, capsys):
     card = json.loads(onnx_path.with_suffix('.json').read_text())
     assert card['training']['steps'] == 1 and card['model'] == 'panda.onnx'
     assert 'max abs diff' in capsys.readouterr().out
+
+
+def test_keypoint_weights_weigh_each_part_and_refuse_unknown_parts(capsys):
+    import argparse
+
+    from robot_pose_estimator.training.commands import add_train_arguments
+    from robot_pose_estimator.training.train import keypoint_loss_weights
+
+    groups = load_config(CONFIG).robot.keypoint_groups
+    weights = keypoint_loss_weights(groups, {'base': 3.0})
+    assert weights.tolist() == [3.0 if group == 'base' else 1.0 for group in groups]
+    assert weights[:4].tolist() == [3.0] * 4 and weights[4:].sum() == len(groups) - 4
+    assert keypoint_loss_weights(groups, {}) is None
+    with pytest.raises(ValueError, match=r"parts \['bse'\] that robot.keypoint_groups does not have"):
+        keypoint_loss_weights(groups, {'bse': 3.0})
+    with pytest.raises(ValueError, match='must be >= 0'):
+        keypoint_loss_weights(groups, {'base': -1.0})
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--config', 'c', '--data', 'd', '--keypoint-weights', 'base'])
+    assert "expected PART=WEIGHT (e.g. base=3), got 'base'" in capsys.readouterr().err
 
 
 def test_train_lifter_learns_angles_from_keypoints(tmp_path, capsys):

@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 import shlex
 import sys
+from typing import Any
 
 from robot_pose_estimator.rosbag import add_topic_arguments, topics_from_args
 from robot_pose_estimator.training.settings import (
@@ -36,7 +37,27 @@ from robot_pose_estimator.training.settings import (
 # Options of ``train`` that ``run_train`` forwards only when given, so that ``--resume`` keeps the
 # checkpoint's values for everything not on the command line.
 _OPTIONS = ('sigma', 'heatmap_loss', 'angle_weight', 'mask_fraction', 'val_minutes', 'checkpoint_minutes',
-            'max_steps', 'angle_pretrain_steps', 'encoder_lr_scale', 'freeze_stages', 'freeze_minutes')
+            'max_steps', 'angle_pretrain_steps', 'encoder_lr_scale', 'freeze_stages', 'freeze_minutes',
+            'keypoint_group_weights')
+
+
+def _part_weight(text: str) -> tuple[str, float]:
+    """Parse one ``PART=WEIGHT`` of ``train --keypoint-weights``."""
+    part, _, weight = text.partition('=')
+    try:
+        if part:
+            return part, float(weight)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f'expected PART=WEIGHT (e.g. base=3), got {text!r}')
+
+
+class _PartWeights(argparse.Action):
+    """Collect ``PART=W`` pairs into the dict ``TrainSettings.keypoint_group_weights`` holds."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, dict(values))
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +98,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sigma', type=float, help=f'heatmap sigma in heatmap pixels (default {d.sigma})')
     parser.add_argument('--heatmap-loss', choices=HEATMAP_LOSSES, help=f'default {d.heatmap_loss}')
     parser.add_argument('--angle-weight', type=float, help=f'default {d.angle_weight}')
+    parser.add_argument('--keypoint-weights', dest='keypoint_group_weights', nargs='+', metavar='PART=W',
+                        type=_part_weight, action=_PartWeights,
+                        help="weigh the heatmap loss of a part of the arm (robot.keypoint_groups), e.g. 'base=3'; "
+                             'parts not named weigh 1')
     parser.add_argument('--mask-fraction', type=float,
                         help=f'random masking of up to this fraction of the input (default {d.mask_fraction})')
     parser.add_argument('--angle-pretrain-steps', type=int,

@@ -19,7 +19,7 @@ so these dataclasses and choices live apart from the modules that need torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HEATMAP_LOSSES = ('mse', 'focal')
 #: The fp16 weights file that ``export`` writes beside a model, for ``train --init-weights``.
@@ -41,6 +41,8 @@ class TrainSettings:
     sigma: float = 2.0                 # heatmap Gaussian sigma, heatmap pixels
     heatmap_loss: str = 'mse'
     positive_weight: float = 10.0
+    # Heatmap-loss weight per part of the arm (robot.keypoint_groups, e.g. {'base': 3.0}); parts not named weigh 1.
+    keypoint_group_weights: dict[str, float] = field(default_factory=dict)
     angle_weight: float = 1.0
     mask_fraction: float = 0.2
     encoder_lr_scale: float = 1.0      # the encoder's learning rate relative to ``lr`` (pretrained: < 1)

@@ -86,6 +86,7 @@ def robot_metadata(config_path: str | Path) -> tuple[dict[str, Any], RobotModel]
         'keypoint_names': [k.name for k in config.robot.keypoints],
         'keypoint_links': [k.link for k in config.robot.keypoints],
         'keypoint_offsets': [list(k.offset) for k in config.robot.keypoints],
+        'keypoint_groups': list(config.robot.keypoint_groups),
         'joint_names': list(robot.joint_names),
         'joint_lower': robot.lower.tolist(),
         'joint_upper': robot.upper.tolist(),
@@ -111,6 +112,23 @@ def _check_dataset(meta: dict, robot: dict[str, Any], source: str) -> None:
         if key in meta and list(meta[key]) != list(robot[key]):
             raise ValueError(f"{source}: dataset {key} {meta[key]} differ from the config's "
                              f'{robot[key]}; re-render with this config')
+
+
+def keypoint_loss_weights(groups: Sequence[str], group_weights: dict[str, float]) -> np.ndarray | None:
+    """Each keypoint's heatmap-loss weight from its part's entry in ``group_weights`` (None: all weigh 1).
+
+    A part the config does not name is an error, not a silent no-op: a typo would otherwise train the
+    plain loss under a lever's name.
+    """
+    if not group_weights:
+        return None
+    unknown = sorted(set(group_weights) - set(groups))
+    if unknown:
+        raise ValueError(f'keypoint weights name parts {unknown} that robot.keypoint_groups does not have '
+                         f'({sorted(set(groups)) or "none: set robot.keypoint_groups in the config"})')
+    if any(weight < 0 for weight in group_weights.values()):
+        raise ValueError(f'keypoint weights must be >= 0, got {group_weights}')
+    return np.array([group_weights.get(group, 1.0) for group in groups], dtype=np.float32)
 
 
 def _learning_rate(settings: TrainSettings, step: int, elapsed: float) -> float:
@@ -149,6 +167,7 @@ class _Run:
     history: list[dict[str, Any]]
     validation: dict[str, Any]
     provenance: dict[str, Any]
+    keypoint_weights: torch.Tensor | None = None   # (K,) heatmap-loss weights, None: all 1
 
     @property
     def size(self) -> int:
@@ -247,8 +266,10 @@ def _start(config_path: str | Path, data_dirs: Sequence[str | Path], out: Path, 
                   'command': command, 'commands': (previous or {}).get('commands', []) + [command],
                   'lineage': (source or {}).get('lineage', []), 'encoder_weights': encoder_weights,
                   'init_weights': previous.get('init_weights') if previous is not None else init_record}
+    weights = keypoint_loss_weights(robot['keypoint_groups'], settings.keypoint_group_weights)
     run = _Run(out, settings, model_config, net, optimizer, robot, robot_model, metas, device, step, images_seen,
-               elapsed, history, dict(previous.get('validation', {})) if previous else {}, provenance)
+               elapsed, history, dict(previous.get('validation', {})) if previous else {}, provenance,
+               None if weights is None else torch.from_numpy(weights).to(device))
     return run, train_sources, val_sources
 
 
@@ -269,7 +290,8 @@ def _step(run: _Run, batch: Samples, generator: torch.Generator, rate: float) ->
                         enabled=run.autocast_dtype is not None):
         logits, sincos = run.net(x, hint)
     target = heatmap_targets(keypoints, tuple(logits.shape[2:]), (size, size), settings.sigma)
-    loss_hm = heatmap_loss(logits, target, settings.heatmap_loss, settings.positive_weight)
+    weights = None if run.keypoint_weights is None else run.keypoint_weights.expand(len(batch), -1)
+    loss_hm = heatmap_loss(logits, target, settings.heatmap_loss, settings.positive_weight, weights)
     loss_angle = angle_loss(sincos, angles, run.net.joint_center)
     loss = loss_hm + settings.angle_weight * loss_angle
     if not torch.isfinite(loss):
