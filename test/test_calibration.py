@@ -149,6 +149,8 @@ def test_calibrate_bag_scores_the_average_against_the_truth(tmp_path: Path):
     assert report.frame_translation_errors_m.shape == (6,)
     assert summary['frame_translation_error_median_m'] == pytest.approx(
         float(np.median(report.frame_translation_errors_m)))
+    assert [n for n, _ in report.running] == [3, 4, 5, 6]      # the convergence curve ends at all frames ...
+    assert report.running[-1][1] is report.result               # ... and that point is the calibration
 
 
 def test_a_bag_without_tf_static_is_calibrated_into_the_optical_frame(tmp_path: Path):

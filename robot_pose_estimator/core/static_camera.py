@@ -204,10 +204,9 @@ class StaticCamera:
         if not self._poses:
             self._fused = None
             return
-        average = robust_pose_mean(np.stack(self._poses))
-        self._fused = average
-        if len(self._observations) >= self.config.min_frames_to_hold:
-            self._fused = fit_over_frames(self.robot, average, list(self._observations), self.options)
+        # fit_over_frames keeps the average below its own MIN_FIT_FRAMES frames with keypoints.
+        self._fused = fit_over_frames(self.robot, robust_pose_mean(np.stack(self._poses)), list(self._observations),
+                                      self.options)
 
 
 def _finite_or(value: float, default: float) -> float:

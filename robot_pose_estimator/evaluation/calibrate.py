@@ -139,8 +139,8 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
         raise ValueError(f'{bag}: only {len(accumulator)} of {len(records)} frames have an estimate; '
                          'calibration needs at least 3 (is the robot in view? is it the right model?)')
     fit = (estimator.robot, estimator.settings.solver_options)
-    result = accumulator.result(*fit)
     running = _running(offered, fit)
+    result = running[-1][1]     # the curve's last point fuses every frame: the calibration itself
     placement = place_calibration(result.T_camera_base, camera_frame, base_frame, tree, parent_frame, child_frame)
     sources = {r.joint_source for r in offered}
     report = CalibrationReport(result, offered, camera_frame, base_frame, config.model_path, len(records), placement,
@@ -163,7 +163,7 @@ def calibrate_bag(bag: str | Path, config_path: str | Path | None = None, model_
 
 def _running(records: list[FrameRecord],
              fit: tuple[RobotModel, SolverOptions]) -> list[tuple[int, CalibrationResult]]:
-    """Fuse the first n frames, for about 40 growing n, the way the final calibration is fused."""
+    """Fuse the first n frames, for about 40 growing n up to all of them, the way the final calibration is fused."""
     accumulator = CalibrationAccumulator()
     counts = np.unique(np.linspace(3, len(records), min(40, len(records) - 2)).astype(int))
     running, offered = [], 0
