@@ -45,11 +45,12 @@ def _part_weight(text: str) -> tuple[str, float]:
     """Parse one ``PART=WEIGHT`` of ``train --keypoint-weights``."""
     part, _, weight = text.partition('=')
     try:
-        if part:
-            return part, float(weight)
+        value = float(weight)
     except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f'expected PART=WEIGHT (e.g. base=3), got {text!r}')
+        value = None
+    if not part or value is None:
+        raise argparse.ArgumentTypeError(f'expected PART=WEIGHT (e.g. base=3), got {text!r}')
+    return part, value
 
 
 class _PartWeights(argparse.Action):
