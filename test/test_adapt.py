@@ -15,6 +15,7 @@
 """``adapt`` (issue #29): labels only from fits the geometry vouches for, and a toy run end to end."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -109,9 +110,10 @@ def test_self_training_keeps_only_frames_the_geometry_vouches_for(robot):
 def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, capsys):
     """One round, a few steps, on 6 frames of the bundled bag with its ground-truth joints as the robot's."""
     out = tmp_path / 'adapted'
+    gentle = ['--freeze-stages', '4', '--angle-weight', '0', '--synthetic-fraction', '0.5']
     code = main(['adapt', '--bag', str(REPO / 'test' / 'data' / 'demo_panda'), '--out', str(out),
                  '--measured-joints-topic', '/ground_truth/joint_states', '--max-frames', '6', '--minutes', '0.05',
-                 '--synthetic', '4'])
+                 '--synthetic', '4', *gentle])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert 'adapt: round 1: 6 of 6 frames labelled (measured joints)' in printed
@@ -119,9 +121,13 @@ def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, c
     assert backend.metadata.keypoint_names == tuple(load_config(CONFIG).robot.keypoint_names)
     card = (out / 'model.json').read_text()
     assert '"with_measured_joints": true' in card and '"name": "demo_panda"' in card
+    settings = json.loads(card)['adaptation']['settings']
+    assert (settings['freeze_stages'], settings['angle_weight'], settings['synthetic_fraction']) == (4, 0.0, 0.5)
     assert (out / 'model.weights.pt').is_file() and (out / 'labels_round1.npz').is_file()
     # Run again with the same arguments: the saved state is found and the result written again.
     assert main(['adapt', '--bag', str(REPO / 'test' / 'data' / 'demo_panda'), '--out', str(out),
                  '--measured-joints-topic', '/ground_truth/joint_states', '--max-frames', '6',
-                 '--minutes', '0.05', '--synthetic', '4']) == 0
+                 '--minutes', '0.05', '--synthetic', '4', *gentle]) == 0
     assert 'resuming after round 1 of 1' in capsys.readouterr().out
+    assert main(['adapt', '--bag', 'b', '--out', str(tmp_path / 'x'), '--synthetic-fraction', '1']) == 2
+    assert '--synthetic-fraction must be in [0, 1)' in capsys.readouterr().err

@@ -256,14 +256,27 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
                              f'(default: {defaults.synthetic_count}; 0: none)')
     parser.add_argument('--backgrounds', nargs='+', default=(), metavar='DIR',
                         help='photo folders for the synthetic renders mixed in (default: procedural backgrounds)')
+    parser.add_argument('--synthetic-fraction', type=float, default=defaults.synthetic_fraction,
+                        help='share of every batch drawn from those renders '
+                             f'(default: {defaults.synthetic_fraction:g})')
+    parser.add_argument('--freeze-stages', type=int, choices=range(5), default=defaults.freeze_stages, metavar='N',
+                        help='keep the encoder stem and its first N of 4 stages as they are (default: '
+                             f'{defaults.freeze_stages}; 4: only the decoder and heads learn)')
+    parser.add_argument('--angle-weight', type=float, default=defaults.angle_weight,
+                        help=f'weight of the joint-angle loss (default: {defaults.angle_weight:g}; 0 leaves the angle '
+                             'head as it was)')
     add_topic_arguments(parser, ground_truth=False)
 
 
 def run_adapt(args: argparse.Namespace) -> int:
     """Adapt the model to the footage in the bags (``training.adapt``) from parsed arguments."""
     from robot_pose_estimator.training.adapt import adapt    # the train extra (torch, pybullet), as in run_train
+    if not 0.0 <= args.synthetic_fraction < 1.0 or args.angle_weight < 0.0:
+        print('adapt: --synthetic-fraction must be in [0, 1) and --angle-weight >= 0', file=sys.stderr)
+        return 2
     settings = replace(AdaptSettings(), minutes=args.minutes, max_frames=args.max_frames, rounds=args.rounds,
-                       synthetic_count=args.synthetic)
+                       synthetic_count=args.synthetic, synthetic_fraction=args.synthetic_fraction,
+                       freeze_stages=args.freeze_stages, angle_weight=args.angle_weight)
     try:
         result = adapt(args.bags, args.out, args.config, args.model, topics_from_args(args), settings,
                        args.backgrounds)
