@@ -130,4 +130,18 @@ def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, c
                  '--minutes', '0.05', '--synthetic', '4', *gentle]) == 0
     assert 'resuming after round 1 of 1' in capsys.readouterr().out
     assert main(['adapt', '--bag', 'b', '--out', str(tmp_path / 'x'), '--synthetic-fraction', '1']) == 2
-    assert '--synthetic-fraction must be in [0, 1)' in capsys.readouterr().err
+    assert 'synthetic_fraction must be in [0, 1), got 1.0' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'minutes': 0.0}, r'minutes must be in \(0, 10000\], got 0.0'),
+    ({'holdout_fraction': 1.0}, r'holdout_fraction must be in \[0, 1\), got 1.0'),
+    ({'freeze_stages': 5}, r'freeze_stages must be in \[0, 4\], got 5'),
+    ({'angle_weight': -0.5}, r'angle_weight must be in \[0, 100\], got -0.5'),
+    ({'min_explained': 0}, r'min_explained must be in \[1, 1000\], got 0'),
+])
+def test_adapt_settings_refuse_out_of_range_values_from_python_too(changes, message):
+    """``adapt()`` called from Python gets the same checks as the CLI: the settings refuse themselves."""
+    with pytest.raises(ValueError, match=message):
+        AdaptSettings(**changes)
+    assert AdaptSettings(holdout_fraction=0.0, synthetic_fraction=0.0, angle_weight=0.0).rounds == 2

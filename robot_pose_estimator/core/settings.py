@@ -42,7 +42,7 @@ BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
 class Spec:
     """What a parameter is: its description, the values it takes, and whether it can change live.
 
-    ``low``/``high`` bound numbers (``low_open``: strictly above ``low``); ``off`` is a value
+    ``low``/``high`` bound numbers (``low_open``/``high_open``: strictly inside them); ``off`` is a value
     outside them that turns the feature off (``extra_pass_zoom: 0``); ``choices`` lists strings.
     """
 
@@ -50,6 +50,7 @@ class Spec:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
     off: float | None = None
     choices: tuple[str, ...] | None = None
     runtime: bool = False
@@ -67,8 +68,9 @@ class Spec:
         if self.off is not None and value == self.off:
             return
         below = value <= self.low if self.low_open else value < self.low
-        if (self.low is not None and below) or (self.high is not None and value > self.high):
-            bounds = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        above = value >= self.high if self.high_open else value > self.high
+        if (self.low is not None and below) or (self.high is not None and above):
+            bounds = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
             off = f'{self.off:g} (off) or ' if self.off is not None else ''
             raise ValueError(f'{name} must be {off}in {bounds}, got {value!r}')
 

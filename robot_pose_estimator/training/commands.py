@@ -270,13 +270,14 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_adapt(args: argparse.Namespace) -> int:
     """Adapt the model to the footage in the bags (``training.adapt``) from parsed arguments."""
-    if not 0.0 <= args.synthetic_fraction < 1.0 or args.angle_weight < 0.0:
-        print('adapt: --synthetic-fraction must be in [0, 1) and --angle-weight >= 0', file=sys.stderr)
+    try:    # checked before torch and pybullet are imported: a wrong flag fails at once
+        settings = replace(AdaptSettings(), minutes=args.minutes, max_frames=args.max_frames, rounds=args.rounds,
+                           synthetic_count=args.synthetic, synthetic_fraction=args.synthetic_fraction,
+                           freeze_stages=args.freeze_stages, angle_weight=args.angle_weight)
+    except ValueError as error:
+        print(f'adapt: {error}', file=sys.stderr)
         return 2
     from robot_pose_estimator.training.adapt import adapt    # the train extra (torch, pybullet), as in run_train
-    settings = replace(AdaptSettings(), minutes=args.minutes, max_frames=args.max_frames, rounds=args.rounds,
-                       synthetic_count=args.synthetic, synthetic_fraction=args.synthetic_fraction,
-                       freeze_stages=args.freeze_stages, angle_weight=args.angle_weight)
     try:
         result = adapt(args.bags, args.out, args.config, args.model, topics_from_args(args), settings,
                        args.backgrounds)

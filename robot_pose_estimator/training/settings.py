@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from robot_pose_estimator.core.settings import check, setting
+
 HEATMAP_LOSSES = ('mse', 'focal')
 #: The fp16 weights file that ``export`` writes beside a model, for ``train --init-weights``.
 WEIGHTS_SUFFIX = '.weights.pt'
@@ -85,26 +87,41 @@ class LifterSettings:
 
 @dataclass(frozen=True)
 class AdaptSettings:
-    """How much footage, which labels, how long and how gently to fine-tune."""
+    """How much footage, which labels, how long and how gently to fine-tune.
 
-    minutes: float = 15.0              # fine-tuning wall-clock budget over all rounds (labelling not included)
-    max_frames: int = 600              # frames taken from the bags, evenly spread
-    rounds: int = 2                    # label -> train -> relabel rounds without measured joints (with: 1)
-    holdout_fraction: float = 0.15     # frames held back for early stopping (every n-th frame)
-    batch_size: int = 16
-    lr: float = 1e-4
-    encoder_lr_scale: float = 0.5
-    freeze_stages: int = 2             # the stem and this many encoder stages stay as they are
-    synthetic_fraction: float = 0.3    # share of every batch drawn from synthetic renders
-    synthetic_count: int = 400         # renders made once per run, in the training look
-    crop_copies: int = 3               # jittered crops per real frame, cached
-    crop_margin: float = 0.15          # as the estimator's, plus jitter
-    angle_weight: float = 0.5
-    mask_fraction: float = 0.2         # random rectangles over the input, as in training
-    validate_every_s: float = 60.0
+    Every field is checked on construction (``core.settings.Spec``), so ``adapt()`` called from
+    Python refuses a bad value exactly as the CLI does.
+    """
+
+    minutes: float = setting(15.0, 'fine-tuning wall-clock budget over all rounds (labelling not included)',
+                             low=0.0, low_open=True, high=10_000.0)
+    max_frames: int = setting(600, 'frames taken from the bags, evenly spread', low=1, high=1_000_000)
+    rounds: int = setting(2, 'label -> train -> relabel rounds without measured joints (with: 1)', low=1, high=100)
+    holdout_fraction: float = setting(0.15, 'frames held back for early stopping (every n-th frame)',
+                                      low=0.0, high=1.0, high_open=True)
+    batch_size: int = setting(16, 'images per training step', low=1, high=4096)
+    lr: float = setting(1e-4, 'learning rate of the decoder and heads', low=0.0, low_open=True, high=1.0)
+    encoder_lr_scale: float = setting(0.5, "the encoder's learning rate relative to lr", low=0.0, high=10.0)
+    freeze_stages: int = setting(2, 'the stem and this many encoder stages stay as they are', low=0, high=4)
+    synthetic_fraction: float = setting(0.3, 'share of every batch drawn from synthetic renders',
+                                        low=0.0, high=1.0, high_open=True)
+    synthetic_count: int = setting(400, 'renders made once per run, in the training look', low=0, high=1_000_000)
+    crop_copies: int = setting(3, 'jittered crops per real frame, cached', low=1, high=100)
+    crop_margin: float = setting(0.15, "as the estimator's, plus jitter", low=0.0, high=2.0)
+    angle_weight: float = setting(0.5, 'weight of the joint-angle loss (0: the angle head stays as it was)',
+                                  low=0.0, high=100.0)
+    mask_fraction: float = setting(0.2, 'random rectangles over the input, as in training',
+                                   low=0.0, high=1.0, high_open=True)
+    validate_every_s: float = setting(60.0, 'seconds between held-out checks', low=0.0, low_open=True, high=86_400.0)
     # Self-training gates (without measured joints): a frame is labelled only when...
-    max_residual_px: float = 6.0       # ...the held fit's RMS reprojection error is below this,
-    min_explained: int = 10            # ...at least this many keypoints lie within explain_px of it,
-    explain_px: float = 12.0
-    max_disagreement_m: float = 0.04   # ...and single-frame and held fits put the keypoints this close (mean, 3D)
+    max_residual_px: float = setting(6.0, "...the held fit's RMS reprojection error is below this,",
+                                     low=0.0, low_open=True, high=1_000.0)
+    min_explained: int = setting(10, '...at least this many keypoints lie within explain_px of it,', low=1, high=1000)
+    explain_px: float = setting(12.0, 'pixels within which the fit explains a keypoint', low=0.0, low_open=True,
+                                high=1_000.0)
+    max_disagreement_m: float = setting(0.04, '...and single-frame and held fits put the keypoints this close '
+                                        '(mean, 3D)', low=0.0, low_open=True, high=10.0)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self)
