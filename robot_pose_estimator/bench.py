@@ -136,21 +136,28 @@ def geometry_benchmark(config_path: Path | None = None, frames: int = 300, seed:
 
 
 def model_benchmark(config_path: Path | None = None, frames: int = 100, model: Path | None = None) -> dict:
-    """Median / p95 ms of one network pass (preprocess excluded) on the configured backend.
+    """Median / p95 ms of one network pass (preprocess excluded) on the configured backend, and of two.
 
-    ``model`` replaces the config's ``model_path``, so a candidate is timed as the node would run it.
+    ``two_crops`` times what online mode runs per frame with ``extra_pass_zoom`` on: two crops in
+    one ``infer_batch`` call (one run where the model's batch axis is dynamic). ``model``
+    replaces the config's ``model_path``, so a candidate is timed as the node would run it.
     """
     config = load_config(config_path or default_config_path())
     model_path = str(model) if model is not None else config.model_path
     backend = create_backend(model_path, config.backend, threads=config.onnx_threads)
     metadata = backend.metadata
-    tensor = np.random.default_rng(0).normal(size=(1, 3, metadata.input_height, metadata.input_width))
-    tensor = tensor.astype(np.float32)
+    tensors = np.random.default_rng(0).normal(size=(2, 3, metadata.input_height, metadata.input_width))
+    tensors = tensors.astype(np.float32)
     for _ in range(5):
-        backend.infer(tensor)
-    samples = [_time_ms(backend.infer, tensor) for _ in range(frames)]
+        backend.infer(tensors[:1])
+        backend.infer_batch(tensors)
+    one, two = [], []
+    for _ in range(frames):     # interleaved, so both see the same load
+        one.append(_time_ms(backend.infer, tensors[:1]))
+        two.append(_time_ms(backend.infer_batch, tensors))
     return {'benchmark': 'network', 'model': model_path, 'backend': backend.name,
-            'input': [metadata.input_height, metadata.input_width], **_summary(samples)}
+            'input': [metadata.input_height, metadata.input_width], **_summary(one),
+            'two_crops': {**_summary(two), 'one_call': bool(getattr(backend, 'dynamic_batch', False))}}
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -34,7 +34,9 @@ from typing import Any, TYPE_CHECKING
 import numpy as np
 from robot_pose_estimator.core import preprocessing
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.heatmaps import input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
+from robot_pose_estimator.core.heatmaps import (
+    CropTransform, input_to_heatmap, letterbox_transform, render_gaussian_heatmaps
+)
 from robot_pose_estimator.core.model import (
     HEATMAPS_NAME, IMAGENET_NORMALIZATION, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelMetadata
 )
@@ -243,6 +245,7 @@ class IdealHeatmapBackend:
         self.peaks = np.ones(robot.num_keypoints)
         self.transform = letterbox_transform((WIDTH, HEIGHT), self.metadata.input_wh)
         self.crops: list = []
+        self._unanswered: list = []     # crops preprocessed since the last infer call (watching_crops)
 
     @contextmanager
     def watching_crops(self) -> Iterator[None]:
@@ -255,12 +258,14 @@ class IdealHeatmapBackend:
         def recording(image, transform, metadata):
             self.transform = transform
             self.crops.append(transform)
+            self._unanswered.append(transform)
             return original(image, transform, metadata)
         preprocessing.preprocess = recording
         try:
             yield
         finally:
             preprocessing.preprocess = original
+            self._unanswered.clear()
 
     def show(self, scene: Scene, joint_angles: np.ndarray | None = None,
              pixel_noise: np.ndarray | None = None, peaks: np.ndarray | None = None) -> None:
@@ -270,8 +275,21 @@ class IdealHeatmapBackend:
         self.pixel_noise = np.zeros_like(scene.pixels) if pixel_noise is None else pixel_noise
         self.peaks = np.ones(len(scene.pixels)) if peaks is None else np.asarray(peaks, dtype=float)
 
-    def infer(self, input_tensor: np.ndarray) -> InferenceOutput:
-        input_points = self.transform.to_input(self.scene.pixels + self.pixel_noise)
+    def infer(self, input_tensor: np.ndarray | None) -> InferenceOutput:
+        """Answer for the last crop preprocessed (the tensor itself is not read: None is fine)."""
+        return self._outputs(1)[0]
+
+    def infer_batch(self, input_tensor: np.ndarray) -> list[InferenceOutput]:
+        """Answer each tensor for the crop it was preprocessed from."""
+        return self._outputs(len(input_tensor))
+
+    def _outputs(self, count: int) -> list[InferenceOutput]:
+        transforms = self._unanswered[-count:] if self._unanswered else [self.transform] * count
+        self._unanswered.clear()
+        return [self._output(transform) for transform in transforms]
+
+    def _output(self, transform: CropTransform) -> InferenceOutput:
+        input_points = transform.to_input(self.scene.pixels + self.pixel_noise)
         w_in, h_in = self.metadata.input_wh
         in_crop = (input_points[:, 0] >= 0) & (input_points[:, 0] <= w_in - 1) \
             & (input_points[:, 1] >= 0) & (input_points[:, 1] <= h_in - 1)

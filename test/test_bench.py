@@ -47,6 +47,7 @@ def test_model_benchmark_runs_the_shipped_model():
     result = model_benchmark(frames=3)
     assert result['backend'].startswith('onnxruntime') and result['input'][0] > 0
     assert result['median_ms'] > 0.0 and result['p95_ms'] >= result['median_ms']
+    assert result['two_crops']['median_ms'] > 0.0
 
 
 def test_model_benchmark_runs_the_model_it_is_given(tmp_path, capsys):
@@ -57,6 +58,7 @@ def test_model_benchmark_runs_the_model_it_is_given(tmp_path, capsys):
     assert main(['bench', '--network', '--model', str(path), '--frames', '3']) == 0
     result = json.loads(capsys.readouterr().out)
     assert result['model'] == str(path) and result['input'] == [64, 80]
+    assert result['two_crops']['one_call'], 'the test model has a dynamic batch axis'
 
 
 def test_node_overhead_benchmark_publishes_every_frame(capsys):

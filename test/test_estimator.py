@@ -225,6 +225,21 @@ def test_extra_pass_zooms_out_about_the_fine_crop_and_stays_exact(robot):
     assert np.degrees(np.abs(estimate.joint_positions - scene.q)).max() < 0.1
 
 
+@pytest.mark.parametrize('below, calls', [(1.0, [1, 2]), (0.5, [1, 1, 1])])   # letterbox, then the crop pass(es)
+def test_both_crop_passes_go_to_the_network_in_one_call_unless_the_second_is_conditional(robot, below, calls):
+    """``extra_pass_below: 1`` (every frame) batches the crop and its zoomed-out copy; below 1 they stay apart."""
+    estimator, backend = make_estimator(robot, coarse_to_fine=True, extra_pass_zoom=0.85, extra_pass_below=below)
+    scene = random_scene(robot, np.random.default_rng(9), distance=(2.5, 3.0))
+    backend.show(scene, peaks=np.full(robot.num_keypoints, 0.3))   # unsure: the second pass runs
+    seen = []
+    answer = backend.infer_batch
+    backend.infer_batch = lambda tensor: seen.append(len(tensor)) or answer(tensor)
+    with backend.watching_crops():
+        estimate = estimator.estimate(np.full((HEIGHT, WIDTH, 3), 128, np.uint8), scene.camera, 0.0)
+    assert seen == calls
+    assert estimate.success and np.degrees(np.abs(estimate.joint_positions - scene.q)).max() < 0.1
+
+
 def test_fuse_averages_agreeing_peaks_and_lets_the_confident_pass_win_a_disagreement():
     first = _Detections(np.array([[100.0, 100.0], [200.0, 50.0], [np.nan, np.nan], [10.0, 10.0]]),
                         np.array([0.6, 0.9, 0.0, 0.5]), np.array([3.0, 0.2]))

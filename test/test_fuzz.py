@@ -36,7 +36,9 @@ from robot_pose_estimator.core.estimator import Estimator
 from robot_pose_estimator.core.heatmaps import decode_heatmaps
 from robot_pose_estimator.core.images import compressed_to_rgb, ENCODINGS, image_to_rgb, ImageConversionError
 from robot_pose_estimator.core.messages import camera_info_to_model
-from robot_pose_estimator.core.model import InferenceOutput, METADATA_KEYS, ModelLoadError, ModelMetadata
+from robot_pose_estimator.core.model import (
+    infer_one_by_one, InferenceOutput, METADATA_KEYS, ModelLoadError, ModelMetadata
+)
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.testing import metadata_for_robot
@@ -180,6 +182,9 @@ class _FuzzedBackend:
 
     def infer(self, input_tensor: np.ndarray) -> InferenceOutput:
         return self.output
+
+    def infer_batch(self, input_tensor: np.ndarray) -> list[InferenceOutput]:
+        return infer_one_by_one(self, input_tensor)
 
 
 @st.composite

@@ -110,6 +110,24 @@ def test_onnxruntime_backend_loads_metadata(backend, robot_config):
     assert backend.metadata.normalization_std == IMAGENET_STD
 
 
+def test_onnxruntime_batch_is_one_run_with_the_outputs_of_single_runs(backend, heatmaps):
+    """A dynamic-batch model answers two crops in one run, each exactly as it would alone."""
+    images = [np.full((300, 400, 3), 40, np.uint8), np.full((300, 400, 3), 200, np.uint8)]
+    transform = letterbox_transform((400, 300), backend.metadata.input_wh)
+    tensors = np.concatenate([preprocess(image, transform, backend.metadata) for image in images])
+    assert backend.dynamic_batch
+    batch = backend.infer_batch(tensors)
+    alone = [backend.infer(tensors[i:i + 1]) for i in range(2)]
+    assert len(batch) == 2 and batch[0].heatmaps.max() < batch[1].heatmaps.max()
+    for together, single in zip(batch, alone):
+        np.testing.assert_allclose(together.heatmaps, single.heatmaps, atol=1e-6)
+        np.testing.assert_allclose(together.joint_angles, single.joint_angles, atol=1e-7)
+    with pytest.raises(ValueError, match=r'input tensor must have shape \(N, 3, 128, 160\), got \(2, 3, 64, 64\)'):
+        backend.infer_batch(np.zeros((2, 3, 64, 64), np.float32))
+    with pytest.raises(ValueError, match=r'must have shape \(1, 3, 128, 160\), got \(2, 3, 128, 160\)'):
+        backend.infer(tensors)
+
+
 @pytest.mark.parametrize('fill', ['random', 'black', 'grey', 'white'])
 def test_onnxruntime_matches_numpy_reference(backend, heatmaps, fill):
     rng = np.random.default_rng(1)

@@ -44,7 +44,10 @@ def test_card_matches_the_committed_onnx_file():
     data = model.read_bytes()
     assert len(data) < 30e6                                  # models stay small
     assert card['sha256'] == hashlib.sha256(data).hexdigest()
-    metadata = OnnxRuntimeBackend(model, threads=1).metadata
+    backend = OnnxRuntimeBackend(model, threads=1)
+    metadata = backend.metadata
+    # A dynamic batch axis: the node runs a frame's two crop passes in one call (README, "Accuracy and speed").
+    assert backend.dynamic_batch and card['onnx']['dynamic_batch']
     assert list(metadata.keypoint_names) == card['keypoints']['names']
     assert list(metadata.joint_names) == card['joint_names']
     assert (metadata.input_height, metadata.input_width) == (card['input']['height'], card['input']['width'])

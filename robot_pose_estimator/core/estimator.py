@@ -180,7 +180,7 @@ class Estimator:
         if box is None and measured is not None and settings.coarse_to_fine:
             box = self._static_box(measured, camera, (width, height))
         if box is None:
-            detections = self._detect(image_rgb, letterbox_transform((width, height), self._input_wh), clock)
+            detections = self._detect(image_rgb, [letterbox_transform((width, height), self._input_wh)], clock)[0]
             if settings.coarse_to_fine:
                 coarse = filter_by_confidence(detections.confidences, settings.confidence_threshold,
                                               settings.min_keypoints, settings.confidence_floor)
@@ -309,17 +309,21 @@ class Estimator:
     def _input_wh(self) -> tuple[int, int]:
         return self.backend.metadata.input_wh
 
-    def _detect(self, image_rgb: np.ndarray, transform: CropTransform, clock: _StageClock) -> _Detections:
-        """One network pass on the crop ``transform`` describes, peaks mapped back to original pixels."""
+    def _detect(self, image_rgb: np.ndarray, transforms: Sequence[CropTransform],
+                clock: _StageClock) -> list[_Detections]:
+        """One network pass per crop, in one backend call; peaks mapped back to original pixels."""
         metadata = self.backend.metadata
         with clock.stage('preprocess'):
-            tensor = preprocessing.preprocess(image_rgb, transform, metadata)
+            tensor = np.concatenate([preprocessing.preprocess(image_rgb, t, metadata) for t in transforms])
         with clock.stage('inference'):
-            output = self.backend.infer(tensor)
+            outputs = self.backend.infer_batch(tensor)
+        detections = []
         with clock.stage('decode'):
-            peaks, confidences = decode_heatmaps(output.heatmaps)
-            keypoints_px = preprocessing.peaks_to_original(peaks, output.heatmaps.shape[1:], metadata, transform)
-        return _Detections(keypoints_px, confidences, np.asarray(output.joint_angles, dtype=float))
+            for output, transform in zip(outputs, transforms):
+                peaks, confidences = decode_heatmaps(output.heatmaps)
+                keypoints_px = preprocessing.peaks_to_original(peaks, output.heatmaps.shape[1:], metadata, transform)
+                detections.append(_Detections(keypoints_px, confidences, np.asarray(output.joint_angles, dtype=float)))
+        return detections
 
     def _detect_crop(self, image_rgb: np.ndarray, transform: CropTransform, clock: _StageClock) -> _Detections:
         """Detect on the crop around the robot, plus a zoomed-out pass when ``extra_pass_zoom`` is set.
@@ -327,15 +331,20 @@ class Estimator:
         Test-time augmentation: the two views quantise the heatmaps differently, and the wider
         one keeps parts near the first crop's edge in view. With ``extra_pass_below`` under 1 the
         second pass runs only when the first is unsure (a keypoint peaks below it), so a frame
-        the network sees clearly costs one pass.
+        the network sees clearly costs one pass; at 1 both crops go to the network in one batch.
         """
-        detections = self._detect(image_rgb, transform, clock)
         zoom = self.settings.extra_pass_zoom
         below = self.settings.extra_pass_below
-        sure = below < 1.0 and detections.confidences.min(initial=1.0) >= below
-        if zoom <= 0.0 or sure:
-            return detections
-        wider = self._detect(image_rgb, transform.zoomed(zoom, self._input_wh), clock)
+        if zoom <= 0.0:
+            return self._detect(image_rgb, [transform], clock)[0]
+        wider_transform = transform.zoomed(zoom, self._input_wh)
+        if below >= 1.0:
+            detections, wider = self._detect(image_rgb, [transform, wider_transform], clock)
+        else:
+            detections = self._detect(image_rgb, [transform], clock)[0]
+            if detections.confidences.min(initial=1.0) >= below:
+                return detections
+            wider = self._detect(image_rgb, [wider_transform], clock)[0]
         with clock.stage('decode'):
             return _fuse(detections, wider, FUSE_RADIUS_INPUT_PX / transform.scale)
 

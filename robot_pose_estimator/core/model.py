@@ -219,12 +219,26 @@ class Backend(Protocol):
         """Run the network on a (1, 3, H, W) float32 tensor from ``preprocess``."""
         ...
 
+    def infer_batch(self, input_tensor: np.ndarray) -> list[InferenceOutput]:
+        """Run the network on (N, 3, H, W): one call where the model's batch axis is dynamic.
 
-def check_input_tensor(input_tensor: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
-    """Return the tensor as contiguous float32 (1, 3, H, W), or raise ValueError saying what is wrong."""
+        Two crops of one frame in one call cost less than two calls on a 2-core CPU
+        (docs/design.md, "One frame"); a backend that cannot batch runs them one by one.
+        """
+        ...
+
+
+def infer_one_by_one(backend: Backend, input_tensor: np.ndarray) -> list[InferenceOutput]:
+    """``infer_batch`` for a backend or model with a fixed batch of 1: the same outputs, N calls."""
+    return [backend.infer(input_tensor[i:i + 1]) for i in range(len(input_tensor))]
+
+
+def check_input_tensor(input_tensor: np.ndarray, metadata: ModelMetadata, batched: bool = False) -> np.ndarray:
+    """Return the tensor as contiguous float32 (1, 3, H, W) ((N, 3, H, W) when ``batched``), or raise ValueError."""
     expected = (1, 3, metadata.input_height, metadata.input_width)
-    if input_tensor.shape != expected:
-        raise ValueError(f'input tensor must have shape {expected}, got {input_tensor.shape}')
+    if input_tensor.shape[1:] != expected[1:] or len(input_tensor) < 1 or not (batched or len(input_tensor) == 1):
+        wanted = f"(N, {', '.join(map(str, expected[1:]))})" if batched else str(expected)
+        raise ValueError(f'input tensor must have shape {wanted}, got {input_tensor.shape}')
     return np.ascontiguousarray(input_tensor, dtype=np.float32)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from robot_pose_estimator.core.model import (
-    check_input_tensor, HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError, ModelMetadata
+    check_input_tensor, HEATMAPS_NAME, infer_one_by_one, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError,
+    ModelMetadata
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -85,9 +86,19 @@ class OnnxRuntimeBackend:
                 raise ModelLoadError(path, f'{name!r} must be float32, is {arg.type}')
         self.metadata.check_io_shapes(path, inputs[INPUT_NAME].shape, outputs[HEATMAPS_NAME].shape,
                                       outputs[JOINT_ANGLES_NAME].shape)
+        #: ``export --dynamic-batch`` (the default) leaves the batch axis symbolic: crops go in one run.
+        self.dynamic_batch = not isinstance(inputs[INPUT_NAME].shape[0], int)
 
     def infer(self, input_tensor: np.ndarray) -> InferenceOutput:
         """(1, 3, H, W) float32 -> heatmaps (K, h, w) and joint angles (J,), float32."""
-        tensor = check_input_tensor(input_tensor, self.metadata)
+        return self._run(check_input_tensor(input_tensor, self.metadata))[0]
+
+    def infer_batch(self, input_tensor: np.ndarray) -> list[InferenceOutput]:
+        """(N, 3, H, W) float32 -> N outputs: one session run when the model's batch axis is dynamic."""
+        if not self.dynamic_batch:
+            return infer_one_by_one(self, input_tensor)
+        return self._run(check_input_tensor(input_tensor, self.metadata, batched=True))
+
+    def _run(self, tensor: np.ndarray) -> list[InferenceOutput]:
         heatmaps, angles = self._session.run([HEATMAPS_NAME, JOINT_ANGLES_NAME], {INPUT_NAME: tensor})
-        return InferenceOutput(heatmaps[0], angles[0])
+        return [InferenceOutput(h, a) for h, a in zip(heatmaps, angles)]

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from robot_pose_estimator.core.model import (
-    check_input_tensor, HEATMAPS_NAME, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError, ModelMetadata
+    check_input_tensor, HEATMAPS_NAME, infer_one_by_one, InferenceOutput, INPUT_NAME, JOINT_ANGLES_NAME, ModelLoadError,
+    ModelMetadata
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -339,6 +340,10 @@ class TensorRTBackend:
             self._cuda.synchronize(self._stream)
         return InferenceOutput(self._host[HEATMAPS_NAME][0].astype(np.float32),
                                self._host[JOINT_ANGLES_NAME][0].astype(np.float32))
+
+    def infer_batch(self, input_tensor: np.ndarray) -> list[InferenceOutput]:
+        """(N, 3, H, W) -> N outputs, one execution each: the buffers are bound for batch 1 (exact, no re-binding)."""
+        return infer_one_by_one(self, input_tensor)
 
     def close(self) -> None:
         """Free device buffers, the stream, the context and the engine, in that order."""

@@ -180,7 +180,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--checkpoint', required=True, help='checkpoint.pt from `train`')
     parser.add_argument('--output', help='ONNX path (default: models/<robot>.onnx)')
     parser.add_argument('--card', help='model card path (default: the ONNX path with .json)')
-    parser.add_argument('--dynamic-batch', action='store_true', help='symbolic batch dimension')
+    parser.add_argument('--dynamic-batch', action=argparse.BooleanOptionalAction, default=True,
+                        help="symbolic batch dimension (default): the node runs a frame's two crops in one call")
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--accuracy', help='measured accuracy for the model card: a benchmark-suite output folder '
                         '(its held-out camera rows; they must have been measured on this very model) or a JSON file')

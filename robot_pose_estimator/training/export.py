@@ -65,7 +65,7 @@ def metadata_from_checkpoint(checkpoint: dict[str, Any]) -> ModelMetadata:
     )
 
 
-def export_onnx(checkpoint: str | Path, out_path: str | Path, dynamic_batch: bool = False,
+def export_onnx(checkpoint: str | Path, out_path: str | Path, dynamic_batch: bool = True,
                 opset: int = 17, check: bool = True, seed: int = 0) -> dict[str, Any]:
     """Write the ONNX model of ``checkpoint`` to ``out_path``; return what the model card needs.
 
