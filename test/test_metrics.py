@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from robot_pose_estimator.core.transforms import make_transform, rotvec_to_matrix
 from robot_pose_estimator.evaluation import metrics
+from robot_pose_estimator.evaluation.evaluate import joint_error_text
 
 JOINTS = ['j1', 'j2', 'j3']
 
@@ -131,6 +132,19 @@ def test_joint_error_means_leave_out_failed_frames_and_label_the_joints():
     assert metrics.joint_error_means(np.zeros((0, 7))) == dict.fromkeys(means)
     assert metrics.joint_group_labels(7) == ('1-6', '7')
     assert metrics.joint_group_labels(6) == ('1-5', '6')
+
+
+def test_the_last_joint_is_also_reported_with_its_half_turn_twin_admitted():
+    """170 deg off is 10 deg from the twin (turned), 30 deg off is 30 deg from the truth; NaN rows are left out."""
+    joint_deg = np.array([[5.0, 170.0], [5.0, 30.0], [5.0, 100.0], [np.nan, np.nan]])
+    assert metrics.last_joint_twin(joint_deg) == {'folded_error_deg': pytest.approx(40.0),
+                                                  'flipped_fraction': pytest.approx(2 / 3)}
+    assert metrics.last_joint_twin(np.zeros((0, 7))) == {'folded_error_deg': None, 'flipped_fraction': None}
+    summary = {'joint_error_deg': dict.fromkeys('abcdefg', 1.0), 'joint_error_but_last_mean_deg': 6.4,
+               'joint_error_last_deg': 60.1, 'joint_error_mean_deg': 14.1,
+               'joint_last_twin': {'folded_error_deg': 9.04, 'flipped_fraction': 0.3}}
+    assert joint_error_text(summary) == ('joint error 1-6 6.4 / 7 60.1 / all 14.1 deg '
+                                         '(7 up to its half turn 9.0, turned in 30% of frames)')
 
 
 def test_dream_variant_differs_from_all_keypoint_add():

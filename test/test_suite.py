@@ -192,6 +192,7 @@ def _camera_row(camera: str, mode: str, auc: float, joint1: float, joint2: float
             'add_auc_0.1m_percent': auc, 'joint_error_mean_deg': (joint1 + joint2) / 2,
             'joint_error_but_last_mean_deg': joint1, 'joint_error_last_deg': joint2, 'success_fraction': success,
             'joint_error_deg': {'j1': joint1, 'j2': joint2}, 'keypoint_error_median_px': 3.0, 'frames': frames,
+            'joint_last_twin': {'folded_error_deg': joint2 / 2, 'flipped_fraction': 0.1 * success},
             'per_sequence': per_sequence}
 
 
@@ -221,6 +222,8 @@ def test_card_accuracy_pools_the_held_out_cameras_per_mode(tmp_path: Path):
     # With two joints, "all but the last" is joint 1 and "the last" joint 2, pooled the same way.
     assert single['joint_error_but_last_mean_deg'] == pytest.approx(single['joint_error_deg']['j1'])
     assert single['joint_error_last_deg'] == pytest.approx(single['joint_error_deg']['j2'])
+    assert single['joint_last_twin'] == pytest.approx({'folded_error_deg': (10 * 100 + 20 * 150) / 250,
+                                                       'flipped_fraction': (0.1 * 100 + 0.05 * 150) / 250})
     assert accuracy['pooled_online']['add_auc_0.1m_percent'] == pytest.approx(50.0)
     # Per seed over the cameras: AUC by frames (50 and 150), joint error by frames with an estimate (50 and 75).
     assert single['per_sequence'] == [

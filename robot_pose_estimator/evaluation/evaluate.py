@@ -130,14 +130,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def joint_error_text(summary: Mapping[str, Any]) -> str:
-    """'joint error 1-6 12.3 / 7 45.6 / all 17.0 deg': the mean over all but the last joint, the last, all."""
+    """'joint error 1-6 12.3 / 7 45.6 / all 17.0 deg (7 up to its half turn 8.1, turned in 20% of frames)'.
+
+    The mean over all but the last joint, the last, all; then the last with its 180 deg twin admitted.
+    """
     arm, last = metrics.joint_group_labels(len(summary.get('joint_error_deg') or {}))
 
     def fmt(key: str) -> str:
         value = summary.get(key)
         return 'n/a' if value is None else f'{value:.1f}'
-    return (f"joint error {arm} {fmt('joint_error_but_last_mean_deg')} / {last} {fmt('joint_error_last_deg')} / "
+    text = (f"joint error {arm} {fmt('joint_error_but_last_mean_deg')} / {last} {fmt('joint_error_last_deg')} / "
             f"all {fmt('joint_error_mean_deg')} deg")
+    twin = summary.get('joint_last_twin') or {}
+    if twin.get('folded_error_deg') is not None:
+        text += (f" ({last} up to its half turn {twin['folded_error_deg']:.1f}, "
+                 f"turned in {100 * twin['flipped_fraction']:.0f}% of frames)")
+    return text
 
 
 def headline(summary: Mapping[str, Any]) -> str:

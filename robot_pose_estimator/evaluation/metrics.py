@@ -39,7 +39,9 @@ Definitions (N frames, M metric keypoints, K estimator keypoints, J joints):
 - **Joint error**: |wrap(q_est - q_gt)| with wrap into [-pi, pi), mean per joint in degrees, over
   frames with an estimate; reported three ways: the mean over all joints, the mean over every joint
   but the last (Panda joints 1-6, as RoboPEPP scores them: it does not estimate the flange roll)
-  and the last joint on its own.
+  and the last joint on its own. The last joint is also reported with its 180 deg twin admitted
+  (``joint_last_twin``: the error to the nearer of q_gt and q_gt + pi, and the fraction of frames
+  nearer the twin), which tells a hand turned half a turn from a hand that is lost.
 - **2D keypoint error**: pixel distance between the decoded peak and the ground-truth projection,
   over all K keypoints whose ground-truth projection is in the image and whose peak is finite.
 - **Latency**: p50/p95/p99 (and mean) per stage in milliseconds; FPS = frames / summed total
@@ -269,6 +271,7 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
         result['translation_error_median_cm'] = _median(errors.translation_cm[ok])
         joint_deg = np.degrees(errors.joint_abs_rad[ok])
         result.update(joint_error_means(joint_deg))
+        result['joint_last_twin'] = last_joint_twin(joint_deg)
         result['joint_error_deg'] = {name: _mean(joint_deg[:, j]) for j, name in enumerate(joint_names)}
         if errors.dream_add is not None:
             eligible = errors.dream_add[~np.isnan(errors.dream_add)]
@@ -313,6 +316,20 @@ def joint_error_means(joint_deg: np.ndarray) -> dict[str, float | None]:
     joint_deg = np.asarray(joint_deg, dtype=float).reshape(-1, np.shape(joint_deg)[-1])
     but_last = _mean(joint_deg[:, :-1]) if joint_deg.shape[1] > 1 else None
     return dict(zip(JOINT_ERROR_MEANS, (but_last, _mean(joint_deg[:, -1]), _mean(joint_deg))))
+
+
+def last_joint_twin(joint_deg: np.ndarray) -> dict[str, float | None]:
+    """The last joint's error with its 180 deg twin admitted, from per-frame errors (N, J) in [0, 180] deg.
+
+    ``folded_error_deg``: mean distance to the nearer of the truth and its twin (the hand's axis
+    right, its half turn unknown); ``flipped_fraction``: frames nearer the twin than the truth.
+    Reported beside ``joint_error_last_deg``, never instead of it.
+    """
+    last = np.asarray(joint_deg, dtype=float).reshape(-1, np.shape(joint_deg)[-1])[:, -1]
+    last = last[np.isfinite(last)]
+    if not last.size:
+        return {'folded_error_deg': None, 'flipped_fraction': None}
+    return {'folded_error_deg': _mean(np.minimum(last, 180.0 - last)), 'flipped_fraction': float(np.mean(last > 90.0))}
 
 
 def joint_group_labels(joint_count: int) -> tuple[str, str]:

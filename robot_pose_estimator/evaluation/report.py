@@ -172,6 +172,7 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
         lines += ['The bag has no ground truth: only predictions and latency are reported.', '']
     else:
         arm, last = metrics.joint_group_labels(len(s.get('joint_error_deg') or result.joint_names))
+        twin = s.get('joint_last_twin') or {}
         lines += [
             '## Accuracy', '',
             'Definitions: docs/metrics.md (`robot_pose_estimator/evaluation/metrics.py`). ADD runs over all '
@@ -184,6 +185,8 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
             f'| joint error, mean over joints {arm} / joint {last} / all joints (deg) | '
             f"{_fmt(s.get('joint_error_but_last_mean_deg'))} / {_fmt(s.get('joint_error_last_deg'))} / "
             f"{_fmt(s.get('joint_error_mean_deg'))} |",
+            f'| joint {last} with its half-turn twin admitted: error (deg) / frames turned (%) | '
+            f"{_fmt(twin.get('folded_error_deg'))} / {_fmt(twin.get('flipped_fraction'), 100, 0)} |",
             f"| T_camera_base rotation error mean / median (deg) | {_fmt(s.get('rotation_error_mean_deg'))} / "
             f"{_fmt(s.get('rotation_error_median_deg'))} |",
             f"| T_camera_base translation error mean / median (cm) | {_fmt(s.get('translation_error_mean_cm'))} / "
