@@ -128,6 +128,22 @@ def test_onnxruntime_batch_is_one_run_with_the_outputs_of_single_runs(backend, h
         backend.infer(tensors)
 
 
+def test_a_fixed_batch_model_runs_crops_one_by_one_and_says_how_to_batch_them(tmp_path, robot_config, heatmaps,
+                                                                                caplog):
+    import onnx
+    model = onnx.load(str(write_test_model(tmp_path / 'dynamic.onnx', heatmaps, ANGLES,
+                                           metadata_for(robot_config, INPUT_HW), INPUT_HW)))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1          # as `export --no-dynamic-batch` writes it
+    onnx.save(model, str(tmp_path / 'fixed.onnx'))
+    with caplog.at_level('INFO', logger='robot_pose_estimator.inference.onnxruntime_backend'):
+        fixed = OnnxRuntimeBackend(tmp_path / 'fixed.onnx', threads=1)
+    assert not fixed.dynamic_batch and 'has a fixed batch of 1' in caplog.text
+    tensors = np.stack([np.full((3, *INPUT_HW), value, np.float32) for value in (-1.0, 1.0)])
+    outputs = fixed.infer_batch(tensors)
+    assert len(outputs) == 2 and outputs[0].heatmaps.max() < outputs[1].heatmaps.max()
+
+
 @pytest.mark.parametrize('fill', ['random', 'black', 'grey', 'white'])
 def test_onnxruntime_matches_numpy_reference(backend, heatmaps, fill):
     rng = np.random.default_rng(1)

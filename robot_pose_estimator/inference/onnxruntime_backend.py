@@ -88,6 +88,9 @@ class OnnxRuntimeBackend:
                                       outputs[JOINT_ANGLES_NAME].shape)
         #: ``export --dynamic-batch`` (the default) leaves the batch axis symbolic: crops go in one run.
         self.dynamic_batch = not isinstance(inputs[INPUT_NAME].shape[0], int)
+        if not self.dynamic_batch:
+            LOGGER.info("%s has a fixed batch of 1: a frame's crop passes run one after the other (re-exported "
+                        'with `robot-pose-estimator export`, dynamic by default, they run in one call)', path)
 
     def infer(self, input_tensor: np.ndarray) -> InferenceOutput:
         """(1, 3, H, W) float32 -> heatmaps (K, h, w) and joint angles (J,), float32."""
