@@ -128,8 +128,7 @@ def test_onnxruntime_batch_is_one_run_with_the_outputs_of_single_runs(backend, h
         backend.infer(tensors)
 
 
-def test_a_fixed_batch_model_runs_crops_one_by_one_and_says_how_to_batch_them(tmp_path, robot_config, heatmaps,
-                                                                                caplog):
+def test_a_fixed_batch_model_runs_crops_one_by_one_and_says_how_to_batch_them(tmp_path, robot_config, heatmaps, caplog):
     import onnx
     model = onnx.load(str(write_test_model(tmp_path / 'dynamic.onnx', heatmaps, ANGLES,
                                            metadata_for(robot_config, INPUT_HW), INPUT_HW)))

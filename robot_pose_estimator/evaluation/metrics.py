@@ -319,7 +319,7 @@ def joint_error_means(joint_deg: np.ndarray) -> dict[str, float | None]:
 
 
 def last_joint_twin(joint_deg: np.ndarray) -> dict[str, float | None]:
-    """The last joint's error with its 180 deg twin admitted, from per-frame errors (N, J) in [0, 180] deg.
+    """Return the last joint's error with its 180 deg twin admitted, from per-frame errors (N, J) in [0, 180] deg.
 
     ``folded_error_deg``: mean distance to the nearer of the truth and its twin (the hand's axis
     right, its half turn unknown); ``flipped_fraction``: frames nearer the twin than the truth.
