@@ -110,8 +110,8 @@ def test_onnxruntime_backend_loads_metadata(backend, robot_config):
     assert backend.metadata.normalization_std == IMAGENET_STD
 
 
-def test_onnxruntime_batch_is_one_run_with_the_outputs_of_single_runs(backend, heatmaps):
-    """A dynamic-batch model answers two crops in one run, each exactly as it would alone."""
+def test_onnxruntime_batch_gives_each_crop_the_output_it_gets_alone(backend, heatmaps):
+    """A dynamic-batch model answers two crops in one call, each exactly as it would alone."""
     images = [np.full((300, 400, 3), 40, np.uint8), np.full((300, 400, 3), 200, np.uint8)]
     transform = letterbox_transform((400, 300), backend.metadata.input_wh)
     tensors = np.concatenate([preprocess(image, transform, backend.metadata) for image in images])
