@@ -29,8 +29,9 @@ from typing import Any
 #: The mean joint error three ways (``evaluation.metrics.joint_error_means``): over every joint but
 #: the last (Panda joints 1-6, as RoboPEPP reports them), the last joint alone, all joints.
 JOINT_ERROR_MEANS = ('joint_error_but_last_mean_deg', 'joint_error_last_deg', 'joint_error_mean_deg')
-#: The last joint with its half-turn twin admitted (``evaluation.metrics.last_joint_twin``).
+#: The last joint with its half-turn twin admitted (``evaluation.metrics.last_joint_twin``): its key and fields.
 LAST_JOINT_TWIN = 'joint_last_twin'
+LAST_JOINT_TWIN_KEYS = ('folded_error_deg', 'flipped_fraction')
 #: The columns of a benchmarks.json row that a table and a card show.
 TABLE_METRICS = ('add_auc_0.1m_percent', 'add_mean_m', 'add_median_m', *JOINT_ERROR_MEANS, LAST_JOINT_TWIN,
                  'success_fraction', 'rotation_error_mean_deg', 'translation_error_mean_cm', 'fps', 'frames',
@@ -86,7 +87,7 @@ def _pooled_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             'success_fraction': weighted_mean([r['success_fraction'] for r in picked], frames),
             **{key: weighted_mean([r.get(key) for r in picked], estimated) for key in JOINT_ERROR_MEANS},
             LAST_JOINT_TWIN: {key: weighted_mean([(r.get(LAST_JOINT_TWIN) or {}).get(key) for r in picked], estimated)
-                              for key in ('folded_error_deg', 'flipped_fraction')},
+                              for key in LAST_JOINT_TWIN_KEYS},
             'keypoint_error_median_px': weighted_mean([r.get('keypoint_error_median_px') for r in picked], frames),
             'joint_error_deg': {joint: weighted_mean([r['joint_error_deg'].get(joint) for r in picked], estimated)
                                 for joint in picked[0]['joint_error_deg']},

@@ -141,7 +141,7 @@ def joint_error_text(summary: Mapping[str, Any]) -> str:
         return 'n/a' if value is None else f'{value:.1f}'
     text = (f"joint error {arm} {fmt('joint_error_but_last_mean_deg')} / {last} {fmt('joint_error_last_deg')} / "
             f"all {fmt('joint_error_mean_deg')} deg")
-    twin = summary.get('joint_last_twin') or {}
+    twin = summary.get(metrics.LAST_JOINT_TWIN) or {}
     if twin.get('folded_error_deg') is not None:
         text += (f" ({last} up to its half turn {twin['folded_error_deg']:.1f}, "
                  f"turned in {100 * twin['flipped_fraction']:.0f}% of frames)")

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 from robot_pose_estimator.core.transforms import rotation_angle_deg
-from robot_pose_estimator.model_card import JOINT_ERROR_MEANS
+from robot_pose_estimator.model_card import JOINT_ERROR_MEANS, LAST_JOINT_TWIN, LAST_JOINT_TWIN_KEYS
 
 AUC_THRESHOLD_M = 0.1
 AUC_STEP_M = 1e-5
@@ -271,7 +271,7 @@ def summarize(errors: FrameErrors | None, joint_names: Sequence[str],
         result['translation_error_median_cm'] = _median(errors.translation_cm[ok])
         joint_deg = np.degrees(errors.joint_abs_rad[ok])
         result.update(joint_error_means(joint_deg))
-        result['joint_last_twin'] = last_joint_twin(joint_deg)
+        result[LAST_JOINT_TWIN] = last_joint_twin(joint_deg)
         result['joint_error_deg'] = {name: _mean(joint_deg[:, j]) for j, name in enumerate(joint_names)}
         if errors.dream_add is not None:
             eligible = errors.dream_add[~np.isnan(errors.dream_add)]
@@ -328,8 +328,8 @@ def last_joint_twin(joint_deg: np.ndarray) -> dict[str, float | None]:
     last = np.asarray(joint_deg, dtype=float).reshape(-1, np.shape(joint_deg)[-1])[:, -1]
     last = last[np.isfinite(last)]
     if not last.size:
-        return {'folded_error_deg': None, 'flipped_fraction': None}
-    return {'folded_error_deg': _mean(np.minimum(last, 180.0 - last)), 'flipped_fraction': float(np.mean(last > 90.0))}
+        return dict.fromkeys(LAST_JOINT_TWIN_KEYS)
+    return dict(zip(LAST_JOINT_TWIN_KEYS, (_mean(np.minimum(last, 180.0 - last)), float(np.mean(last > 90.0)))))
 
 
 def joint_group_labels(joint_count: int) -> tuple[str, str]:

@@ -172,7 +172,7 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
         lines += ['The bag has no ground truth: only predictions and latency are reported.', '']
     else:
         arm, last = metrics.joint_group_labels(len(s.get('joint_error_deg') or result.joint_names))
-        twin = s.get('joint_last_twin') or {}
+        twin = s.get(metrics.LAST_JOINT_TWIN) or {}
         lines += [
             '## Accuracy', '',
             'Definitions: docs/metrics.md (`robot_pose_estimator/evaluation/metrics.py`). ADD runs over all '

@@ -260,7 +260,7 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--synthetic-fraction', type=float, default=defaults.synthetic_fraction,
                         help='share of every batch drawn from those renders '
                              f'(default: {defaults.synthetic_fraction:g})')
-    parser.add_argument('--freeze-stages', type=int, choices=range(5), default=defaults.freeze_stages, metavar='N',
+    parser.add_argument('--freeze-stages', type=int, default=defaults.freeze_stages, metavar='N',
                         help='keep the encoder stem and its first N of 4 stages as they are (default: '
                              f'{defaults.freeze_stages}; 4: only the decoder and heads learn)')
     parser.add_argument('--angle-weight', type=float, default=defaults.angle_weight,
