@@ -351,27 +351,45 @@ class Estimator:
     def _solve(self, q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray, camera: CameraModel,
                prior: TrackedSolution | None, confidences: np.ndarray,
                sigma_px: np.ndarray | None = None) -> pose_solver.PoseSolution:
-        """Refine from the previous frame when tracking; otherwise EPnP on FK of the network's angles.
+        """Refine from the previous frame when tracking; otherwise solve from scratch.
 
-        A tracked start that does not converge falls back to the single-frame solve at once. In
-        single-frame mode the solve also starts from each of the keypoint lifter's angle hypotheses
-        (each its own prior) and keeps the fit that explains the most keypoints best. Not in online
-        mode: a start picked by fit alone can be the shoulder-flip twin, which then holds the whole
-        sequence (bundled demo: AUC 71.0 -> 61.9, joint error 17 -> 67 deg). A single-frame fit
-        that explains the keypoints poorly (RMS above ``multi_start_px``, or some keypoints left
-        as outliers) is retried from other angle seeds (docs/evidence.md, M3), keeping the best again.
-        Joint 1 trades against the camera's yaw with only the base keypoints to tell them apart,
-        so a wrong joint-1 prior typically shows up as exactly those keypoints rejected as outliers.
+        A tracked start that does not converge falls back to the solve from scratch at once. With
+        ``online_challenge`` a converged tracked fit is challenged by one fit from scratch (RANSAC-EPnP
+        on FK of the network's angles, no further starts: those cost the demo two thirds of its frame
+        rate) and the better fit (``_fit_quality``) is kept: a tracked fit that slid onto
+        the shoulder-flip twin keeps explaining the keypoints about as well as it did, so no quality
+        gate ever drops it (docs/sim_to_real.md, "Online mode holding a wrong solution").
         """
         settings = self.settings
         refine_joints = settings.refine_joint_angles and np.count_nonzero(used) >= settings.min_keypoints
         common = {'pixel_scale': camera.pixel_scale, 'refine_joints': refine_joints, 'options': settings.solver_options,
                   'sigma_px': sigma_px}
         if prior is not None:
-            solution = pose_solver.solve(self.robot, q_network, nccs, used, T_init=prior.T_camera_base,
-                                         q_init=prior.joint_positions, **common)
-            if solution.ok:
-                return solution
+            tracked = pose_solver.solve(self.robot, q_network, nccs, used, T_init=prior.T_camera_base,
+                                        q_init=prior.joint_positions, **common)
+            if tracked.ok and settings.online_challenge:
+                challenger = pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
+                if challenger.ok and _fit_quality(challenger) > _fit_quality(tracked):
+                    return challenger
+            if tracked.ok:
+                return tracked
+        return self._solve_from_scratch(q_network, nccs, used, confidences, common)
+
+    def _solve_from_scratch(self, q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray,
+                            confidences: np.ndarray, common: dict) -> pose_solver.PoseSolution:
+        """RANSAC-EPnP on FK of the network's angles, then other starts, keeping the best fit.
+
+        In single-frame mode the solve also starts from each of the keypoint lifter's angle
+        hypotheses (each its own prior). Not in online mode: a start picked by fit alone can be the
+        shoulder-flip twin, which then holds the whole sequence (bundled demo: AUC 71.0 -> 61.9,
+        joint error 17 -> 67 deg). A fit that explains the keypoints poorly (RMS above
+        ``multi_start_px``, or some keypoints left as outliers) is retried from other angle seeds
+        (docs/evidence.md, M3). Joint 1 trades against the camera's yaw with only the base keypoints
+        to tell them apart, so a wrong joint-1 prior typically shows up as exactly those keypoints
+        rejected as outliers.
+        """
+        settings = self.settings
+        refine_joints = common['refine_joints']
         best = pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
 
         def good(solution: pose_solver.PoseSolution) -> bool:

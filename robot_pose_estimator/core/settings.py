@@ -149,6 +149,10 @@ class EstimatorSettings:
                                        "the fit from the network's already explains every keypoint within "
                                        'multi_start_px (false: only when it does not, which saves those fits)',
                                        runtime=True)
+    online_challenge: bool = setting(True, 'online mode: also solve each tracked frame from scratch and keep '
+                                     'the fit that explains the keypoints better, so a wrong solution (the '
+                                     'shoulder-flip twin) is not held to the end (false saves that solve)',
+                                     runtime=True)
     confidence_weighting_step: float = setting(0.1, "weigh keypoints by their heatmap peak: a keypoint's "
                                                'assumed 2D error doubles for every this much lower peak (below '
                                                '0.9); 0 weighs all kept keypoints alike', low=0.0, high=1.0,
