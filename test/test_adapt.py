@@ -28,6 +28,7 @@ from robot_pose_estimator.cli import main  # noqa: E402
 from robot_pose_estimator.config import load_config  # noqa: E402
 from robot_pose_estimator.core.camera import CameraModel  # noqa: E402
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
+from robot_pose_estimator.core.settings import parameters  # noqa: E402
 from robot_pose_estimator.core.transforms import look_at, transform_points  # noqa: E402
 from robot_pose_estimator.core.types import Estimate  # noqa: E402
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
@@ -131,6 +132,18 @@ def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, c
     assert 'resuming after round 1 of 1' in capsys.readouterr().out
     assert main(['adapt', '--bag', 'b', '--out', str(tmp_path / 'x'), '--synthetic-fraction', '1']) == 2
     assert 'synthetic_fraction must be in [0, 1), got 1.0' in capsys.readouterr().err
+
+
+def test_adapt_options_take_their_help_and_defaults_from_the_settings(capsys):
+    """One source of truth: each option's help is its setting's description with the setting's default."""
+    with pytest.raises(SystemExit):
+        main(['adapt', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    specs = {f.name: (f.default, spec.description) for f, spec in parameters(AdaptSettings)}
+    for flag, name in (('--freeze-stages FREEZE_STAGES', 'freeze_stages'), ('--synthetic SYNTHETIC', 'synthetic_count'),
+                       ('--minutes MINUTES', 'minutes')):
+        default, description = specs[name]
+        assert f'{flag} {description}. Default: {default:g}' in text
 
 
 @pytest.mark.parametrize('changes, message', [

@@ -21,7 +21,6 @@ imports its torch-based module only when it runs (a missing ``train`` extra is r
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import math
 from pathlib import Path
@@ -29,6 +28,7 @@ import shlex
 import sys
 from typing import Any
 
+from robot_pose_estimator.core.settings import parameters
 from robot_pose_estimator.rosbag import add_topic_arguments, topics_from_args
 from robot_pose_estimator.training.settings import (
     AdaptSettings, ENCODERS, HEATMAP_LOSSES, LifterSettings, TrainSettings, WEIGHTS_SUFFIX
@@ -235,6 +235,21 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ``AdaptSettings`` fields that ``adapt`` takes on the command line, and their flags.
+_ADAPT_OPTIONS = {'minutes': '--minutes', 'max_frames': '--max-frames', 'rounds': '--rounds',
+                  'synthetic_count': '--synthetic', 'synthetic_fraction': '--synthetic-fraction',
+                  'freeze_stages': '--freeze-stages', 'angle_weight': '--angle-weight'}
+
+
+def _add_setting_option(parser: argparse.ArgumentParser, cls: type, name: str, flag: str) -> None:
+    """Add ``flag`` for the settings field ``name``: its type, default and help come from the field."""
+    f = next(f for f, _ in parameters(cls) if f.name == name)
+    spec = f.metadata['spec']
+    parser.add_argument(flag, dest=name, type=type(f.default), default=f.default,
+                        metavar=flag.lstrip('-').replace('-', '_').upper(),
+                        help=f'{spec.description}. Default: {f.default:g}')
+
+
 def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     """``adapt``'s options (docs/adaptation.md)."""
     parser.add_argument('--bag', required=True, type=Path, action='append', dest='bags',
@@ -245,36 +260,17 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--config', type=Path, default=None, help='robot params YAML (default: config/panda.yaml)')
     parser.add_argument('--model', type=Path, default=None,
                         help="the model to adapt (default: the config's); its .weights.pt must lie beside it")
-    defaults = AdaptSettings()
-    parser.add_argument('--minutes', type=float, default=defaults.minutes,
-                        help=f'fine-tuning time over all rounds (default: {defaults.minutes:g})')
-    parser.add_argument('--max-frames', type=int, default=defaults.max_frames,
-                        help=f'frames taken from the bags, spread evenly (default: {defaults.max_frames})')
-    parser.add_argument('--rounds', type=int, default=defaults.rounds,
-                        help=f'label, train, relabel rounds without measured joints (default: {defaults.rounds})')
-    parser.add_argument('--synthetic', type=int, default=defaults.synthetic_count,
-                        help=f'synthetic renders mixed into training so the network does not forget '
-                             f'(default: {defaults.synthetic_count}; 0: none)')
+    for name, flag in _ADAPT_OPTIONS.items():
+        _add_setting_option(parser, AdaptSettings, name, flag)
     parser.add_argument('--backgrounds', nargs='+', default=(), metavar='DIR',
                         help='photo folders for the synthetic renders mixed in (default: procedural backgrounds)')
-    parser.add_argument('--synthetic-fraction', type=float, default=defaults.synthetic_fraction,
-                        help='share of every batch drawn from those renders '
-                             f'(default: {defaults.synthetic_fraction:g})')
-    parser.add_argument('--freeze-stages', type=int, default=defaults.freeze_stages, metavar='N',
-                        help='keep the encoder stem and its first N of 4 stages as they are (default: '
-                             f'{defaults.freeze_stages}; 4: only the decoder and heads learn)')
-    parser.add_argument('--angle-weight', type=float, default=defaults.angle_weight,
-                        help=f'weight of the joint-angle loss (default: {defaults.angle_weight:g}; 0 leaves the angle '
-                             'head as it was)')
     add_topic_arguments(parser, ground_truth=False)
 
 
 def run_adapt(args: argparse.Namespace) -> int:
     """Adapt the model to the footage in the bags (``training.adapt``) from parsed arguments."""
     try:    # checked before torch and pybullet are imported: a wrong flag fails at once
-        settings = replace(AdaptSettings(), minutes=args.minutes, max_frames=args.max_frames, rounds=args.rounds,
-                           synthetic_count=args.synthetic, synthetic_fraction=args.synthetic_fraction,
-                           freeze_stages=args.freeze_stages, angle_weight=args.angle_weight)
+        settings = AdaptSettings(**{name: getattr(args, name) for name in _ADAPT_OPTIONS})
     except ValueError as error:
         print(f'adapt: {error}', file=sys.stderr)
         return 2

@@ -102,10 +102,12 @@ class AdaptSettings:
     batch_size: int = setting(16, 'images per training step', low=1, high=4096)
     lr: float = setting(1e-4, 'learning rate of the decoder and heads', low=0.0, low_open=True, high=1.0)
     encoder_lr_scale: float = setting(0.5, "the encoder's learning rate relative to lr", low=0.0, high=10.0)
-    freeze_stages: int = setting(2, 'the stem and this many encoder stages stay as they are', low=0, high=4)
+    freeze_stages: int = setting(2, 'the encoder stem and its first this many of 4 stages stay as they are '
+                                 '(4: only the decoder and heads learn)', low=0, high=4)
     synthetic_fraction: float = setting(0.3, 'share of every batch drawn from synthetic renders',
                                         low=0.0, high=1.0, high_open=True)
-    synthetic_count: int = setting(400, 'renders made once per run, in the training look', low=0, high=1_000_000)
+    synthetic_count: int = setting(400, 'synthetic renders (the training look, made once per run) mixed into '
+                                   'training so the network does not forget (0: none)', low=0, high=1_000_000)
     crop_copies: int = setting(3, 'jittered crops per real frame, cached', low=1, high=100)
     crop_margin: float = setting(0.15, "as the estimator's, plus jitter", low=0.0, high=2.0)
     angle_weight: float = setting(0.5, 'weight of the joint-angle loss (0: the angle head stays as it was)',
