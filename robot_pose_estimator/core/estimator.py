@@ -367,13 +367,18 @@ class Estimator:
         if prior is not None:
             tracked = pose_solver.solve(self.robot, q_network, nccs, used, T_init=prior.T_camera_base,
                                         q_init=prior.joint_positions, **common)
-            if tracked.ok and settings.online_challenge:
-                challenger = pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
-                if challenger.ok and _fit_quality(challenger) > _fit_quality(tracked):
-                    return challenger
             if tracked.ok:
+                if settings.online_challenge:
+                    challenger = self._fit_from_network(q_network, nccs, used, common)
+                    if challenger.ok and _fit_quality(challenger) > _fit_quality(tracked):
+                        return challenger
                 return tracked
         return self._solve_from_scratch(q_network, nccs, used, confidences, common)
+
+    def _fit_from_network(self, q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray,
+                          common: dict) -> pose_solver.PoseSolution:
+        """RANSAC-EPnP on FK of the network's angles, then the robust refinement: the first start of any solve."""
+        return pose_solver.solve(self.robot, q_network, nccs, used, ransac=self.settings.ransac, **common)
 
     def _solve_from_scratch(self, q_network: np.ndarray, nccs: np.ndarray, used: np.ndarray,
                             confidences: np.ndarray, common: dict) -> pose_solver.PoseSolution:
@@ -390,7 +395,7 @@ class Estimator:
         """
         settings = self.settings
         refine_joints = common['refine_joints']
-        best = pose_solver.solve(self.robot, q_network, nccs, used, ransac=settings.ransac, **common)
+        best = self._fit_from_network(q_network, nccs, used, common)
 
         def good(solution: pose_solver.PoseSolution) -> bool:
             return (solution.ok and solution.reprojection_error_px <= settings.multi_start_px
