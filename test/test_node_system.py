@@ -73,6 +73,7 @@ CONFIG = REPO / 'config' / 'panda.yaml'
 CAMERA_FRAME = 'camera_color_optical_frame'
 DOMAIN_ID = random.randint(1, 100)
 WAIT = 15.0   # generous: two cores are shared with other work
+LOST_ANSWER = 3.0   # s: a service answer not back by then was dropped, not delayed
 
 
 def node_command(*arguments: str) -> list[str]:
@@ -135,13 +136,30 @@ class Harness:
             return list(self.received[key])
 
     def call(self, srv_type, name: str, request=None, timeout: float = WAIT):
-        """Call a service of the node under test and return its response (fails the test on a timeout)."""
+        """Call an idempotent service of the node under test and return its response (fails on a timeout).
+
+        Fast DDS drops a response when the server has not yet matched the new client's response reader (it waits
+        100 ms, ros2/rmw_fastrtps#390); on two loaded cores that happens, so a request unanswered after
+        LOST_ANSWER seconds is sent again.
+        """
+        response = self._request(srv_type, name, request, timeout, patience=LOST_ANSWER)
+        assert response is not None, f'{name} did not answer'
+        return response
+
+    def ask(self, srv_type, name: str, request=None, timeout: float = WAIT):
+        """Send one request that must not be repeated; its response, or None if none came back."""
+        return self._request(srv_type, name, request, timeout, patience=timeout)
+
+    def _request(self, srv_type, name: str, request, timeout: float, patience: float):
         client = self.node.create_client(srv_type, name)
         try:
             assert client.wait_for_service(timeout_sec=timeout), f'no service {name}'
-            future = client.call_async(request if request is not None else srv_type.Request())
-            assert wait_until(future.done, timeout=timeout), f'{name} did not answer'
-            return future.result()
+            deadline, futures = time.monotonic() + timeout, []
+            while time.monotonic() < deadline:      # a slow answer to an earlier request counts too
+                futures.append(client.call_async(request if request is not None else srv_type.Request()))
+                if wait_until(lambda: any(f.done() for f in futures), min(patience, deadline - time.monotonic())):
+                    return next(f for f in futures if f.done()).result()
+            return None
         finally:
             self.node.destroy_client(client)
 
@@ -571,10 +589,19 @@ def lifecycle_state(harness: Harness, node_name: str) -> str:
     return harness.call(GetState, f'{node_name}/get_state').current_state.label
 
 
+TRANSITION_GOALS = {Transition.TRANSITION_CONFIGURE: 'inactive', Transition.TRANSITION_ACTIVATE: 'active',
+                    Transition.TRANSITION_DEACTIVATE: 'inactive', Transition.TRANSITION_CLEANUP: 'unconfigured',
+                    Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: 'finalized'}
+
+
 def change_state(harness: Harness, node_name: str, transition: int) -> bool:
+    """Whether the transition succeeded; a transition is not repeated, so a lost answer is read off the state."""
     request = ChangeState.Request()
     request.transition.id = transition
-    return harness.call(ChangeState, f'{node_name}/change_state', request).success
+    response = harness.ask(ChangeState, f'{node_name}/change_state', request)
+    if response is None:
+        return lifecycle_state(harness, node_name) == TRANSITION_GOALS[transition]
+    return response.success
 
 
 def test_keypoints_carry_the_image_stamp_names_pixels_and_kept_flags(node, harness, truth):
