@@ -280,6 +280,11 @@ def node(workdir, truth, harness):
             harness.image_pub.get_subscription_count() > 0
             and harness.node.count_publishers('/joint_states') > 0), timeout=30)
         assert ready and process.alive(), f'node did not come up:\n{process.log}'
+        # The node subscribes best effort, then matches the harness's reliable publishers (every 2 s);
+        # frames sent while it resubscribes are lost, so tests start once it has.
+        assert wait_until(lambda: all(node_subscription_reliability(harness, topic) == ReliabilityPolicy.RELIABLE
+                                      for topic in ('/camera/image_raw', '/camera/camera_info')), timeout=30), \
+            f'the node kept best-effort subscriptions:\n{process.log}'
         yield process
     finally:
         code = process.stop(timeout=15)
