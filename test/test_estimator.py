@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.estimator import _Detections, _fuse, Estimator, keypoint_sigma_px
-from robot_pose_estimator.core.pose_solver import SolverOptions
+from robot_pose_estimator.core.estimator import (
+    _clearly_better, _Detections, _fuse, CHALLENGE_RMS_MARGIN, Estimator, keypoint_sigma_px
+)
+from robot_pose_estimator.core.pose_solver import PoseSolution, SolverOptions, SolveStatus
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.core.tracker import FrameOutcome, TrackedSolution
@@ -359,6 +361,17 @@ def test_online_challenge_leaves_the_shoulder_flip_twin(robot):
     assert scenes >= 15
     assert held[False] >= 5, held
     assert held[True] == 0, held
+
+
+def test_the_challenger_must_explain_more_keypoints_or_as_many_clearly_better():
+    def fit(explained: int, rms_px: float) -> PoseSolution:
+        inliers = np.arange(17) < explained
+        return PoseSolution(SolveStatus.OK, np.eye(4), np.zeros(7), inliers, rms_px, np.full(7, np.nan))
+    tracked = fit(15, 2.0)
+    assert _clearly_better(fit(16, 3.0), tracked)                   # one more keypoint explained
+    assert not _clearly_better(fit(14, 0.5), tracked)               # one fewer, however tight
+    assert not _clearly_better(fit(15, 1.9), tracked)               # as many, a jump for 5 % RMS
+    assert _clearly_better(fit(15, 2.0 * (1.0 - CHALLENGE_RMS_MARGIN) - 0.01), tracked)
 
 
 def test_multi_start_recovers_when_the_network_angles_are_far_off(robot):

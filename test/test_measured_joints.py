@@ -137,19 +137,18 @@ def test_a_moved_camera_restarts_the_average_but_a_run_of_bad_frames_does_not(ro
     assert np.linalg.norm(camera.fused.T_camera_base[:3, 3] - bumped[:3, 3]) < 0.01
 
 
-def test_estimated_joints_hold_the_average_only_while_the_frames_agree(robot):
+def test_estimated_joints_hold_the_average_of_scattered_frames_once_a_few_agree(robot):
     rng = np.random.default_rng(3)
-    agreeing, scattered = StaticCamera(robot, window=100), StaticCamera(robot, window=100)
-    assert not agreeing.trusted()                           # nothing to trust yet
-    for _ in range(30):
-        agreeing.add(noisy(rng, TRUTH, 0.01, 2.0))
-        scattered.add(noisy(rng, TRUTH, 0.01, 20.0))         # joint 1 trading against the yaw
-    assert agreeing.trusted() and agreeing.fused.rotation_spread_deg < StaticCameraConfig.trust_rotation_deg
-    assert not scattered.trusted() and scattered.fused.rotation_spread_deg > StaticCameraConfig.trust_rotation_deg
-    far = StaticCamera(robot, window=100)
-    for _ in range(30):
-        far.add(noisy(rng, TRUTH, 0.08, 2.0))                # 8 cm per axis: as untrustworthy
-    assert not far.trusted()
+    camera = StaticCamera(robot, window=100)
+    frames = [noisy(rng, TRUTH, 0.01, 20.0) for _ in range(30)]      # joint 1 trading against the yaw
+    camera.add(frames[0])
+    assert not camera.trusted() and camera.hold_sigmas() is None       # one frame cannot outvote itself
+    for frame in frames[1:]:
+        camera.add(frame)
+    assert camera.trusted() and camera.fused.rotation_spread_deg > 10.0
+    # What holding it buys: the average of frames scattered by 20 deg per axis lies within a few degrees.
+    frame_errors = [rotation_angle_deg(frame[:3, :3], TRUTH[:3, :3]) for frame in frames]
+    assert rotation_angle_deg(camera.fused.T_camera_base[:3, :3], TRUTH[:3, :3]) < 0.3 * np.median(frame_errors)
 
 
 def test_robust_mean_covariance_is_the_spread_over_the_frames():

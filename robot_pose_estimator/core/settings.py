@@ -150,7 +150,7 @@ class EstimatorSettings:
                                        'multi_start_px (false: only when it does not, which saves those fits)',
                                        runtime=True)
     online_challenge: bool = setting(True, 'online mode: also solve each tracked frame from scratch and keep '
-                                     'the fit that explains the keypoints better, so a wrong solution (the '
+                                     'it if it explains the keypoints clearly better, so a wrong solution (the '
                                      'shoulder-flip twin) is not held to the end (false saves that solve)',
                                      runtime=True)
     confidence_weighting_step: float = setting(0.1, "weigh keypoints by their heatmap peak: a keypoint's "

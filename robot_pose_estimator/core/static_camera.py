@@ -63,13 +63,9 @@ class StaticCameraConfig:
     # is not yet exact without letting joint 1 trade against the yaw again.
     hold_translation_m: float = 0.01
     hold_rotation_deg: float = 1.0
+    # Also with estimated joints, however much the frames' own poses scatter: the robust average of
+    # scattered frames is still nearer the truth than they are (docs/measured_joints.md).
     min_frames_to_hold: int = 3
-    # Frames whose own poses (estimated joints) scatter more than this do not make an average worth
-    # holding: joint 1 trades against the yaw differently in each, and their mean is as wrong as any.
-    # On two development sequences the spread was 2.5-3.5 deg where holding helped (AUC 66 -> 76)
-    # and 28-34 deg where it hurt (41 -> 32).
-    trust_rotation_deg: float = 10.0
-    trust_translation_m: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -150,17 +146,12 @@ class StaticCamera:
     def trusted(self) -> bool:
         """Whether the fused pose is worth publishing and holding.
 
-        With measured joints (keypoint observations) always, once there are a few frames: their
-        joint fit is robust. With estimated joints only while the frames' own poses agree within
-        ``trust_rotation_deg`` and ``trust_translation_m``.
+        With measured joints (keypoint observations) from the first frame: their joint fit is
+        robust. With estimated joints once ``min_frames_to_hold`` frames can outvote a wrong one.
         """
-        fused = self._fused
-        if fused is None or len(self._poses) < self.config.min_frames_to_hold:
-            return fused is not None and bool(self._observations)
-        if self._observations:
-            return True
-        return (fused.rotation_spread_deg <= self.config.trust_rotation_deg
-                and fused.translation_spread_m <= self.config.trust_translation_m)
+        if self._fused is None:
+            return False
+        return bool(self._observations) or len(self._poses) >= self.config.min_frames_to_hold
 
     def hold_sigmas(self) -> tuple[float, float] | None:
         """Return the 1-sigma (translation m, rotation rad) of the pose prior a frame's joints are solved under.
