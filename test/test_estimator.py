@@ -23,7 +23,7 @@ import pytest
 from robot_pose_estimator.config import load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.estimator import (
-    _clearly_better, _Detections, _fuse, CHALLENGE_RMS_MARGIN, Estimator, keypoint_sigma_px
+    _better_fit, _Detections, _fuse, CHALLENGE_RMS_MARGIN, Estimator, keypoint_sigma_px
 )
 from robot_pose_estimator.core.pose_solver import PoseSolution, SolverOptions, SolveStatus
 from robot_pose_estimator.core.robot_model import RobotModel
@@ -367,11 +367,12 @@ def test_the_challenger_must_explain_more_keypoints_or_as_many_clearly_better():
     def fit(explained: int, rms_px: float) -> PoseSolution:
         inliers = np.arange(17) < explained
         return PoseSolution(SolveStatus.OK, np.eye(4), np.zeros(7), inliers, rms_px, np.full(7, np.nan))
-    tracked = fit(15, 2.0)
-    assert _clearly_better(fit(16, 3.0), tracked)                   # one more keypoint explained
-    assert not _clearly_better(fit(14, 0.5), tracked)               # one fewer, however tight
-    assert not _clearly_better(fit(15, 1.9), tracked)               # as many, a jump for 5 % RMS
-    assert _clearly_better(fit(15, 2.0 * (1.0 - CHALLENGE_RMS_MARGIN) - 0.01), tracked)
+    tracked, margin = fit(15, 2.0), CHALLENGE_RMS_MARGIN
+    assert _better_fit(fit(16, 3.0), tracked, margin)                   # one more keypoint explained
+    assert not _better_fit(fit(14, 0.5), tracked, margin)               # one fewer, however tight
+    assert not _better_fit(fit(15, 1.9), tracked, margin)               # as many, a jump for 5 % RMS
+    assert _better_fit(fit(15, 2.0 * (1.0 - margin) - 0.01), tracked, margin)
+    assert _better_fit(fit(15, 1.9), tracked)                           # multi-start: any lower RMS
 
 
 def test_multi_start_recovers_when_the_network_angles_are_far_off(robot):

@@ -360,10 +360,11 @@ class Estimator:
         A tracked start that does not converge falls back to the solve from scratch at once. With
         ``online_challenge`` a converged tracked fit is challenged by one fit from scratch (RANSAC-EPnP
         on FK of the network's angles, no further starts: those cost the demo two thirds of its frame
-        rate), which replaces it only when clearly better (``_clearly_better``): a tracked fit that
-        slid onto the shoulder-flip twin keeps explaining the keypoints about as well as it did, so
-        no quality gate ever drops it, while a slightly lower RMS on as many keypoints is as often a
-        jump away from a right track (docs/sim_to_real.md, "Online mode holding a wrong solution").
+        rate), which replaces it only when better by ``CHALLENGE_RMS_MARGIN`` (``_better_fit``): a
+        tracked fit that slid onto the shoulder-flip twin keeps explaining the keypoints about as
+        well as it did, so no quality gate ever drops it, while a slightly lower RMS on as many
+        keypoints is as often a jump away from a right track (docs/sim_to_real.md, "Online mode
+        holding a wrong solution").
         """
         settings = self.settings
         refine_joints = settings.refine_joint_angles and np.count_nonzero(used) >= settings.min_keypoints
@@ -375,7 +376,7 @@ class Estimator:
             if tracked.ok:
                 if settings.online_challenge:
                     challenger = self._fit_from_network(q_network, nccs, used, common)
-                    if challenger.ok and _clearly_better(challenger, tracked):
+                    if challenger.ok and _better_fit(challenger, tracked, CHALLENGE_RMS_MARGIN):
                         return challenger
                 return tracked
         return self._solve_from_scratch(q_network, nccs, used, confidences, common)
@@ -420,7 +421,7 @@ class Estimator:
         for q_prior, q_init in starts:
             candidate = pose_solver.solve(self.robot, q_prior, nccs, used, q_init=q_init, ransac=self.settings.ransac,
                                           **common)
-            if candidate.ok and (not best.ok or _fit_quality(candidate) > _fit_quality(best)):
+            if candidate.ok and (not best.ok or _better_fit(candidate, best)):
                 best = candidate
         return best
 
@@ -523,19 +524,16 @@ def _fuse(first: _Detections, second: _Detections, radius_px: float) -> _Detecti
     return _Detections(fused, confidences.max(axis=0), first.joint_angles + 0.5 * difference)
 
 
-def _clearly_better(challenger: pose_solver.PoseSolution, tracked: pose_solver.PoseSolution) -> bool:
-    """Whether a fit from scratch should replace the tracked one.
+def _better_fit(candidate: pose_solver.PoseSolution, incumbent: pose_solver.PoseSolution,
+                rms_margin: float = 0.0) -> bool:
+    """Whether ``candidate`` should replace ``incumbent``.
 
-    It must explain more keypoints, or as many with an RMS lower by ``CHALLENGE_RMS_MARGIN``.
+    It must explain more keypoints, or as many with an RMS reprojection error lower by the
+    fraction ``rms_margin`` (0: any lower RMS, as the multi-start compares its fits).
     """
-    explained, kept = np.count_nonzero(challenger.inliers), np.count_nonzero(tracked.inliers)
-    return explained > kept or (explained == kept and challenger.reprojection_error_px
-                                < (1.0 - CHALLENGE_RMS_MARGIN) * tracked.reprojection_error_px)
-
-
-def _fit_quality(solution: pose_solver.PoseSolution) -> tuple[int, float]:
-    """Order fits: more keypoints explained first, then a lower RMS reprojection error."""
-    return int(np.count_nonzero(solution.inliers)), -solution.reprojection_error_px
+    explained, kept = np.count_nonzero(candidate.inliers), np.count_nonzero(incumbent.inliers)
+    return explained > kept or (explained == kept and candidate.reprojection_error_px
+                                < (1.0 - rms_margin) * incumbent.reprojection_error_px)
 
 
 def _input_problem(image_rgb: np.ndarray, camera: CameraModel) -> str | None:
