@@ -154,9 +154,10 @@ class Harness:
         client = self.node.create_client(srv_type, name)
         try:
             assert client.wait_for_service(timeout_sec=timeout), f'no service {name}'
+            request = request if request is not None else srv_type.Request()
             deadline, futures = time.monotonic() + timeout, []
             while time.monotonic() < deadline:      # a slow answer to an earlier request counts too
-                futures.append(client.call_async(request if request is not None else srv_type.Request()))
+                futures.append(client.call_async(request))
                 if wait_until(lambda: any(f.done() for f in futures), min(patience, deadline - time.monotonic())):
                     return next(f for f in futures if f.done()).result()
             return None
