@@ -34,7 +34,7 @@ from robot_pose_estimator.core.types import Estimate  # noqa: E402
 from robot_pose_estimator.inference.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from robot_pose_estimator.rosbag import BagFrame  # noqa: E402
 from robot_pose_estimator.training.adapt import (  # noqa: E402
-    AdaptSettings, Footage, label_by_self_training, label_with_measured_joints
+    AdaptSettings, Footage, label_by_self_training, label_with_measured_joints, Labels, split_holdout
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,6 +108,33 @@ def test_self_training_keeps_only_frames_the_geometry_vouches_for(robot):
     np.testing.assert_allclose(labels.keypoints_px[1], camera.project(transform_points(T, robot.keypoints(poses[4]))))
 
 
+def _labels_of(frames: np.ndarray) -> Labels:
+    count = frames.size
+    return Labels(frames, np.zeros((count, 3, 2)), np.ones((count, 3), bool), np.zeros((count, 7)))
+
+
+def test_with_two_bags_the_last_one_is_held_back_whole_to_stop_on():
+    """A second recording, not frames between trained neighbours, tells whether adapting carries over."""
+    footage = Footage(frames=[None] * 12, bag_of=np.array([0] * 7 + [1] * 5), measured=[[], []],
+                      bags=[{'name': 'trajectory_a'}, {'name': 'trajectory_b'}])
+    labels = _labels_of(np.array([0, 1, 2, 4, 5, 6, 8, 9, 11]))     # frames 3, 7 and 10 could not be labelled
+    trained, held, described = split_holdout(labels, footage, holdout_fraction=0.15)
+    np.testing.assert_array_equal(trained, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(held, [6, 7, 8])
+    assert described == 'bag trajectory_b'
+    # The last bag without a labelled frame: back to one labelled frame in n, over what was labelled.
+    trained, held, described = split_holdout(_labels_of(np.arange(7)), footage, holdout_fraction=0.25)
+    np.testing.assert_array_equal(held, [3])
+    assert described == 'one labelled frame in 4' and trained.size == 6
+    # One bag: one labelled frame in seven; no hold-out at all when asked for none.
+    single = Footage(frames=[None] * 14, bag_of=np.zeros(14, int), measured=[[]], bags=[{'name': 'only'}])
+    trained, held, described = split_holdout(_labels_of(np.arange(14)), single, holdout_fraction=0.15)
+    np.testing.assert_array_equal(held, [6, 13])
+    assert described == 'one labelled frame in 7'
+    trained, held, described = split_holdout(_labels_of(np.arange(14)), single, holdout_fraction=0.0)
+    assert held.size == 0 and trained.size == 14 and described == 'none'
+
+
 def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, capsys):
     """One round, a few steps, on 6 frames of the bundled bag with its ground-truth joints as the robot's."""
     out = tmp_path / 'adapted'
@@ -118,6 +145,7 @@ def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, c
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert 'adapt: round 1: 6 of 6 frames labelled (measured joints)' in printed
+    assert 'px on one labelled frame in 7' in printed
     backend = OnnxRuntimeBackend(out / 'model.onnx', threads=1)
     assert backend.metadata.keypoint_names == tuple(load_config(CONFIG).robot.keypoint_names)
     card = (out / 'model.json').read_text()

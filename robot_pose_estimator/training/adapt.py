@@ -32,7 +32,8 @@ from the product's own geometry, never from a frame the estimator failed on:
 Fine-tuning does not forget: the real crops are mixed with synthetic renders, photometrically
 augmented with the training camera model, and the encoder's first stages stay frozen; training
 stops at the best self-consistency (the network's peaks against the labels) on frames of the
-same bags held back from training, never on ground truth. The result is an ONNX model with its
+same bags held back from training (the whole last bag when there are several), never on ground
+truth; when no step beats the network it started from, it is kept as it was. The result is an ONNX model with its
 card (the bags by name and sha256, frames per round, self-consistency before and after) that the
 node loads with ``model_path``; the run is resumable from ``OUT/adapt_state.pt``.
 """
@@ -275,6 +276,24 @@ def _labels(rows: list, robot: RobotModel, stats: dict[str, Any]) -> Labels:
     return Labels(np.asarray(frame), np.stack(pixels), np.stack(mask), np.stack(q), stats)
 
 
+def split_holdout(labels: Labels, footage: Footage, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """Rows of ``labels`` to train on, rows to stop on, and which frames those are, in words.
+
+    With two or more bags the last bag's labelled frames are held back whole: early stopping then
+    asks whether the network reads an arm trajectory it did not train on, which frames held back
+    between trained neighbours cannot tell (docs/adaptation.md, "Stopping on another recording").
+    One bag, or a last bag (or the others) with no labelled frame: every n-th labelled frame.
+    """
+    rows = np.arange(len(labels))
+    bag = footage.bag_of[labels.frame] if len(labels) else np.zeros(0, int)
+    last = len(footage.bags) - 1
+    if last > 0 and (bag == last).any() and (bag != last).any():
+        return rows[bag != last], rows[bag == last], f"bag {footage.bags[last]['name']}"
+    every = max(2, round(1.0 / holdout_fraction)) if holdout_fraction > 0 else 0
+    held = rows[rows % every == every - 1] if every else rows[:0]
+    return np.setdiff1d(rows, held), held, f'one labelled frame in {every}' if every else 'none'
+
+
 # --- training samples ----------------------------------------------------------------------------
 
 @dataclass
@@ -390,6 +409,9 @@ def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdo
               round_index: int) -> dict[str, Any]:
     """Train for ``seconds`` of wall clock; keep the weights with the best held-out self-consistency.
 
+    The weights before the first step compete too: when no step reads the held-out frames better,
+    the network leaves as it came.
+
     ``training`` is the settings the network was trained with (its heatmap loss, sigma and
     positive weight, from its weights file): the fine-tuning optimises the same objective. The
     best weights end up in ``net``; returns the steps taken and the best score.
@@ -402,7 +424,7 @@ def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdo
     look = Randomization.default()
     size = train.images.shape[1]
     real_per_batch = max(1, round(settings.batch_size * (1.0 - (settings.synthetic_fraction if synthetic else 0.0))))
-    best_score = self_consistency(net, holdout, normalization)
+    best_score, best_step = self_consistency(net, holdout, normalization), 0
     best = {k: v.detach().clone() for k, v in net.state_dict().items()}
     log.append({'round': round_index, 'step': 0, 'seconds': 0.0, 'holdout_px': best_score})
     started = last_check = time.monotonic()
@@ -439,11 +461,12 @@ def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdo
                             'loss': float(loss.item()), 'holdout_px': score})
                 bar.set_postfix_str(f'held-out {score:.2f} px (best {best_score:.2f})')
                 if score < best_score:
-                    best_score, best = score, {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    best_score, best_step = score, step
+                    best = {k: v.detach().clone() for k, v in net.state_dict().items()}
                 last_check = time.monotonic()
     net.load_state_dict(best)
     net.eval()
-    return {'steps': step, 'best_holdout_px': best_score}
+    return {'steps': step, 'best_holdout_px': best_score, 'best_step': best_step}
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -490,7 +513,6 @@ def adapt(bags: Sequence[str | Path], out: str | Path, config_path: str | Path |
     visible = VisibilityTest(config, robot)
     synthetic = None
     try:
-        holdout_every = max(2, round(1.0 / settings.holdout_fraction)) if settings.holdout_fraction > 0 else 0
         before_consistency = None
         for round_index in range(len(done_rounds), rounds):
             started = time.monotonic()
@@ -500,9 +522,7 @@ def adapt(bags: Sequence[str | Path], out: str | Path, config_path: str | Path |
             if len(labels) < MIN_LABELLED_FRAMES:
                 raise ValueError(f'only {len(labels)} of {len(footage.frames)} frames could be labelled '
                                  f'({labels.stats}): too little to adapt on. Is the robot in view and moving?')
-            rows = np.arange(len(labels))
-            held = rows[rows % holdout_every == holdout_every - 1] if holdout_every else rows[:0]
-            trained = np.setdiff1d(rows, held)
+            trained, held, held_frames = split_holdout(labels, footage, settings.holdout_fraction)
             train_crops = cut_crops(footage, labels, trained, size, settings.crop_copies, settings.crop_margin, rng)
             holdout = cut_crops(footage, labels, held if held.size else trained[:1], size, 1, settings.crop_margin,
                                 rng)
@@ -514,17 +534,22 @@ def adapt(bags: Sequence[str | Path], out: str | Path, config_path: str | Path |
             result = fine_tune(net, train_crops, synthetic, holdout, settings, weights['settings'],
                                60.0 * settings.minutes / rounds, progress, log, round_index)
             done_rounds.append({'round': round_index + 1, **labels.stats, 'frames_trained': int(trained.size),
-                                'frames_held_back': int(held.size), 'crops_trained': len(train_crops),
+                                'frames_held_back': int(held.size), 'held_back': held_frames,
+                                'crops_trained': len(train_crops),
                                 'holdout_px_before': self_consistency(build_model(weights), holdout, normalization)
                                 if round_index else before_consistency,
                                 'holdout_px_after': result['best_holdout_px'], 'steps': result['steps'],
+                                'best_step': result['best_step'],
                                 'minutes': round((time.monotonic() - started) / 60.0, 2)})
             save_checkpoint(state_path, {'identity': json.dumps(identity, sort_keys=True), 'model': net.state_dict(),
                                          'rounds': json.dumps(done_rounds), 'log': json.dumps(log)})
             print(f"adapt: round {round_index + 1}: {labels.stats['frames_labelled']} of "
                   f"{labels.stats['frames_offered']} frames labelled ({labels.stats['source']}); held-out "
                   f"self-consistency {done_rounds[-1]['holdout_px_before']:.2f} -> "
-                  f"{done_rounds[-1]['holdout_px_after']:.2f} px")
+                  f"{done_rounds[-1]['holdout_px_after']:.2f} px on {held_frames}")
+            if result['best_step'] == 0:
+                print(f'adapt: round {round_index + 1}: no step read the held-back frames ({held_frames}) better '
+                      'than the network before it: its weights leave this round unchanged')
     finally:
         visible.close()
     return _export(net, weights, out, footage, done_rounds, log, identity, command)
@@ -569,7 +594,8 @@ def _export(net: torch.nn.Module, weights: dict[str, Any], out: Path, footage: F
     adaptation = {'bags': footage.bags, 'with_measured_joints': identity['with_measured_joints'],
                   'from_model_sha256': identity['model_sha256'], 'settings': identity['settings'], 'rounds': rounds,
                   'self_consistency': 'median distance (network-input px) of the heatmap peaks from the labels on '
-                                      'frames of the same bags held back from training; no ground truth'}
+                                      "frames of the same bags held back from training (each round's held_back); no "
+                                      'ground truth'}
     state = _checkpoint(net, weights, {'commands': [*weights.get('commands', []), command or shlex.join(sys.argv)],
                                        'adaptation': adaptation})
     checkpoint = out / 'checkpoint.pt'

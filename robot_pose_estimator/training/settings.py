@@ -97,7 +97,8 @@ class AdaptSettings:
                              low=0.0, low_open=True, high=10_000.0)
     max_frames: int = setting(600, 'frames taken from the bags, evenly spread', low=1, high=1_000_000)
     rounds: int = setting(2, 'label -> train -> relabel rounds without measured joints (with: 1)', low=1, high=100)
-    holdout_fraction: float = setting(0.15, 'frames held back for early stopping (every n-th frame)',
+    holdout_fraction: float = setting(0.15, 'frames held back for early stopping (every n-th frame) when one bag is '
+                                      'given; with several, the last bag is held back whole',
                                       low=0.0, high=1.0, high_open=True)
     batch_size: int = setting(16, 'images per training step', low=1, high=4096)
     lr: float = setting(1e-4, 'learning rate of the decoder and heads', low=0.0, low_open=True, high=1.0)
