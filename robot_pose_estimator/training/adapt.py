@@ -33,9 +33,10 @@ Fine-tuning does not forget: the real crops are mixed with synthetic renders, ph
 augmented with the training camera model, and the encoder's first stages stay frozen; training
 stops at the best self-consistency (the network's peaks against the labels) on frames of the
 same bags held back from training (the whole last bag when there are several), never on ground
-truth; when no step beats the network it started from, it is kept as it was. The result is an ONNX model with its
-card (the bags by name and sha256, frames per round, self-consistency before and after) that the
-node loads with ``model_path``; the run is resumable from ``OUT/adapt_state.pt``.
+truth; when no step beats the network it started from, it is kept as it was. The result is an
+ONNX model with its card (the bags by name and sha256, frames per round, self-consistency before
+and after) that the node loads with ``model_path``; the run is resumable from
+``OUT/adapt_state.pt``.
 """
 from __future__ import annotations
 
@@ -414,7 +415,7 @@ def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdo
 
     ``training`` is the settings the network was trained with (its heatmap loss, sigma and
     positive weight, from its weights file): the fine-tuning optimises the same objective. The
-    best weights end up in ``net``; returns the steps taken and the best score.
+    best weights end up in ``net``; returns the steps taken, the best score and the step it came from.
     """
     rng = np.random.default_rng(settings.seed + round_index)
     generator = torch.Generator().manual_seed(settings.seed + round_index)
