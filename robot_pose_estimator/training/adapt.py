@@ -286,7 +286,7 @@ def split_holdout(labels: Labels, footage: Footage, holdout_fraction: float) -> 
     One bag, or a last bag (or the others) with no labelled frame: every n-th labelled frame.
     """
     rows = np.arange(len(labels))
-    bag = footage.bag_of[labels.frame] if len(labels) else np.zeros(0, int)
+    bag = footage.bag_of[labels.frame]
     last = len(footage.bags) - 1
     if last > 0 and (bag == last).any() and (bag != last).any():
         return rows[bag != last], rows[bag == last], f"bag {footage.bags[last]['name']}"
