@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -85,6 +86,7 @@ def test_measured_labels_are_the_measured_angles_through_the_fused_camera(robot)
     expected = camera.project(transform_points(wandering[-1], robot.keypoints(poses[1])))
     np.testing.assert_allclose(labels.keypoints_px[1], expected, atol=1e-9)
     np.testing.assert_allclose(labels.joint_angles[2], poses[3])
+    np.testing.assert_allclose(labels.camera_poses, np.stack([wandering[-1]] * 3))
     assert labels.mask.all() and labels.stats['frames_labelled'] == 3
 
 
@@ -106,11 +108,13 @@ def test_self_training_keeps_only_frames_the_geometry_vouches_for(robot):
     # Labels are the fit's keypoints; the detections it does not explain are masked, not learned.
     assert labels.mask[0].all() and not labels.mask[1][[4, 8]].any() and labels.mask[1].sum() == 15
     np.testing.assert_allclose(labels.keypoints_px[1], camera.project(transform_points(T, robot.keypoints(poses[4]))))
+    np.testing.assert_allclose(labels.camera_poses, np.stack([T, T]))
 
 
 def _labels_of(frames: np.ndarray) -> Labels:
     count = frames.size
-    return Labels(frames, np.zeros((count, 3, 2)), np.ones((count, 3), bool), np.zeros((count, 7)))
+    return Labels(frames, np.zeros((count, 3, 2)), np.ones((count, 3), bool), np.zeros((count, 7)),
+                  np.tile(np.eye(4), (count, 1, 1)))
 
 
 def test_with_two_bags_the_last_one_is_held_back_whole_to_stop_on():
@@ -131,27 +135,38 @@ def test_with_two_bags_the_last_one_is_held_back_whole_to_stop_on():
     trained, held, described = split_holdout(_labels_of(np.arange(14)), single, holdout_fraction=0.15)
     np.testing.assert_array_equal(held, [6, 13])
     assert described == 'one labelled frame in 7'
+    # Fewer labelled frames than n: the last one is held back, never a frame that is trained on.
+    trained, held, described = split_holdout(_labels_of(np.arange(6)), single, holdout_fraction=0.15)
+    np.testing.assert_array_equal(trained, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(held, [5])
+    assert described == 'the last labelled frame (fewer than 7 were labelled)'
+    # Nothing held back when asked for none: the steps are judged on a trained frame, and the words say so.
     trained, held, described = split_holdout(_labels_of(np.arange(14)), single, holdout_fraction=0.0)
-    assert held.size == 0 and trained.size == 14 and described == 'none'
+    assert trained.size == 14 and held.tolist() == [0]
+    assert described == 'the first labelled frame, trained on too (nothing held back)'
 
 
 def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, capsys):
     """One round, a few steps, on 6 frames of the bundled bag with its ground-truth joints as the robot's."""
     out = tmp_path / 'adapted'
-    gentle = ['--freeze-stages', '4', '--angle-weight', '0', '--synthetic-fraction', '0.5']
+    gentle = ['--freeze-stages', '4', '--angle-weight', '0', '--synthetic-fraction', '0.5', '--cell-renders', '4']
     code = main(['adapt', '--bag', str(REPO / 'test' / 'data' / 'demo_panda'), '--out', str(out),
                  '--measured-joints-topic', '/ground_truth/joint_states', '--max-frames', '6', '--minutes', '0.05',
                  '--synthetic', '4', *gentle])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert 'adapt: round 1: 6 of 6 frames labelled (measured joints)' in printed
-    assert 'px on one labelled frame in 7' in printed
+    assert 'px on the last labelled frame (fewer than 7 were labelled)' in printed
+    assert f"adapt: your cell without the arm, from bag demo_panda: {out / 'cell_demo_panda.jpg'}" in printed
+    assert cv2.imread(str(out / 'cell_demo_panda.jpg')).shape == (480, 640, 3)
     backend = OnnxRuntimeBackend(out / 'model.onnx', threads=1)
     assert backend.metadata.keypoint_names == tuple(load_config(CONFIG).robot.keypoint_names)
     card = (out / 'model.json').read_text()
     assert '"with_measured_joints": true' in card and '"name": "demo_panda"' in card
     settings = json.loads(card)['adaptation']['settings']
     assert (settings['freeze_stages'], settings['angle_weight'], settings['synthetic_fraction']) == (4, 0.0, 0.5)
+    assert settings['cell_renders'] == 4
+    assert json.loads(card)['adaptation']['rounds'][0]['cell_plates'][0]['bag'] == 'demo_panda'
     assert (out / 'model.weights.pt').is_file() and (out / 'labels_round1.npz').is_file()
     # Run again with the same arguments: the saved state is found and the result written again.
     assert main(['adapt', '--bag', str(REPO / 'test' / 'data' / 'demo_panda'), '--out', str(out),
@@ -186,3 +201,9 @@ def test_adapt_settings_refuse_out_of_range_values_from_python_too(changes, mess
     with pytest.raises(ValueError, match=message):
         AdaptSettings(**changes)
     assert AdaptSettings(holdout_fraction=0.0, synthetic_fraction=0.0, angle_weight=0.0).rounds == 2
+
+
+def test_renders_mixed_into_a_batch_leave_room_for_the_real_frames():
+    with pytest.raises(ValueError, match=r'synthetic_fraction \+ cell_fraction must leave room for the real frames'):
+        AdaptSettings(synthetic_fraction=0.5, cell_renders=100, cell_fraction=0.5)
+    assert AdaptSettings(synthetic_fraction=0.8, cell_renders=0, cell_fraction=0.3).cell_fraction == 0.3

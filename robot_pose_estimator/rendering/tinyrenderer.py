@@ -287,12 +287,15 @@ class Renderer:
 
     def render(self, q: np.ndarray, T_camera_base: np.ndarray, K: np.ndarray,
                randomization: Randomization | None = None, rng: np.random.Generator | None = None,
-               valid_box: tuple[float, float, float, float] | None = None) -> RenderResult:
+               valid_box: tuple[float, float, float, float] | None = None,
+               background: np.ndarray | None = None) -> RenderResult:
         """Render the robot at joint angles q seen by camera (K, T_camera_base).
 
         ``valid_box`` (x0, y0, x1, y1) in this image's pixels is the part that shows the real
         camera image (the rest of a letterbox or an off-image crop): outside it the image is
-        ``PAD_VALUE``, the mask 0 and keypoints not in_image. Deterministic for a given rng.
+        ``PAD_VALUE``, the mask 0 and keypoints not in_image. ``background`` (H, W, 3 float32
+        RGB in [0, 1]) is what lies behind the robot, a user's own cell seen by this camera,
+        instead of a photo crop or a procedural texture. Deterministic for a given rng.
         """
         p = self._p
         settings = randomization if randomization is not None else Randomization.none()
@@ -336,10 +339,13 @@ class Renderer:
         self._texture_links(image, labels, rng, settings.link_texture_prob if recolor else 0.0)
         count = int(rng.integers(0, settings.max_distractors + 1)) if settings.max_distractors > 0 else 0
         front = int(rng.binomial(count, settings.distractor_front_prob)) if count else 0
-        if settings.background:
+        if background is not None:
+            background = np.array(background, dtype=np.float32)
+        elif settings.background:
             photo = self.photos is not None and settings.photo_background_prob > 0 \
                 and rng.random() < settings.photo_background_prob
             background = self.photos.sample(rng, H, W) if photo else procedural_texture(rng, H, W)
+        if background is not None:
             for _ in range(count - front):
                 paint(background, random_shape_mask(rng, H, W), rng)
         else:

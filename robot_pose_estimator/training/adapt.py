@@ -29,8 +29,10 @@ from the product's own geometry, never from a frame the estimator failed on:
   keypoints, and the keypoints it does not explain are masked. Label -> train -> relabel, for
   ``rounds`` rounds.
 
-Fine-tuning does not forget: the real crops are mixed with synthetic renders, photometrically
-augmented with the training camera model, and the encoder's first stages stay frozen; training
+Fine-tuning does not forget: the real crops are mixed with synthetic renders (with
+``cell_renders``, also renders of the arm in sampled poses in front of the cell itself, as the
+footage shows it without the arm: ``training/cell.py``), photometrically augmented with the
+training camera model, and the encoder's first stages stay frozen; training
 stops at the best self-consistency (the network's peaks against the labels) on frames of the
 same bags held back from training (the whole last bag when there are several), never on ground
 truth; when no step beats the network it started from, it is kept as it was. The result is an
@@ -51,12 +53,13 @@ import sys
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.estimator import Estimator, MeasuredJointsReplay
 from robot_pose_estimator.core.heatmaps import (
-    apply_crop, box_from_points, crop_transform, decode_heatmaps, heatmap_to_input
+    apply_crop, box_from_points, decode_heatmaps, heatmap_to_input
 )
 from robot_pose_estimator.core.model import file_sha256
 from robot_pose_estimator.core.robot_model import RobotModel
@@ -66,12 +69,13 @@ from robot_pose_estimator.inference.factory import build_estimator
 from robot_pose_estimator.rendering.backgrounds import PhotoPool
 from robot_pose_estimator.rendering.meshes import resolve_package_uri
 from robot_pose_estimator.rendering.randomization import color_jitter, Randomization, sensor_effects
-from robot_pose_estimator.rendering.tinyrenderer import Renderer
+from robot_pose_estimator.rendering.tinyrenderer import Renderer, RenderResult
 from robot_pose_estimator.rosbag import (
     BagFrame, BagReader, BagTopics, DEFAULT_TOPICS
 )
+from robot_pose_estimator.training.cell import cell_views, render_in_cell
 from robot_pose_estimator.training.checkpoints import build_model, load_weights, save_checkpoint, save_weights
-from robot_pose_estimator.training.data import random_masking, to_input_tensor
+from robot_pose_estimator.training.data import jittered_crop, random_masking, to_input_tensor
 from robot_pose_estimator.training.export import export_onnx, measure_latency, write_model_card
 from robot_pose_estimator.training.losses import angle_loss, heatmap_loss, HEATMAP_STRIDE, heatmap_targets
 from robot_pose_estimator.training.render import render_sample
@@ -92,6 +96,7 @@ class Labels:
     keypoints_px: np.ndarray           # (N, K, 2)
     mask: np.ndarray                   # (N, K) bool
     joint_angles: np.ndarray           # (N, J) rad
+    camera_poses: np.ndarray           # (N, 4, 4) camera->base the labels were projected through
     stats: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -100,7 +105,8 @@ class Labels:
     def save(self, path: Path) -> None:
         """Keep a round's labels beside the model, for a look at what it learned from."""
         np.savez_compressed(path, frame=self.frame, keypoints_px=self.keypoints_px, mask=self.mask,
-                            joint_angles=self.joint_angles, stats=json.dumps(self.stats))
+                            joint_angles=self.joint_angles, camera_poses=self.camera_poses,
+                            stats=json.dumps(self.stats))
 
 
 @dataclass
@@ -173,7 +179,7 @@ def _estimate_footage(estimator: Estimator, footage: Footage, progress: bool, de
 # --- pseudo-labels -------------------------------------------------------------------------------
 
 class VisibilityTest:
-    """Which keypoints the robot's own meshes leave visible, from a depth render of the arm (TinyRenderer)."""
+    """Which keypoints the robot's own meshes leave visible, and where the arm is: a render of it (TinyRenderer)."""
 
     def __init__(self, config: EstimatorSettings, robot: RobotModel, scale: float = 0.5) -> None:
         self.robot, self.scale = robot, scale
@@ -181,6 +187,14 @@ class VisibilityTest:
         self._urdf = config.urdf_path
 
     def __call__(self, q: np.ndarray, T_camera_base: np.ndarray, camera: CameraModel) -> np.ndarray:
+        return self._render(q, T_camera_base, camera).visible
+
+    def silhouette(self, q: np.ndarray, T_camera_base: np.ndarray, camera: CameraModel) -> np.ndarray:
+        """Return the arm's pixels in the camera's image, (height, width) bool (rendered at ``scale``, enlarged)."""
+        mask = (self._render(q, T_camera_base, camera).mask > 0).astype(np.uint8)
+        return cv2.resize(mask, (camera.width, camera.height), interpolation=cv2.INTER_NEAREST) > 0
+
+    def _render(self, q: np.ndarray, T_camera_base: np.ndarray, camera: CameraModel) -> RenderResult:
         size = (max(1, round(camera.width * self.scale)), max(1, round(camera.height * self.scale)))
         renderer = self._renderers.get(size)
         if renderer is None:
@@ -188,7 +202,7 @@ class VisibilityTest:
         K = camera.K.copy()
         K[:2] *= self.scale
         K[:2, 2] += 0.5 * self.scale - 0.5            # pixel centres stay pixel centres at the new scale
-        return renderer.render(q, T_camera_base, K, Randomization.none()).visible
+        return renderer.render(q, T_camera_base, K, Randomization.none())
 
     def close(self) -> None:
         for renderer in self._renderers.values():
@@ -219,7 +233,7 @@ def label_with_measured_joints(estimates: Sequence, footage: Footage, robot: Rob
             points = transform_points(T, robot.keypoints(q))
             pixels = frame.camera.project(points)
             mask = _in_image(pixels, points, frame.camera) & visible(q, T, frame.camera)
-            rows.append((i, pixels, mask, q))
+            rows.append((i, pixels, mask, q, T))
     stats = {'source': 'measured joints', 'frames_offered': len(footage.frames), 'frames_labelled': len(rows),
              'bags_where_the_camera_moved': sorted(moved_bags)}
     return _labels(rows, robot, stats)
@@ -257,7 +271,7 @@ def label_by_self_training(held: Sequence, single: Sequence, footage: Footage, r
             reasons['poor_fit'] += 1
             continue
         mask = explained & _in_image(pixels, points_a, frame.camera) & visible(qa, a.T_camera_base, frame.camera)
-        rows.append((i, pixels, mask, qa))
+        rows.append((i, pixels, mask, qa, a.T_camera_base))
     stats = {'source': 'self-training', 'frames_offered': len(footage.frames), 'frames_labelled': len(rows),
              'frames_refused': reasons}
     return _labels(rows, robot, stats)
@@ -272,9 +286,10 @@ def _in_image(pixels: np.ndarray, points: np.ndarray, camera: CameraModel) -> np
 def _labels(rows: list, robot: RobotModel, stats: dict[str, Any]) -> Labels:
     if not rows:
         return Labels(np.zeros(0, int), np.zeros((0, robot.num_keypoints, 2)), np.zeros((0, robot.num_keypoints), bool),
-                      np.zeros((0, robot.num_joints)), stats)
-    frame, pixels, mask, q = zip(*rows)
-    return Labels(np.asarray(frame), np.stack(pixels), np.stack(mask), np.stack(q), stats)
+                      np.zeros((0, robot.num_joints)), np.zeros((0, 4, 4)), stats)
+    frame, pixels, mask, q, poses = zip(*rows)
+    return Labels(np.asarray(frame), np.stack(pixels), np.stack(mask), np.stack(q),
+                  np.stack([np.asarray(T, dtype=np.float64) for T in poses]), stats)
 
 
 def split_holdout(labels: Labels, footage: Footage, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
@@ -283,16 +298,22 @@ def split_holdout(labels: Labels, footage: Footage, holdout_fraction: float) -> 
     With two or more bags the last bag's labelled frames are held back whole: early stopping then
     asks whether the network reads an arm trajectory it did not train on, which frames held back
     between trained neighbours cannot tell (docs/adaptation.md, "Stopping on another recording").
-    One bag, or a last bag (or the others) with no labelled frame: every n-th labelled frame.
+    One bag, or a last bag (or the others) with no labelled frame: every n-th labelled frame, or
+    the last one when there are fewer than n. ``holdout_fraction`` 0 holds nothing back: the
+    steps are then judged on the first labelled frame, trained on like the rest, and the words say so.
     """
     rows = np.arange(len(labels))
     bag = footage.bag_of[labels.frame]
     last = len(footage.bags) - 1
     if last > 0 and (bag == last).any() and (bag != last).any():
         return rows[bag != last], rows[bag == last], f"bag {footage.bags[last]['name']}"
-    every = max(2, round(1.0 / holdout_fraction)) if holdout_fraction > 0 else 0
-    held = rows[rows % every == every - 1] if every else rows[:0]
-    return np.setdiff1d(rows, held), held, f'one labelled frame in {every}' if every else 'none'
+    if holdout_fraction <= 0:
+        return rows, rows[:1], 'the first labelled frame, trained on too (nothing held back)'
+    every = max(2, round(1.0 / holdout_fraction))
+    held = rows[rows % every == every - 1]
+    if held.size:
+        return np.setdiff1d(rows, held), held, f'one labelled frame in {every}'
+    return rows[:-1], rows[-1:], f'the last labelled frame (fewer than {every} were labelled)'
 
 
 # --- training samples ----------------------------------------------------------------------------
@@ -325,13 +346,7 @@ def cut_crops(footage: Footage, labels: Labels, rows: np.ndarray, size: int, cop
         if box is None:
             continue
         for copy in range(copies):
-            transform = crop_transform(box, (size, size), margin=margin)
-            if copy:
-                side = max(box[2] - box[0], box[3] - box[1])
-                shift = rng.uniform(-0.1, 0.1, 2) * side
-                jittered = (box[0] + shift[0], box[1] + shift[1], box[2] + shift[0], box[3] + shift[1])
-                transform = crop_transform(jittered, (size, size), margin=margin).zoomed(
-                    float(np.exp(rng.uniform(-0.15, 0.15))), (size, size))
+            transform = jittered_crop(box, size, margin, rng if copy else None)
             images.append(apply_crop(frame.image, transform, (size, size)))
             keypoints.append(np.where(mask[:, None], transform.to_input(pixels), np.nan))
             masks.append(mask)
@@ -342,16 +357,20 @@ def cut_crops(footage: Footage, labels: Labels, rows: np.ndarray, size: int, cop
                  np.stack(angles).astype(np.float32))
 
 
+def _visual_urdf(config: EstimatorSettings, config_path: Path) -> str:
+    """Return the URDF the renders draw the arm from (its visual meshes when the config names them)."""
+    return str(resolve_package_uri(config.robot.visual_urdf, config_path.parent) if config.robot.visual_urdf
+               else Path(config.urdf_path))
+
+
 def render_synthetic(config: EstimatorSettings, config_path: Path, robot: RobotModel, count: int, size: int,
                      seed: int, backgrounds: Sequence[str], progress: bool) -> Crops:
     """Render samples in the training look (``render``'s), to keep the network from forgetting what it knew."""
-    urdf = (resolve_package_uri(config.robot.visual_urdf, config_path.parent) if config.robot.visual_urdf
-            else Path(config.urdf_path))
     photos = PhotoPool(backgrounds) if backgrounds else None
     rng = np.random.default_rng(seed)
     randomization = Randomization.default()
     images, keypoints, masks, angles = [], [], [], []
-    with Renderer(str(urdf), robot, size, size, photos, seed) as renderer:
+    with Renderer(_visual_urdf(config, config_path), robot, size, size, photos, seed) as renderer:
         for _ in tqdm(range(count), unit='render', desc='adapt: synthetic', disable=not progress):
             sample = render_sample(renderer, rng, 0.6, randomization)
             images.append(sample['images'])
@@ -361,6 +380,32 @@ def render_synthetic(config: EstimatorSettings, config_path: Path, robot: RobotM
             angles.append(sample['joint_angles'])
     return Crops(np.stack(images), np.stack(keypoints).astype(np.float32), np.stack(masks),
                  np.stack(angles).astype(np.float32))
+
+
+def render_cell(config: EstimatorSettings, config_path: Path, robot: RobotModel, footage: Footage, labels: Labels,
+                rows: np.ndarray, visible: VisibilityTest, size: int, settings: AdaptSettings, out: Path,
+                progress: bool) -> tuple[Crops | None, list[dict[str, Any]]]:
+    """Render the arm in sampled poses before each still camera's clean plate, from the labelled frames ``rows``.
+
+    The plates are written to OUT/cell_<bag>.jpg for a look; returns the renders (None when no bag
+    held its camera still) and, per plate, its bag and the share of it seen without the arm.
+    """
+    frames = [footage.frames[int(labels.frame[r])] for r in rows]
+    views = cell_views([f.image for f in frames], [f.camera for f in frames], labels.camera_poses[rows],
+                       labels.joint_angles[rows], footage.bag_of[labels.frame[rows]],
+                       [bag['name'] for bag in footage.bags], visible.silhouette)
+    described = [{'bag': view.bag, 'seen_without_the_arm': round(view.seen_share, 3)} for view in views]
+    for view in views:
+        cv2.imwrite(str(out / f'cell_{view.bag}.jpg'), cv2.cvtColor(view.plate, cv2.COLOR_RGB2BGR))
+        print(f'adapt: your cell without the arm, from bag {view.bag}: {out / f"cell_{view.bag}.jpg"} '
+              f'({100 * view.seen_share:.0f} % of it seen, the rest filled in)')
+    if not views:
+        print('adapt: no bag held its camera still: no renders in your cell')
+        return None, described
+    rng = np.random.default_rng(settings.seed + 1)
+    with Renderer(_visual_urdf(config, config_path), robot, size, size, None, settings.seed + 1) as renderer:
+        arrays = render_in_cell(views, renderer, robot, settings.cell_renders, settings.crop_margin, rng, progress)
+    return Crops(*arrays), described
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, settings: Randomization) -> np.ndarray:
@@ -405,10 +450,13 @@ def _parameter_groups(net: torch.nn.Module, settings: AdaptSettings) -> list[dic
             {'params': rest, 'lr': settings.lr}]
 
 
-def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdout: Crops, settings: AdaptSettings,
-              training: dict[str, Any], seconds: float, progress: bool, log: list[dict[str, Any]],
-              round_index: int) -> dict[str, Any]:
+def fine_tune(net: torch.nn.Module, train: Crops, rendered: Sequence[tuple[Crops, float]], holdout: Crops,
+              settings: AdaptSettings, training: dict[str, Any], seconds: float, progress: bool,
+              log: list[dict[str, Any]], round_index: int) -> dict[str, Any]:
     """Train for ``seconds`` of wall clock; keep the weights with the best held-out self-consistency.
+
+    Every batch draws from each of the ``rendered`` sets its share of the batch, the rest from the
+    real crops ``train``.
 
     The weights before the first step compete too: when no step reads the held-out frames better,
     the network leaves as it came.
@@ -424,7 +472,9 @@ def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdo
     optimizer = torch.optim.AdamW(_parameter_groups(net, settings), weight_decay=1e-4)
     look = Randomization.default()
     size = train.images.shape[1]
-    real_per_batch = max(1, round(settings.batch_size * (1.0 - (settings.synthetic_fraction if synthetic else 0.0))))
+    draws = [(pool, round(settings.batch_size * share)) for pool, share in rendered]
+    draws = [(pool, count) for pool, count in draws if count > 0]
+    real_per_batch = max(1, settings.batch_size - sum(count for _, count in draws))
     best_score, best_step = self_consistency(net, holdout, normalization), 0
     best = {k: v.detach().clone() for k, v in net.state_dict().items()}
     log.append({'round': round_index, 'step': 0, 'seconds': 0.0, 'holdout_px': best_score})
@@ -436,12 +486,12 @@ def fine_tune(net: torch.nn.Module, train: Crops, synthetic: Crops | None, holdo
             pick = rng.integers(0, len(train), real_per_batch)
             images = augment(train.images[pick], rng, look)
             keypoints, mask, angles = train.keypoints[pick], train.mask[pick], train.joint_angles[pick]
-            if synthetic is not None and real_per_batch < settings.batch_size:
-                extra = rng.integers(0, len(synthetic), settings.batch_size - real_per_batch)
-                images = np.concatenate([images, synthetic.images[extra]])
-                keypoints = np.concatenate([keypoints, synthetic.keypoints[extra]])
-                mask = np.concatenate([mask, synthetic.mask[extra]])
-                angles = np.concatenate([angles, synthetic.joint_angles[extra]])
+            for pool, count in draws:
+                extra = rng.integers(0, len(pool), count)
+                images = np.concatenate([images, pool.images[extra]])
+                keypoints = np.concatenate([keypoints, pool.keypoints[extra]])
+                mask = np.concatenate([mask, pool.mask[extra]])
+                angles = np.concatenate([angles, pool.joint_angles[extra]])
             x = random_masking(to_input_tensor(images, torch.device('cpu'), normalization), settings.mask_fraction,
                                generator, normalization)
             logits, sincos = net(x)
@@ -512,7 +562,8 @@ def adapt(bags: Sequence[str | Path], out: str | Path, config_path: str | Path |
         print(f'adapt: resuming after round {len(done_rounds)} of {rounds} from {state_path}')
     rng = np.random.default_rng(settings.seed)
     visible = VisibilityTest(config, robot)
-    synthetic = None
+    synthetic = cell = None
+    plates: list[dict[str, Any]] = []
     try:
         before_consistency = None
         for round_index in range(len(done_rounds), rounds):
@@ -525,18 +576,22 @@ def adapt(bags: Sequence[str | Path], out: str | Path, config_path: str | Path |
                                  f'({labels.stats}): too little to adapt on. Is the robot in view and moving?')
             trained, held, held_frames = split_holdout(labels, footage, settings.holdout_fraction)
             train_crops = cut_crops(footage, labels, trained, size, settings.crop_copies, settings.crop_margin, rng)
-            holdout = cut_crops(footage, labels, held if held.size else trained[:1], size, 1, settings.crop_margin,
-                                rng)
+            holdout = cut_crops(footage, labels, held, size, 1, settings.crop_margin, rng)
             if synthetic is None and settings.synthetic_count > 0 and settings.synthetic_fraction > 0:
                 synthetic = render_synthetic(config, config_path, robot, settings.synthetic_count, size, settings.seed,
                                              backgrounds, progress)
+            if cell is None and settings.cell_renders > 0 and settings.cell_fraction > 0:
+                cell, plates = render_cell(config, config_path, robot, footage, labels, trained, visible, size,
+                                           settings, out, progress)
             if before_consistency is None:
                 before_consistency = self_consistency(build_model(weights), holdout, normalization)
-            result = fine_tune(net, train_crops, synthetic, holdout, settings, weights['settings'],
+            rendered = [(pool, share) for pool, share in ((synthetic, settings.synthetic_fraction),
+                                                          (cell, settings.cell_fraction)) if pool is not None]
+            result = fine_tune(net, train_crops, rendered, holdout, settings, weights['settings'],
                                60.0 * settings.minutes / rounds, progress, log, round_index)
             done_rounds.append({'round': round_index + 1, **labels.stats, 'frames_trained': int(trained.size),
                                 'frames_held_back': int(held.size), 'held_back': held_frames,
-                                'crops_trained': len(train_crops),
+                                'crops_trained': len(train_crops), 'cell_plates': plates,
                                 'holdout_px_before': self_consistency(build_model(weights), holdout, normalization)
                                 if round_index else before_consistency,
                                 'holdout_px_after': result['best_holdout_px'], 'steps': result['steps'],

@@ -238,6 +238,7 @@ def run_export(args: argparse.Namespace) -> int:
 # ``AdaptSettings`` fields that ``adapt`` takes on the command line, and their flags.
 _ADAPT_OPTIONS = {'minutes': '--minutes', 'max_frames': '--max-frames', 'rounds': '--rounds',
                   'synthetic_count': '--synthetic', 'synthetic_fraction': '--synthetic-fraction',
+                  'cell_renders': '--cell-renders', 'cell_fraction': '--cell-fraction',
                   'freeze_stages': '--freeze-stages', 'angle_weight': '--angle-weight'}
 
 

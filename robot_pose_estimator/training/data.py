@@ -27,6 +27,7 @@ import queue
 import threading
 
 import numpy as np
+from robot_pose_estimator.core.heatmaps import crop_transform, CropTransform
 from robot_pose_estimator.core.model import Normalization
 from robot_pose_estimator.training.dataset import load_shard, open_dataset
 import torch
@@ -216,6 +217,22 @@ def to_input_tensor(images: np.ndarray, device: torch.device, normalization: Nor
     mean = torch.tensor(normalization[0], device=device).view(1, 3, 1, 1)
     std = torch.tensor(normalization[1], device=device).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def jittered_crop(box: Sequence[float], size: int, margin: float, rng: np.random.Generator | None) -> CropTransform:
+    """Frame ``box`` as the estimator does; with ``rng``, shifted by up to 10 % of the box and zoomed by up to +-15 %.
+
+    How adapt frames its training inputs, real and rendered alike, so both look like what the
+    node's crops will show, a little off centre and off scale as a tracked crop is.
+    """
+    transform = crop_transform(box, (size, size), margin=margin)
+    if rng is None:
+        return transform
+    side = max(box[2] - box[0], box[3] - box[1])
+    shift = rng.uniform(-0.1, 0.1, 2) * side
+    jittered = (box[0] + shift[0], box[1] + shift[1], box[2] + shift[0], box[3] + shift[1])
+    return crop_transform(jittered, (size, size), margin=margin).zoomed(float(np.exp(rng.uniform(-0.15, 0.15))),
+                                                                        (size, size))
 
 
 def random_masking(x: Tensor, max_fraction: float, generator: torch.Generator, normalization: Normalization) -> Tensor:

@@ -109,6 +109,11 @@ class AdaptSettings:
                                         low=0.0, high=1.0, high_open=True)
     synthetic_count: int = setting(400, 'synthetic renders (the training look, made once per run) mixed into '
                                    'training so the network does not forget (0: none)', low=0, high=1_000_000)
+    cell_renders: int = setting(0, 'renders of the arm in sampled poses in front of your cell as the camera saw it '
+                                'without the arm (its clean plate, from the footage; a fixed camera only), made once '
+                                'per run (0: none)', low=0, high=1_000_000)
+    cell_fraction: float = setting(0.3, 'share of every batch drawn from those renders', low=0.0, high=1.0,
+                                   high_open=True)
     crop_copies: int = setting(3, 'jittered crops per real frame, cached', low=1, high=100)
     crop_margin: float = setting(0.15, "as the estimator's, plus jitter", low=0.0, high=2.0)
     angle_weight: float = setting(0.5, 'weight of the joint-angle loss (0: the angle head stays as it was)',
@@ -128,3 +133,8 @@ class AdaptSettings:
 
     def __post_init__(self) -> None:
         check(self)
+        rendered = (self.synthetic_fraction if self.synthetic_count else 0.0) + (
+            self.cell_fraction if self.cell_renders else 0.0)
+        if rendered >= 1.0:
+            raise ValueError(f'synthetic_fraction + cell_fraction must leave room for the real frames in a batch, '
+                             f'got {self.synthetic_fraction:g} + {self.cell_fraction:g}')
