@@ -40,8 +40,9 @@ from robot_pose_estimator.training.data import jittered_crop
 from tqdm import tqdm
 
 PLATE_FRAMES = 40            # frames per bag the median is taken over (evenly spread)
-# m, rad: label cameras this close to the bag's last count as one. A fixed camera's fits scatter by a
-# few cm and degrees (self-training: 90 % within 1 cm and 3.3 degrees); a camera that moves, by far more.
+# m, rad: label cameras this close to the bag's last count as one. With measured joints a bag's labels share one
+# fused camera; the self-trained fits of a fixed camera scattered by 1-3 cm and 3-8 degrees (90th percentile) in
+# the development cells (docs/adaptation.md), so some of those give no plate; a camera that moves, by far more.
 STATIC_TOLERANCE = (0.05, np.deg2rad(5.0))
 STILL_SHARE = 0.9            # ...in this share of a bag's labelled frames, or the bag gives no plate
 MAX_DRAWS = 200              # sampled poses tried for one that the camera sees
