@@ -83,14 +83,16 @@ def test_a_bag_whose_camera_moved_gives_no_plate(robot):
     camera = CameraModel.from_fov(64, 48, 70.0)
     T = look_at(np.array([1.5, 0.5, 0.8]), np.array([0.0, 0.0, 0.4]))
     poses = np.stack([T] * 10)
-    for k in range(5, 10):                            # the second bag's camera slides 5 cm a frame
+    for k in range(5, 10):                            # the second bag's camera slides 10 cm a frame
         poses[k] = T.copy()
-        poses[k][0, 3] += 0.05 * (k - 5)
+        poses[k][0, 3] += 0.1 * (k - 5)
     images = [_cell()] * 10
     angles = np.zeros((10, robot.num_joints))
-    views = cell_views(images, [camera] * 10, poses, angles, np.repeat([0, 1], 5), ['still', 'moving'],
-                       lambda q, T, cam: np.zeros((cam.height, cam.width), bool))
+    views, refused = cell_views(images, [camera] * 10, poses, angles, np.repeat([0, 1], 5), ['still', 'moving'],
+                                lambda q, T, cam: np.zeros((cam.height, cam.width), bool))
     assert [view.bag for view in views] == ['still']
+    assert refused == {'moving': '80 % of its label cameras more than 5 cm or 5° from its last; '
+                                 '90th percentile 36.0 cm, 0.0°'}
     np.testing.assert_array_equal(views[0].plate, _cell())
     np.testing.assert_allclose(views[0].T_camera_base, T)
     assert views[0].seen_share == 1.0

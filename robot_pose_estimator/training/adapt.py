@@ -388,17 +388,20 @@ def render_cell(config: EstimatorSettings, config_path: Path, robot: RobotModel,
     """Render the arm in sampled poses before each still camera's clean plate, from the labelled frames ``rows``.
 
     The plates are written to OUT/cell_<bag>.jpg for a look; returns the renders (None when no bag
-    held its camera still) and, per plate, its bag and the share of it seen without the arm.
+    held its camera still) and, per bag, the share of its plate seen without the arm or why it has none.
     """
     frames = [footage.frames[int(labels.frame[r])] for r in rows]
-    views = cell_views([f.image for f in frames], [f.camera for f in frames], labels.camera_poses[rows],
-                       labels.joint_angles[rows], footage.bag_of[labels.frame[rows]],
-                       [bag['name'] for bag in footage.bags], visible.silhouette)
+    views, refused = cell_views([f.image for f in frames], [f.camera for f in frames], labels.camera_poses[rows],
+                                labels.joint_angles[rows], footage.bag_of[labels.frame[rows]],
+                                [bag['name'] for bag in footage.bags], visible.silhouette)
     described = [{'bag': view.bag, 'seen_without_the_arm': round(view.seen_share, 3)} for view in views]
+    described += [{'bag': bag, 'no_plate': how} for bag, how in refused.items()]
     for view in views:
         cv2.imwrite(str(out / f'cell_{view.bag}.jpg'), cv2.cvtColor(view.plate, cv2.COLOR_RGB2BGR))
         print(f'adapt: your cell without the arm, from bag {view.bag}: {out / f"cell_{view.bag}.jpg"} '
               f'({100 * view.seen_share:.0f} % of it seen, the rest filled in)')
+    for bag, how in refused.items():
+        print(f'adapt: bag {bag} gives no view of your cell: its camera did not hold still ({how})')
     if not views:
         print('adapt: no bag held its camera still: no renders in your cell')
         return None, described

@@ -90,13 +90,15 @@ def undistort_image(image: np.ndarray, camera: CameraModel) -> np.ndarray:
 
 def cell_views(images: Sequence[np.ndarray], cameras: Sequence[CameraModel], poses: np.ndarray,
                joint_angles: np.ndarray, bag_of: np.ndarray, bag_names: Sequence[str],
-               silhouette: Callable[[np.ndarray, np.ndarray, CameraModel], np.ndarray]) -> list[CellView]:
+               silhouette: Callable[[np.ndarray, np.ndarray, CameraModel], np.ndarray]
+               ) -> tuple[list[CellView], dict[str, str]]:
     """Make a clean plate per bag whose labels hold the camera still; bags where it moved give none.
 
     ``images``, ``cameras``, ``poses`` (camera->base), ``joint_angles`` and ``bag_of`` describe
-    the labelled frames; ``silhouette(q, T, camera)`` is the arm's (H, W) bool mask.
+    the labelled frames; ``silhouette(q, T, camera)`` is the arm's (H, W) bool mask. Returns the
+    views and, for each bag refused, how far its label cameras strayed, in words.
     """
-    views = []
+    views, refused = [], {}
     for bag, name in enumerate(bag_names):
         rows = np.flatnonzero(bag_of == bag)
         if rows.size == 0:
@@ -107,6 +109,10 @@ def cell_views(images: Sequence[np.ndarray], cameras: Sequence[CameraModel], pos
                                  -1.0, 1.0))
         still = (shift <= STATIC_TOLERANCE[0]) & (turn <= STATIC_TOLERANCE[1])
         if still.mean() < STILL_SHARE:
+            refused[name] = (f'{100 * (1 - still.mean()):.0f} % of its label cameras more than '
+                             f'{100 * STATIC_TOLERANCE[0]:.0f} cm or {np.degrees(STATIC_TOLERANCE[1]):.0f}° from its '
+                             f'last; 90th percentile {100 * np.percentile(shift, 90):.1f} cm, '
+                             f'{np.degrees(np.percentile(turn, 90)):.1f}°')
             continue
         rows = rows[still]
         rows = rows[np.unique(np.linspace(0, rows.size - 1, min(PLATE_FRAMES, rows.size)).round().astype(int))]
@@ -117,7 +123,7 @@ def cell_views(images: Sequence[np.ndarray], cameras: Sequence[CameraModel], pos
                    for r in rows]
         plate, seen = clean_plate([images[r] for r in rows], covered)
         views.append(CellView(name, undistort_image(plate, camera), camera, reference.copy(), seen))
-    return views
+    return views, refused
 
 
 def render_in_cell(views: Sequence[CellView], renderer: Renderer, robot: RobotModel, count: int, margin: float,
