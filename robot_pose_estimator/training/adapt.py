@@ -75,7 +75,7 @@ from robot_pose_estimator.rosbag import (
 )
 from robot_pose_estimator.training.cell import cell_views, render_in_cell
 from robot_pose_estimator.training.checkpoints import build_model, load_weights, save_checkpoint, save_weights
-from robot_pose_estimator.training.data import jittered_crop, random_masking, to_input_tensor
+from robot_pose_estimator.training.data import in_image, jittered_crop, random_masking, to_input_tensor
 from robot_pose_estimator.training.export import export_onnx, measure_latency, write_model_card
 from robot_pose_estimator.training.losses import angle_loss, heatmap_loss, HEATMAP_STRIDE, heatmap_targets
 from robot_pose_estimator.training.render import render_sample
@@ -232,7 +232,7 @@ def label_with_measured_joints(estimates: Sequence, footage: Footage, robot: Rob
             q = np.asarray(estimate.joint_positions, dtype=np.float64)
             points = transform_points(T, robot.keypoints(q))
             pixels = frame.camera.project(points)
-            mask = _in_image(pixels, points, frame.camera) & visible(q, T, frame.camera)
+            mask = in_image(pixels, points, frame.camera) & visible(q, T, frame.camera)
             rows.append((i, pixels, mask, q, T))
     stats = {'source': 'measured joints', 'frames_offered': len(footage.frames), 'frames_labelled': len(rows),
              'bags_where_the_camera_moved': sorted(moved_bags)}
@@ -270,17 +270,11 @@ def label_by_self_training(held: Sequence, single: Sequence, footage: Footage, r
                 or not a.reprojection_error_px <= settings.max_residual_px):
             reasons['poor_fit'] += 1
             continue
-        mask = explained & _in_image(pixels, points_a, frame.camera) & visible(qa, a.T_camera_base, frame.camera)
+        mask = explained & in_image(pixels, points_a, frame.camera) & visible(qa, a.T_camera_base, frame.camera)
         rows.append((i, pixels, mask, qa, a.T_camera_base))
     stats = {'source': 'self-training', 'frames_offered': len(footage.frames), 'frames_labelled': len(rows),
              'frames_refused': reasons}
     return _labels(rows, robot, stats)
-
-
-def _in_image(pixels: np.ndarray, points: np.ndarray, camera: CameraModel) -> np.ndarray:
-    with np.errstate(invalid='ignore'):
-        return ((points[:, 2] > 0) & np.isfinite(pixels).all(axis=1) & (pixels[:, 0] >= 0)
-                & (pixels[:, 0] <= camera.width - 1) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= camera.height - 1))
 
 
 def _labels(rows: list, robot: RobotModel, stats: dict[str, Any]) -> Labels:

@@ -30,13 +30,13 @@ import warnings
 import cv2
 import numpy as np
 from robot_pose_estimator.core.camera import CameraModel
-from robot_pose_estimator.core.heatmaps import box_from_points
+from robot_pose_estimator.core.heatmaps import apply_crop, box_from_points
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import transform_points
 from robot_pose_estimator.rendering.cameras import intrinsics_for_crop
 from robot_pose_estimator.rendering.randomization import Randomization
 from robot_pose_estimator.rendering.tinyrenderer import Renderer
-from robot_pose_estimator.training.data import jittered_crop
+from robot_pose_estimator.training.data import in_image, jittered_crop
 from tqdm import tqdm
 
 PLATE_FRAMES = 40            # frames per bag the median is taken over (evenly spread)
@@ -145,9 +145,7 @@ def render_in_cell(views: Sequence[CellView], renderer: Renderer, robot: RobotMo
             q = robot.sample(rng)
             points = transform_points(view.T_camera_base, robot.keypoints(q))
             pixels = view.camera.project(points)
-            with np.errstate(invalid='ignore'):
-                inside = (points[:, 2] > 0) & (pixels[:, 0] >= 0) & (pixels[:, 0] <= width - 1) \
-                    & (pixels[:, 1] >= 0) & (pixels[:, 1] <= height - 1)
+            inside = in_image(pixels, points, view.camera)
             if np.count_nonzero(inside) >= 3:
                 break
         else:
@@ -156,8 +154,7 @@ def render_in_cell(views: Sequence[CellView], renderer: Renderer, robot: RobotMo
         transform = jittered_crop(box_from_points(pixels[inside], (width, height)), size, margin, rng)
         K = intrinsics_for_crop(view.camera.K, transform)
         (x0, y0), (x1, y1) = transform.to_input(np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]]))
-        background = cv2.warpAffine(view.plate, transform.matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
+        background = apply_crop(view.plate, transform, (size, size)).astype(np.float32) / 255.0
         result = renderer.render(q, view.T_camera_base, K, look, rng, valid_box=(x0, y0, x1, y1),
                                  background=background)
         images.append(result.image)

@@ -27,6 +27,7 @@ import queue
 import threading
 
 import numpy as np
+from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import crop_transform, CropTransform
 from robot_pose_estimator.core.model import Normalization
 from robot_pose_estimator.training.dataset import load_shard, open_dataset
@@ -217,6 +218,13 @@ def to_input_tensor(images: np.ndarray, device: torch.device, normalization: Nor
     mean = torch.tensor(normalization[0], device=device).view(1, 3, 1, 1)
     std = torch.tensor(normalization[1], device=device).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def in_image(pixels: np.ndarray, points: np.ndarray, camera: CameraModel) -> np.ndarray:
+    """Return which keypoints (camera-frame ``points``, their ``pixels``) lie in front of the camera, in its image."""
+    with np.errstate(invalid='ignore'):
+        return ((points[:, 2] > 0) & np.isfinite(pixels).all(axis=1) & (pixels[:, 0] >= 0)
+                & (pixels[:, 0] <= camera.width - 1) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= camera.height - 1))
 
 
 def jittered_crop(box: Sequence[float], size: int, margin: float, rng: np.random.Generator | None) -> CropTransform:
