@@ -59,9 +59,10 @@ def _nodes(context):
             parameters[name] = arg(name)
     if arg('input_compressed'):
         parameters['input_compressed'] = IfCondition(LaunchConfiguration('input_compressed')).evaluate(context)
-    if arg('calibration_path'):   # relative to where ros2 launch runs, as a shell user expects
-        parameters['calibration_path'] = str(Path(arg('calibration_path')).expanduser().resolve())
-    for key in ('model_path', 'urdf_path', 'lifter_path'):
+    for key in ('calibration_path', 'held_calibration'):   # relative to where ros2 launch runs, as in a shell
+        if arg(key):
+            parameters[key] = str(Path(arg(key)).expanduser().resolve())
+    for key in ('model_path', 'urdf_path', 'lifter_path', 'held_calibration'):
         if parameters.get(key):
             parameters[key] = str(resolve_path(parameters[key], params_file.parent))
     namespace = arg('namespace')
@@ -111,6 +112,8 @@ def generate_launch_description() -> LaunchDescription:
         ('camera_motion', '', 'moving | static: static fuses a fixed camera over frames (empty: the params file)'),
         ('calibration_path', '', '~/save_calibration writes here; relative to where ros2 launch runs (empty: '
                                  '~/.ros/robot_pose_estimator/calibration.yaml)'),
+        ('held_calibration', '', 'with camera_motion static: hold this saved calibration from the first frame; '
+                                 'relative to where ros2 launch runs (empty: the params file)'),
         ('use_robot_state_publisher', 'true', "publish the estimated arm's link frames"),
         ('frame_prefix', '', 'prefix of the estimated robot frames (TF child and robot_state_publisher '
                              'frame_prefix); empty: the namespace and a slash'),

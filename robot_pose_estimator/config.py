@@ -156,10 +156,12 @@ def settings_from_parameters(values: Mapping[str, Any], source: str = 'parameter
 
 
 def resolve_paths(settings: EstimatorSettings, relative_to: Path | None = None) -> EstimatorSettings:
-    """Make the model, URDF and lifter paths absolute with ``resolve_path``; an empty lifter_path stays off."""
+    """Make the model, URDF, lifter and calibration paths absolute with ``resolve_path``; empty ones stay off."""
     return replace(settings, model_path=str(resolve_path(settings.model_path, relative_to)),
                    urdf_path=str(resolve_path(settings.urdf_path, relative_to)),
-                   lifter_path=str(resolve_path(settings.lifter_path, relative_to)) if settings.lifter_path else '')
+                   lifter_path=str(resolve_path(settings.lifter_path, relative_to)) if settings.lifter_path else '',
+                   held_calibration=(str(resolve_path(settings.held_calibration, relative_to))
+                                     if settings.held_calibration else ''))
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> EstimatorSettings:
@@ -248,12 +250,3 @@ def write_calibration(path: str | Path, result: CalibrationResult, placement: Pl
 
 def _rounded(value: float, digits: int) -> float | None:
     return round(float(value), digits) if math.isfinite(value) else None
-
-
-def read_calibration(path: str | Path) -> dict[str, Any]:
-    """Read a saved calibration and check it holds a transform (ValueError naming what is missing)."""
-    document = yaml.safe_load(Path(path).read_text()) or {}
-    missing = [k for k in ('parent_frame', 'child_frame', 'translation', 'quaternion_xyzw') if k not in document]
-    if missing:
-        raise ValueError(f'{path}: not a robot_pose_estimator calibration (no {", ".join(missing)})')
-    return document

@@ -15,13 +15,16 @@
 """Markerless calibration: the robust SO(3) average, the YAML and ``calibrate`` on a bag."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 from robot_pose_estimator.cli import main
-from robot_pose_estimator.config import load_config, read_calibration
-from robot_pose_estimator.core.calibration import CalibrationAccumulator, Observations, rotation_mean
+from robot_pose_estimator.config import load_config
+from robot_pose_estimator.core.calibration import (
+    CalibrationAccumulator, Observations, read_calibration, rotation_mean, saved_camera_pose
+)
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import (
@@ -202,6 +205,28 @@ def test_calibrate_command_writes_the_yaml_and_the_plot(tmp_path: Path, capsys, 
     assert document['method'] == 'one fit over the keypoints of 6 frames (measured joints)'
     saved = make_transform(matrix_from_quaternion(np.array(document['quaternion_xyzw'])), document['translation'])
     assert np.linalg.norm(saved[:3, 3] - truth[:3, 3]) < 0.01
+    # Read back as the fixed camera holds it: the measured optical frame -> base, with its frames.
+    held = saved_camera_pose(out, 'panda_link0')
+    assert held.frames_used == 6 and np.linalg.norm(held.T_camera_base[:3, 3] - T[:3, 3]) < 0.01
+    # evaluate --held-calibration holds it from the first frame: every estimate publishes the saved pose.
+    assert main(['evaluate', '--bag', str(bag), '--config', str(params), '--model', str(model),
+                 '--out', str(tmp_path / 'held'), '--held-calibration', str(out)]) == 0
+    with (tmp_path / 'held' / 'predictions.csv').open() as stream:
+        rows = [row for row in csv.DictReader(stream) if row['success'] == '1']
+    assert len(rows) == 6 and {row['static_frames'] for row in rows} == {'6'}
+    published = np.array([[float(row[axis]) for axis in ('tx', 'ty', 'tz')] for row in rows])
+    np.testing.assert_allclose(published, np.repeat(held.T_camera_base[None, :3, 3], 6, axis=0), atol=1e-6)
+    assert main(['evaluate', '--bag', str(bag), '--config', str(params), '--model', str(model),
+                 '--out', str(tmp_path / 'held'), '--held-calibration', str(tmp_path / 'missing.yaml')]) == 2
+    assert 'missing.yaml' in capsys.readouterr().err
+
+
+def test_a_saved_calibration_without_its_measured_pose_is_refused(tmp_path: Path):
+    path = tmp_path / 'placed_only.yaml'
+    path.write_text('parent_frame: panda_link0\nchild_frame: cam_link\ntranslation: [0, 0, 1]\n'
+                    'quaternion_xyzw: [0, 0, 0, 1]\n')
+    with pytest.raises(ValueError, match='no measured camera -> base'):
+        saved_camera_pose(path, 'panda_link0')
 
 
 def test_calibrate_without_estimates_says_why(tmp_path: Path, capsys):

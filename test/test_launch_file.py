@@ -28,8 +28,8 @@ import types
 
 import numpy as np
 import pytest
-from robot_pose_estimator.config import load_parameters, read_calibration, write_calibration
-from robot_pose_estimator.core.calibration import CalibrationResult
+from robot_pose_estimator.config import load_parameters, write_calibration
+from robot_pose_estimator.core.calibration import CalibrationResult, read_calibration
 from robot_pose_estimator.core.frames import place_calibration, StaticTransforms
 from robot_pose_estimator.core.transforms import invert_transform, look_at, make_transform, matrix_from_quaternion
 from robot_pose_estimator.ros.launch_support import (
@@ -110,8 +110,8 @@ def test_declares_the_documented_arguments(launch_module):
         'image_topic': '/camera/image_raw', 'camera_info_topic': '/camera/camera_info', 'namespace': 'estimated',
         'params_file': str(REPO / 'config' / 'panda.yaml'), 'model_path': '', 'mode': '', 'input_compressed': '',
         'measured_joints_topic': '', 'joint_source': '', 'camera_motion': '', 'calibration_path': '',
-        'use_robot_state_publisher': 'true', 'frame_prefix': '', 'use_sim_time': 'false', 'rviz': 'false',
-        'log_level': 'info'}
+        'held_calibration': '', 'use_robot_state_publisher': 'true', 'frame_prefix': '', 'use_sim_time': 'false',
+        'rviz': 'false', 'log_level': 'info'}
 
 
 def test_the_readme_names_the_node_where_the_launch_file_puts_it(launch_module):
@@ -128,16 +128,19 @@ def test_the_readme_names_the_node_where_the_launch_file_puts_it(launch_module):
 def test_calibration_arguments_override_the_params_file(launch_module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     estimator, _ = launch(launch_module, mode='single_frame', input_compressed='true', joint_source='measured',
-                          camera_motion='static', calibration_path='cell.yaml', measured_joints_topic='/joint_states')
+                          camera_motion='static', calibration_path='cell.yaml', measured_joints_topic='/joint_states',
+                          held_calibration='~/held.yaml')
     (parameters,) = estimator.kwargs['parameters']
     assert (parameters['mode'], parameters['joint_source'], parameters['camera_motion']) == (
         'single_frame', 'measured', 'static')
     assert parameters['input_compressed'] is True
     assert parameters['calibration_path'] == str(tmp_path / 'cell.yaml')        # where ros2 launch ran
+    assert parameters['held_calibration'] == str(Path.home() / 'held.yaml')
     assert ('measured_joint_states', '/joint_states') in estimator.kwargs['remappings']
     default, _ = launch(launch_module)
     (parameters,) = default.kwargs['parameters']
     assert 'calibration_path' not in parameters and parameters['mode'] == 'online'
+    assert parameters['held_calibration'] == ''                                 # the params file's: none
     assert all(name != 'measured_joint_states' for name, _ in default.kwargs['remappings'])
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robot_pose_estimator.config import load_config
+from robot_pose_estimator.config import load_config, write_calibration
 from robot_pose_estimator.core import pose_solver
 from robot_pose_estimator.core.calibration import robust_pose_mean
 from robot_pose_estimator.core.estimator import Estimator
+from robot_pose_estimator.core.frames import place_calibration, StaticTransforms
 from robot_pose_estimator.core.measured_joints import JointStateBuffer
 from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
@@ -151,6 +152,28 @@ def test_estimated_joints_hold_the_average_of_scattered_frames_once_a_few_agree(
     assert rotation_angle_deg(camera.fused.T_camera_base[:3, :3], TRUTH[:3, :3]) < 0.3 * np.median(frame_errors)
 
 
+def test_a_saved_calibration_is_held_from_the_first_frame_until_the_camera_moves(robot):
+    rng = np.random.default_rng(4)
+    calibration = robust_pose_mean(np.stack([noisy(rng, TRUTH, 0.003, 0.2) for _ in range(50)]))
+    config = StaticCameraConfig(moved_frames=20)
+    camera = StaticCamera(robot, window=100, config=config, calibration=calibration)
+    assert camera.trusted() and camera.fused is calibration and camera.frames_behind == 50
+    assert camera.hold_sigmas() == (0.01, pytest.approx(np.radians(1.0)))
+    # Estimated joints: the frames' own poses scatter 20 deg per axis; they test the saved pose, never move it.
+    for _ in range(40):
+        assert not camera.add(noisy(rng, TRUTH, 0.01, 20.0)).moved
+    assert camera.fused is calibration and len(camera) == 0 and camera.frames_behind == 50
+    camera.reset()                                   # a loop of the bag, ~/reset: the calibration again
+    assert camera.fused is calibration
+    bumped = make_transform(TRUTH[:3, :3], TRUTH[:3, 3] + [0.1, 0.0, 0.0])
+    moved = [camera.add(noisy(rng, bumped, 0.01, 1.0)).moved for _ in range(config.moved_frames)]
+    assert sum(moved) == 1 and not camera.holds_calibration
+    assert np.linalg.norm(camera.fused.T_camera_base[:3, 3] - bumped[:3, 3]) < 0.01
+    assert camera.frames_behind == len(camera) == config.moved_frames
+    camera.reset()
+    assert camera.holds_calibration
+
+
 def test_robust_mean_covariance_is_the_spread_over_the_frames():
     rng = np.random.default_rng(2)
     poses = np.stack([noisy(rng, TRUTH, 0.01, 0.5) for _ in range(400)])
@@ -213,14 +236,19 @@ def test_joint_source_measured_fails_without_them_and_auto_falls_back(robot):
     assert auto.estimate(GREY, scene.camera, 1.0).joint_source == 'measured'
 
 
-def test_a_held_camera_resolves_joint_1_that_a_free_camera_trades_for_its_yaw(robot):
-    """The base keypoints unseen and joint 1 given 15 deg off: only a known camera pins joint 1."""
+def base_unseen_joint_1_off(robot) -> tuple[Scene, np.ndarray, np.ndarray]:
+    """Return a scene, peaks with the base keypoints unseen, and the network's angles with joint 1 15 deg off."""
     scene = full_view_scene(robot, 5)
-    base = [i for i, spec in enumerate(robot.keypoint_specs) if spec.link == 'panda_link0']
     peaks = np.ones(robot.num_keypoints)
-    peaks[base] = 0.0
+    peaks[[i for i, spec in enumerate(robot.keypoint_specs) if spec.link == 'panda_link0']] = 0.0
     q_network = scene.q.copy()
     q_network[0] += np.radians(15.0)
+    return scene, peaks, q_network
+
+
+def test_a_held_camera_resolves_joint_1_that_a_free_camera_trades_for_its_yaw(robot):
+    """The base keypoints unseen and joint 1 given 15 deg off: only a known camera pins joint 1."""
+    scene, peaks, q_network = base_unseen_joint_1_off(robot)
     estimator, backend = make_estimator(robot, joint_prior_sigma_deg=30.0)
     backend.show(scene, joint_angles=q_network, peaks=peaks)
     free = estimator.estimate(GREY, scene.camera, 0.0)
@@ -266,3 +294,24 @@ def test_camera_motion_static_publishes_the_fused_pose_and_notices_a_moved_camer
         assert sum(moved) == 1 and moved.index(True) == round(config.moved_fraction * config.moved_frames) - 1
         estimate = frame(100, bumped)
         assert np.linalg.norm(estimate.T_camera_base[:3, 3] - bumped[:3, 3]) < 0.01
+
+
+def test_held_calibration_pins_joint_1_from_the_first_frame(robot, tmp_path):
+    """The frame of the held-camera test above, as the node runs it: a saved calibration file, no other frame."""
+    scene, peaks, q_network = base_unseen_joint_1_off(robot)
+    saved = robust_pose_mean(scene.T_camera_base[None])
+    placement = place_calibration(scene.T_camera_base, 'cam_optical', robot.base_frame, StaticTransforms())
+    path = write_calibration(tmp_path / 'cell.yaml', saved, placement, 'cam_optical', robot.base_frame,
+                             'ab' * 32, 'test')[0]
+    estimator, backend = make_estimator(robot, joint_prior_sigma_deg=30.0, camera_motion='static',
+                                        held_calibration=str(path))
+    backend.show(scene, joint_angles=q_network, peaks=peaks)
+    estimate = estimator.estimate(GREY, scene.camera, 0.0)
+    assert estimate.success and abs(np.degrees(estimate.joint_positions[0] - scene.q[0])) < 1.5
+    np.testing.assert_allclose(estimate.T_camera_base, scene.T_camera_base, atol=1e-6)
+    assert estimate.static_frames == 1
+    other = write_calibration(tmp_path / 'other.yaml', saved, placement, 'cam_optical', 'ur_base_link', 'ab' * 32,
+                              'test')[0]
+    with pytest.raises(ValueError, match="measured the camera against 'ur_base_link', but this robot's base is "
+                                         "'panda_link0'"):
+        make_estimator(robot, camera_motion='static', held_calibration=str(other))

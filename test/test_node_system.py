@@ -53,7 +53,9 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
-from robot_pose_estimator.config import load_config, read_calibration  # noqa: E402
+from robot_pose_estimator.config import load_config, write_calibration  # noqa: E402
+from robot_pose_estimator.core.calibration import read_calibration, robust_pose_mean  # noqa: E402
+from robot_pose_estimator.core.frames import place_calibration, StaticTransforms  # noqa: E402
 from robot_pose_estimator.core.transforms import (  # noqa: E402
     invert_transform, make_transform, matrix_from_quaternion, quaternion_from_matrix, rotation_angle_deg
 )
@@ -741,6 +743,35 @@ def test_live_calibration_averages_frames_and_writes_the_yaml(node, harness, tru
     assert path.with_suffix('.calib').is_file() and path.with_suffix('.urdf.xacro').is_file()
     again = harness.call(Trigger, f'{name}/save_calibration')     # collecting stopped with the save
     assert again.success is True and 'frames used' in again.message
+
+
+def test_a_held_calibration_is_published_from_the_first_frame(node, harness, truth, workdir):
+    """camera_motion static with a saved calibration: its pose on /tf for the first frame; another camera warned."""
+    saved = make_transform(truth.T_camera_base[:3, :3], truth.T_camera_base[:3, 3] + [0.02, 0.0, 0.0])
+    path = workdir / 'cell_calibration.yaml'
+    placement = place_calibration(saved, 'other_optical', 'panda_link0', StaticTransforms())
+    write_calibration(path, robust_pose_mean(saved[None]), placement, 'other_optical', 'panda_link0', 'ab' * 32,
+                      'test')
+    process = start_node(workdir / 'node_held.log', '-r', '__ns:=/held', '-p', f'model_path:={truth.model_path}',
+                         '-p', 'mode:=single_frame', '-p', 'coarse_to_fine:=false', '-p', 'camera_motion:=static',
+                         '-p', f'held_calibration:={path}', '-r', 'image:=/camera/image_raw',
+                         '-r', 'camera_info:=/camera/camera_info')
+    try:
+        assert wait_until(lambda: not process.alive() or 'holding the camera -> base of' in process.log,
+                          timeout=30) and process.alive(), process.log
+        assert f'holding the camera -> base of {path} (other_optical, 1 frames) from the first frame' in process.log
+        stamp = new_stamp()
+
+        def held_tf() -> list:
+            return [t for t in tf_for(harness, stamp) if t.child_frame_id == 'held/panda_link0']
+        assert send_until(lambda: (harness.info_pub.publish(camera_info(truth, stamp)),
+                                   harness.image_pub.publish(image(stamp))), held_tf), process.log
+        translation = held_tf()[0].transform.translation
+        np.testing.assert_allclose([translation.x, translation.y, translation.z], saved[:3, 3], atol=1e-6)
+        assert wait_until(lambda: 'held_calibration was measured in other_optical, but the images come from '
+                                  f'{CAMERA_FRAME}' in process.log), process.log
+    finally:
+        assert process.stop(timeout=15) == 0, process.log
 
 
 @pytest.fixture(scope='module')

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from robot_pose_estimator.core.pose_solver import solve_points, SolverOptions
@@ -33,6 +35,7 @@ from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.transforms import (
     make_transform, matrix_from_quaternion, quaternion_from_matrix, rotation_angle_deg
 )
+import yaml
 
 #: MAD -> standard deviation for normally distributed values.
 _MAD_TO_SIGMA = 1.4826
@@ -77,6 +80,47 @@ class CalibrationResult:
         """Return the standard error of the mean rotation (root of the covariance's trace), degrees."""
         return (math.degrees(float(np.sqrt(np.trace(self.covariance[3:, 3:]))))
                 if self.covariance is not None else math.nan)
+
+
+def read_calibration(path: str | Path) -> dict[str, Any]:
+    """Read a saved calibration and check it holds a transform (ValueError naming what is missing)."""
+    document = yaml.safe_load(Path(path).read_text()) or {}
+    missing = [k for k in ('parent_frame', 'child_frame', 'translation', 'quaternion_xyzw') if k not in document]
+    if missing:
+        raise ValueError(f'{path}: not a robot_pose_estimator calibration (no {", ".join(missing)})')
+    return document
+
+
+def saved_camera_pose(path: str | Path, base_frame: str) -> CalibrationResult:
+    """Return the measured optical frame -> ``base_frame`` of a saved calibration, as a fixed camera holds it.
+
+    The file's ``estimate`` (what the frames measured, before it was placed in the TF tree) with
+    its frame counts and spread; the covariance is diagonal, each axis a third of the saved
+    standard error squared (the file keeps their root-sum only), so it stays the lower bound the
+    saved one is.
+    """
+    document = read_calibration(path)
+    estimate = document.get('estimate')
+    if not isinstance(estimate, dict) or not {'child_frame', 'translation', 'quaternion_xyzw'} <= estimate.keys():
+        raise ValueError(f'{path}: no measured camera -> base (an "estimate" block) in this calibration')
+    if estimate['child_frame'] != base_frame:
+        raise ValueError(f"{path}: measured the camera against {estimate['child_frame']!r}, but this robot's "
+                         f'base is {base_frame!r}')
+    T = make_transform(matrix_from_quaternion(np.asarray(estimate['quaternion_xyzw'], dtype=float)),
+                       np.asarray(estimate['translation'], dtype=float))
+    uncertainty = document.get('uncertainty') or {}
+    spread = document.get('spread') or {}
+    used, rejected = int(document.get('frames_used', 1)), int(document.get('frames_rejected', 0))
+    translation_se = _number(uncertainty.get('translation_standard_error_m'))
+    rotation_se = math.radians(_number(uncertainty.get('rotation_standard_error_deg')))
+    covariance = np.diag([translation_se ** 2 / 3.0] * 3 + [rotation_se ** 2 / 3.0] * 3)
+    return CalibrationResult(T, np.arange(used + rejected) < used, _number(spread.get('translation_rms_m')),
+                             _number(spread.get('rotation_rms_deg')), covariance)
+
+
+def _number(value: Any) -> float:
+    """Return a saved number; 0 where the file has none (a null is written for a non-finite value)."""
+    return float(value) if value is not None else 0.0
 
 
 def robust_pose_mean(poses: np.ndarray, k_sigma: float = 3.0, min_translation_m: float = 0.01,

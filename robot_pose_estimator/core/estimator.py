@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from robot_pose_estimator.core import pose_solver, preprocessing  # module attribute: testing watches preprocess
-from robot_pose_estimator.core.calibration import Observations
+from robot_pose_estimator.core.calibration import Observations, saved_camera_pose
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import (
     box_from_points, crop_transform, CropTransform, decode_heatmaps, filter_by_confidence, letterbox_transform
@@ -121,8 +121,10 @@ class Estimator:
         self.tracker = Tracker(replace(self.settings.tracker, min_keypoints=self.settings.min_keypoints))
         #: The robot's own joint angles by stamp (the node's measured_joint_states, a bag's joint_states).
         self.measured_joints = JointStateBuffer(robot.joint_names, self.settings.measured_joints_max_age)
+        calibration = (saved_camera_pose(self.settings.held_calibration, robot.base_frame)
+                       if self.settings.held_calibration else None)
         self.static_camera = StaticCamera(robot, self.settings.static_window, self.settings.static_camera,
-                                          self.settings.solver_options)
+                                          self.settings.solver_options, calibration)
 
     def reset(self) -> None:
         """Forget the previous frame and the fused static camera pose (e.g. when a bag loops)."""
@@ -296,7 +298,7 @@ class Estimator:
             if candidate.ok:
                 held = candidate
         published = replace(held, T_camera_base=fused.T_camera_base.copy())
-        return published, fused.covariance, update.moved, len(self.static_camera)
+        return published, fused.covariance, update.moved, self.static_camera.frames_behind
 
     def _static_box(self, measured: np.ndarray, camera: CameraModel,
                     size: tuple[int, int]) -> tuple[float, float, float, float] | None:

@@ -170,6 +170,10 @@ class EstimatorSettings:
                                  choices=CAMERA_MOTIONS, runtime=True)
     static_window: int = setting(300, 'camera_motion static: average over at most this many recent frames',
                                  low=1, high=1000000, runtime=True)
+    held_calibration: str = setting('', 'camera_motion static: a saved calibration (calibrate, '
+                                    '~/save_calibration; best made with measured joints) whose camera -> base '
+                                    'is held from the first frame instead of the average; frames that keep '
+                                    'disagreeing with it mean the camera moved and drop it ("": none)')
     onnx_threads: int = setting(2, 'intra-op threads of ONNX Runtime (0: its default)', low=0, high=256)
     # Internal tuning (no parameter): tests and benchmarks set them directly.
     ransac: bool = _internal(True)

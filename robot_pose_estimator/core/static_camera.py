@@ -21,6 +21,11 @@ estimates (``core.calibration.robust_pose_mean``, over the last ``window`` frame
 and lets the estimator solve each frame's joints with the camera held near it
 (docs/measured_joints.md). Frames that keep disagreeing with the average, and agree with each
 other, mean the camera was moved or bumped: the average restarts from them.
+
+Given a saved calibration (``held_calibration``), that pose is held from the first frame
+instead, and the frames only test it: the moved-camera test drops it and the average starts.
+A calibration made with measured joints is far nearer the truth than the average of frames
+whose joints are estimated too (docs/measured_joints.md, "A saved calibration, held").
 """
 from __future__ import annotations
 
@@ -80,25 +85,38 @@ class StaticCamera:
     """The fused camera -> base transform of a fixed camera, over a window of per-frame estimates."""
 
     def __init__(self, robot: RobotModel, window: int = 300, config: StaticCameraConfig | None = None,
-                 options: SolverOptions | None = None) -> None:
+                 options: SolverOptions | None = None, calibration: CalibrationResult | None = None) -> None:
         self.robot = robot
         self.window = window
         self.config = config or StaticCameraConfig()
         self.options = options or SolverOptions()
+        #: A saved camera -> base, held from the first frame (and again after every reset) until the camera moves.
+        self.calibration = calibration
         self._poses: deque[np.ndarray] = deque(maxlen=window)
         self._observations: deque[Observations] = deque(maxlen=window)
         self._recent: deque[tuple[np.ndarray, bool, Observations | None]] = deque(maxlen=self.config.moved_frames)
-        self._fused: CalibrationResult | None = None
+        self._fused: CalibrationResult | None = calibration
         self._since_update = 0
 
     def __len__(self) -> int:
         return len(self._poses)
 
+    @property
+    def holds_calibration(self) -> bool:
+        """Whether the pose held is the saved calibration (not yet dropped for a moved camera)."""
+        return self.calibration is not None and self._fused is self.calibration
+
+    @property
+    def frames_behind(self) -> int:
+        """Return how many frames the fused pose stands on: the calibration's own while it is held."""
+        return self.calibration.frames_used if self.holds_calibration else len(self._poses)
+
     def reset(self) -> None:
+        """Forget the frames; a saved calibration is held again."""
         self._poses.clear()
         self._observations.clear()
         self._recent.clear()
-        self._fused = None
+        self._fused = self.calibration
         self._since_update = 0
 
     def set_window(self, window: int) -> None:
@@ -107,7 +125,8 @@ class StaticCamera:
             self.window = window
             self._poses = deque(self._poses, maxlen=window)
             self._observations = deque(self._observations, maxlen=window)
-            self._update_fused()
+            if not self.holds_calibration:
+                self._update_fused()
 
     @property
     def fused(self) -> CalibrationResult | None:
@@ -121,8 +140,8 @@ class StaticCamera:
         started from the robust average of the frames' poses); without, that robust average.
         """
         T = np.asarray(T_camera_base, dtype=np.float64)
-        disagrees = (self._fused is not None and len(self._poses) >= self.config.min_frames_to_hold
-                     and not self._agrees(T, self._fused))
+        testable = self.holds_calibration or len(self._poses) >= self.config.min_frames_to_hold
+        disagrees = self._fused is not None and testable and not self._agrees(T, self._fused)
         self._recent.append((T, disagrees, observations))
         if disagrees:
             if self._camera_moved():
@@ -133,6 +152,8 @@ class StaticCamera:
                 self._update_fused()
                 return StaticUpdate(moved=True, disagreed=True)
             return StaticUpdate(moved=False, disagreed=True)
+        if self.holds_calibration:       # the saved pose stays as it is: the frame only tested it
+            return StaticUpdate(moved=False, disagreed=False)
         self._poses.append(T)
         if observations is not None:
             self._observations.append(observations)
@@ -146,12 +167,14 @@ class StaticCamera:
     def trusted(self) -> bool:
         """Whether the fused pose is worth publishing and holding.
 
-        With measured joints (keypoint observations) from the first frame: their joint fit is
-        robust. With estimated joints once ``min_frames_to_hold`` frames can outvote a wrong one.
+        A saved calibration from the first frame. With measured joints (keypoint observations)
+        from the first frame: their joint fit is robust. With estimated joints once
+        ``min_frames_to_hold`` frames can outvote a wrong one.
         """
         if self._fused is None:
             return False
-        return bool(self._observations) or len(self._poses) >= self.config.min_frames_to_hold
+        return (self.holds_calibration or bool(self._observations)
+                or len(self._poses) >= self.config.min_frames_to_hold)
 
     def hold_sigmas(self) -> tuple[float, float] | None:
         """Return the 1-sigma (translation m, rotation rad) of the pose prior a frame's joints are solved under.
@@ -159,7 +182,7 @@ class StaticCamera:
         None while the window holds too few frames to trust (the frame is then solved on its own).
         """
         fused = self._fused
-        if fused is None or len(self._poses) < self.config.min_frames_to_hold:
+        if fused is None or (not self.holds_calibration and len(self._poses) < self.config.min_frames_to_hold):
             return None
         translation = max(self.config.hold_translation_m, _finite_or(fused.translation_standard_error_m, 0.0))
         rotation = max(self.config.hold_rotation_deg, _finite_or(fused.rotation_standard_error_deg, 0.0))

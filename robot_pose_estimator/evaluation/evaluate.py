@@ -114,13 +114,18 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model', type=Path, default=None, help="ONNX model (default: the config's model_path)")
     parser.add_argument('--max-frames', type=int, default=None, help='score only the first N frames')
     parser.add_argument('--worst-frames', type=int, default=12, help='frames in the worst-frames contact sheet')
+    parser.add_argument('--held-calibration', type=Path, default=None,
+                        help='a saved calibration of this fixed camera (calibrate, best with measured joints): '
+                             'camera_motion static, holding its camera -> base from the first frame')
     add_topic_arguments(parser)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    overrides = ({'camera_motion': 'static', 'held_calibration': str(args.held_calibration.resolve())}
+                 if args.held_calibration is not None else None)
     try:
         result = evaluate_bag(args.bag, args.config, args.mode, args.out, args.model, topics_from_args(args),
-                              max_frames=args.max_frames, worst_frames=args.worst_frames)
+                              max_frames=args.max_frames, config_overrides=overrides, worst_frames=args.worst_frames)
     except (FileNotFoundError, ValueError) as error:  # missing bag/model, bad topics or config: no traceback
         print(f'evaluate: {error}', file=sys.stderr)
         return 2

@@ -25,7 +25,8 @@ from pathlib import Path
 import re
 from typing import Any
 
-from robot_pose_estimator.config import expand_frame_prefix, NAMESPACE_PLACEHOLDER, read_calibration
+from robot_pose_estimator.config import expand_frame_prefix, NAMESPACE_PLACEHOLDER
+from robot_pose_estimator.core.calibration import read_calibration
 
 _MESH_FILENAME = re.compile(r'(<mesh\b[^>]*?\bfilename\s*=\s*)(["\'])(.*?)\2', re.DOTALL)
 

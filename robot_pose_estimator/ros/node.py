@@ -48,7 +48,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
 from robot_pose_estimator.config import DEFAULT_NODE_NAME, expand_frame_prefix, write_calibration
-from robot_pose_estimator.core.calibration import CalibrationAccumulator
+from robot_pose_estimator.core.calibration import CalibrationAccumulator, read_calibration
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.frames import place_calibration, StaticTransforms
 from robot_pose_estimator.core.images import compressed_to_rgb, image_to_rgb, ImageConversionError
@@ -117,6 +117,7 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._model_sha256 = self._model_id = ''
         self._startup_error: str | None = None
         self._last_frame_id = ''
+        self._calibration_camera = ''    # the optical frame the held_calibration was measured in
         self._active = False
         self._cameras: dict[str, _CameraEntry] = {}
         self._last_stamp: float | None = None
@@ -178,7 +179,23 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._edges = skeleton_edges(estimator.robot.keypoint_specs)
         self.get_logger().info(f'configured: model {estimator_settings.model_path} (sha256 {self._model_id}), '
                                f'mode {estimator_settings.mode}')
+        self._calibration_camera = self._announce_held_calibration()
         return TransitionCallbackReturn.SUCCESS
+
+    def _announce_held_calibration(self) -> str:
+        """Say which saved camera pose is held (or that camera_motion moving ignores it); return its camera frame."""
+        path = self.estimator_settings.held_calibration
+        if not path:
+            return ''
+        calibration = self.estimator.static_camera.calibration
+        camera_frame = str(read_calibration(path)['estimate']['parent_frame'])
+        if self.estimator_settings.camera_motion != 'static':
+            self.get_logger().warn(f'held_calibration {path} is used only with camera_motion static; '
+                                   'camera_motion is moving, so every frame solves its own camera pose')
+        else:
+            self.get_logger().info(f'camera_motion static: holding the camera -> base of {path} ({camera_frame}, '
+                                   f'{calibration.frames_used} frames) from the first frame')
+        return camera_frame
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Create the publishers, subscriptions and timers; start the worker."""
@@ -500,7 +517,9 @@ class RobotPoseEstimatorNode(LifecycleNode):
         self._log_joint_source(estimate)
         if estimate.camera_moved:
             self.get_logger().warn('camera_motion static: the last frames agree with each other but not with the '
-                                   'fused camera pose (was the camera moved or bumped?): the average restarts')
+                                   'fused camera pose (was the camera moved or bumped?): the average restarts'
+                                   + (' and the held_calibration is dropped'
+                                      if self.estimator_settings.held_calibration else ''))
         if estimate.success:
             self._publish(estimate, header)
         else:
@@ -598,6 +617,10 @@ class RobotPoseEstimatorNode(LifecycleNode):
                                    'publishing joint_states only', throttle_duration_sec=THROTTLE_SEC)
             return
         self._last_frame_id = camera_frame
+        if self._calibration_camera and camera_frame != self._calibration_camera:
+            self.get_logger().warn(f'held_calibration was measured in {self._calibration_camera}, but the images '
+                                   f'come from {camera_frame}: the held camera pose belongs to another camera',
+                                   throttle_duration_sec=THROTTLE_SEC)
         if self._calibrating:
             self._collect_calibration_frame(estimate, stamp_to_seconds(header.stamp))
         if self.settings.publish_tf:
