@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip('pybullet')
@@ -30,6 +31,7 @@ pytest.importorskip('pybullet')
 from robot_pose_estimator import model_card  # noqa: E402
 from robot_pose_estimator import rosbag as bagio  # noqa: E402
 from robot_pose_estimator.config import load_config  # noqa: E402
+from robot_pose_estimator.core.calibration import saved_camera_pose  # noqa: E402
 from robot_pose_estimator.core.heatmaps import (  # noqa: E402
     input_to_heatmap, letterbox_transform, render_gaussian_heatmaps)
 from robot_pose_estimator.core.robot_model import RobotModel  # noqa: E402
@@ -151,6 +153,29 @@ def test_suite_rows_break_down_by_sequence(tmp_path: Path):
     assert f'| {cell} | `fov70_online` |' in table
     joints = ' / '.join(f'{row[key]:.1f}' for key in model_card.JOINT_ERROR_MEANS)
     assert f' | {joints} | ' in table and 'joint error 1-6 / 7 / all (deg)' in table
+
+
+def test_a_held_calibration_row_holds_each_sequence_at_the_calibration_of_the_next(tmp_path: Path):
+    """The fixed-camera group's held row: calibrate on the other sequence (measured joints), hold it, estimate."""
+    bags = [tmp_path / 'bags' / f'fov70_seed{seed}' for seed in (0, 1)]
+    model = _first_frame_model(tmp_path, bags[0])
+    assert suite.prepare_bag(bags[1], suite.bag_parameters(suite.BAG_KINDS['fov70'], FRAMES, 1, SIZE), CONFIG,
+                             reuse=True)
+    overrides = {**OVERRIDES, 'mode': 'online', 'joint_source': 'estimated', 'camera_motion': 'static'}
+    result = suite.evaluate_row(bags, FRAMES, CONFIG, model, overrides, tmp_path / 'run', held_calibration=True)
+    calibrations = {name: saved_camera_pose(tmp_path / 'run' / 'calibrations' / f'{name}.yaml', 'panda_link0')
+                    for name in ('fov70_seed0', 'fov70_seed1')}
+    assert np.linalg.norm(calibrations['fov70_seed0'].T_camera_base[:3, 3]
+                          - calibrations['fov70_seed1'].T_camera_base[:3, 3]) > 0.05     # two cameras apart
+    for sequence, source in ((0, 'fov70_seed1'), (1, 'fov70_seed0')):
+        held = calibrations[source]
+        published = [r for r in result.records if r.index // FRAMES == sequence and r.success]
+        assert published and all(np.allclose(r.T_camera_base, held.T_camera_base, atol=1e-6) for r in published)
+        assert {r.joint_source for r in published} == {'estimated'}
+    with pytest.raises(ValueError, match='another sequence of the same cell: run at least 2 sequences'):
+        suite.evaluate_row(bags[:1], FRAMES, CONFIG, model, overrides, None, held_calibration=True)
+    assert suite._run_name(suite.GROUPS['static_camera'][1][3], 'online') == (
+        'xds_realsense_d435_online_held_calibration_camera_motion-static_joint_source-estimated')
 
 
 def test_suite_refuses_a_missing_model_and_unknown_groups(tmp_path: Path):

@@ -233,6 +233,13 @@ def plot_calibration(path: Path, report: CalibrationReport) -> Path:
 
 # --- CLI ----------------------------------------------------------------------------------------
 
+def save_calibration(report: CalibrationReport, path: str | Path, source: str) -> list[Path]:
+    """Write the report's calibration as ``calibrate`` does (YAML, .calib, .urdf.xacro); return their paths."""
+    return write_calibration(path, report.result, report.placement, report.camera_frame, report.base_frame,
+                             file_sha256(report.model_path), source, report.holdout, report.joint_source,
+                             report.effector_frame)
+
+
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--bag', required=True, type=Path,
                         help='rosbag2 of a fixed camera watching the robot move through varied poses (with the '
@@ -265,10 +272,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f'calibrate: {error}', file=sys.stderr)
         return 2
-    paths = write_calibration(args.out, report.result, report.placement, report.camera_frame, report.base_frame,
-                              file_sha256(report.model_path),
-                              f'robot-pose-estimator calibrate --bag {Path(args.bag).resolve()}', report.holdout,
-                              report.joint_source, report.effector_frame)
+    paths = save_calibration(report, args.out, f'robot-pose-estimator calibrate --bag {Path(args.bag).resolve()}')
     plot = plot_calibration(args.plot or paths[0].with_suffix('.png'), report)
     summary = report.summary()
     print(f"calibrate: {summary['frames_used']} of {summary['frames']} frames used "

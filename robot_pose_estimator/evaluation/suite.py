@@ -49,13 +49,17 @@ import json
 from pathlib import Path
 import shlex
 import shutil
+import tempfile
 from typing import Any
 
 import numpy as np
 from robot_pose_estimator.config import default_config_path, load_config
 from robot_pose_estimator.core.calibration import robust_pose_mean
+from robot_pose_estimator.core.estimator import Estimator
 from robot_pose_estimator.core.model import file_sha256
+from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.evaluation import metrics
+from robot_pose_estimator.evaluation.calibrate import calibrate_bag, save_calibration
 from robot_pose_estimator.evaluation.evaluate import run_estimator
 from robot_pose_estimator.evaluation.make_bag import eval_background_folders, make_bag, PARAMETERS_FILE, read_bag_spec
 from robot_pose_estimator.evaluation.records import EvaluationResult, FrameRecord, Scorer
@@ -64,7 +68,7 @@ from robot_pose_estimator.inference.factory import build_estimator
 from robot_pose_estimator.machine import machine_summary
 from robot_pose_estimator.model_card import JOINT_ERROR_MEANS, TABLE_METRICS, weighted_mean
 from robot_pose_estimator.rendering.pbr import PIXEL_FILTER
-from robot_pose_estimator.rosbag import BagReader, DEFAULT_TOPICS
+from robot_pose_estimator.rosbag import BagReader, BagTopics, DEFAULT_TOPICS
 from tqdm import tqdm
 
 CONFIDENCE_OFF = {'confidence_threshold': 1e-6, 'confidence_floor': 1e-6}
@@ -109,6 +113,9 @@ class Row:
     bag: str
     overrides: tuple[tuple[str, Any], ...] = ()
     measured_joints: bool = False
+    #: Each sequence's camera held at a calibration of the cell made with measured joints on its
+    #: next sequence (``calibrate``, then ``held_calibration``), as a user calibrates once and runs on.
+    held_calibration: bool = False
 
 
 #: The held-out test cameras at 640x480 (issue #4): horizontal FOV in degrees.
@@ -117,15 +124,18 @@ TEST_CAMERAS = {'realsense_d435': 69.0, 'kinect_v2': 84.1, 'azure_kinect': 90.0}
 #: joints sweep a good part of their range, as a calibration needs), scored after these frames.
 STATIC_FRAMES = 100
 STATIC_FPS = 5.0
-#: The fixed-camera group's settings: (condition, estimator overrides, measured joints offered).
+#: The fixed-camera group's settings: (condition, estimator overrides, measured joints offered,
+#: a calibration of the cell's next sequence held).
 STATIC_SETTINGS = (
-    ('estimated joints, online', (('mode', 'online'), ('joint_source', 'estimated')), False),
-    ('estimated joints, single_frame', (('mode', 'single_frame'), ('joint_source', 'estimated')), False),
+    ('estimated joints, online', (('mode', 'online'), ('joint_source', 'estimated')), False, False),
+    ('estimated joints, single_frame', (('mode', 'single_frame'), ('joint_source', 'estimated')), False, False),
     ('estimated joints, camera_motion static',
-     (('mode', 'online'), ('joint_source', 'estimated'), ('camera_motion', 'static')), False),
-    ('measured joints, per frame', (('mode', 'single_frame'), ('joint_source', 'measured')), True),
+     (('mode', 'online'), ('joint_source', 'estimated'), ('camera_motion', 'static')), False, False),
+    ('estimated joints, calibration of another sequence held',
+     (('mode', 'online'), ('joint_source', 'estimated'), ('camera_motion', 'static')), False, True),
+    ('measured joints, per frame', (('mode', 'single_frame'), ('joint_source', 'measured')), True, False),
     ('measured joints, camera_motion static',
-     (('mode', 'online'), ('joint_source', 'measured'), ('camera_motion', 'static')), True),
+     (('mode', 'online'), ('joint_source', 'measured'), ('camera_motion', 'static')), True, False),
 )
 #: The fixed cameras are work cells: each camera's sequences share one scene and one camera pose
 #: (make-bag --scene-seed), as recordings in one cell do; the adaptation benchmark adapts in them.
@@ -179,8 +189,8 @@ GROUPS: dict[str, tuple[str, tuple[Row, ...]]] = {
         for mode in ('single_frame', 'online'))),
     'static_camera': ('Fixed cameras, cross-domain: measured and estimated joints, camera held or not '
                       '(docs/measured_joints.md)',
-                      tuple(Row('static_camera', f'{name}, {setting}', f'xds_{name}', overrides, measured)
-                            for name in TEST_CAMERAS for setting, overrides, measured in STATIC_SETTINGS)),
+                      tuple(Row('static_camera', f'{name}, {setting}', f'xds_{name}', overrides, measured, held)
+                            for name in TEST_CAMERAS for setting, overrides, measured, held in STATIC_SETTINGS)),
     'mode': ('Single-frame vs online (RoboKeyGen Table V)', (
         Row('mode', 'single_frame, clean', 'fov70', (('mode', 'single_frame'),)),
         Row('mode', 'online, clean', 'fov70', (('mode', 'online'),)),
@@ -263,6 +273,8 @@ def _run_name(row: Row, mode: str) -> str:
     parts = [row.bag, settings.pop('mode', mode)]
     if row.measured_joints:
         parts.append('measured_topic')
+    if row.held_calibration:
+        parts.append('held_calibration')
     if settings == CONFIDENCE_OFF:
         parts.append('confidence_off')
     elif settings:
@@ -285,22 +297,23 @@ def _pooled_images(bags: Sequence[Path], frames: int):
 
 def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_path: Path,
                  overrides: Mapping[str, Any], out_dir: Path | None,
-                 measured_joints: bool = False) -> EvaluationResult:
+                 measured_joints: bool = False, held_calibration: bool = False) -> EvaluationResult:
     """Evaluate every sequence with one estimator and score the pooled frames once.
 
     ``measured_joints``: the bags' ground-truth joint states are offered as the robot's measured angles.
+    ``held_calibration``: each sequence runs with its camera held at ``calibrate``'s calibration of
+    the next sequence (its true joint states as the robot's), written under ``out_dir``.
     """
     config = load_config(config_path, **overrides, model_path=str(model_path))
     estimator = build_estimator(config)
     scorer = Scorer(config, estimator.robot.joint_names, estimator.robot.keypoint_names)
     topics = replace(DEFAULT_TOPICS, measured_joints=DEFAULT_TOPICS.joint_states) if measured_joints \
         else DEFAULT_TOPICS
-    records: list[FrameRecord] = []
-    for sequence, bag in enumerate(bags):
-        with BagReader(bag, topics, base_frame=scorer.base_frame, joint_names=scorer.joint_names) as reader:
-            sequence_records = run_estimator(estimator, reader.frames(), len(reader), progress=False,
-                                             measured_joints=reader.measured_joint_states())
-        records += [replace(r, index=sequence * frames + r.index) for r in sequence_records]
+    with tempfile.TemporaryDirectory() as scratch:
+        calibrations = (_next_sequence_calibrations(bags, config_path, model_path, overrides,
+                                                    Path(scratch) if out_dir is None else out_dir / 'calibrations')
+                        if held_calibration else [])
+        records = _run_sequences(bags, frames, estimator, topics, scorer, config, calibrations)
     info = {'bag': ', '.join(str(b) for b in bags), 'config': str(config_path), 'model': str(model_path),
             'mode': estimator.settings.mode, 'joint_source': estimator.settings.joint_source,
             'camera_motion': estimator.settings.camera_motion}
@@ -308,6 +321,41 @@ def evaluate_row(bags: Sequence[Path], frames: int, config_path: Path, model_pat
     if out_dir is not None:
         write_outputs(out_dir, pooled, scorer.robot, _pooled_images(bags, frames))
     return pooled
+
+
+def _next_sequence_calibrations(bags: Sequence[Path], config_path: Path, model_path: Path,
+                                overrides: Mapping[str, Any], directory: Path) -> list[Path]:
+    """Calibrate the cell on each sequence's next one, with its true joint states as measured ones; return the files.
+
+    The row's own mode, joint source and camera motion are its runs', not the calibration's:
+    ``calibrate`` solves each frame of the other sequence on its own with the measured joints.
+    """
+    if len(bags) < 2:
+        raise ValueError('a held calibration comes from another sequence of the same cell: run at least 2 sequences')
+    topics = replace(DEFAULT_TOPICS, measured_joints=DEFAULT_TOPICS.joint_states)
+    common = {k: v for k, v in overrides.items() if k not in ('mode', 'joint_source', 'camera_motion')}
+    paths = []
+    for sequence in range(len(bags)):
+        source = bags[(sequence + 1) % len(bags)]
+        report = calibrate_bag(source, config_path, model_path, topics=topics, config_overrides=common,
+                               progress=False)
+        paths.append(save_calibration(report, directory / f'{source.name}.yaml',
+                                      f'benchmark-suite: calibrate --bag {source}')[0])
+    return paths
+
+
+def _run_sequences(bags: Sequence[Path], frames: int, estimator: Estimator, topics: BagTopics, scorer: Scorer,
+                   config: EstimatorSettings, calibrations: Sequence[Path]) -> list[FrameRecord]:
+    """Run each sequence from a fresh state, with its own held calibration when ``calibrations`` name them."""
+    records: list[FrameRecord] = []
+    for sequence, bag in enumerate(bags):
+        if calibrations:
+            estimator = build_estimator(config.updated(held_calibration=str(calibrations[sequence])))
+        with BagReader(bag, topics, base_frame=scorer.base_frame, joint_names=scorer.joint_names) as reader:
+            sequence_records = run_estimator(estimator, reader.frames(), len(reader), progress=False,
+                                             measured_joints=reader.measured_joint_states())
+        records += [replace(r, index=sequence * frames + r.index) for r in sequence_records]
+    return records
 
 
 def per_sequence(result: EvaluationResult, frames: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
@@ -418,7 +466,8 @@ def run_benchmark_suite(out: str | Path, config_path: str | Path | None = None, 
             bar.set_postfix_str(f'run {run}')
             pooled[run] = evaluate_row(bag_paths[row.bag], BAG_KINDS[row.bag].frames or frames, config_path,
                                        model_path, {**(overrides or {}), **dict(row.overrides)},
-                                       out / 'runs' / run if reports else None, row.measured_joints)
+                                       out / 'runs' / run if reports else None, row.measured_joints,
+                                       row.held_calibration)
             bar.update()
 
     table = []
