@@ -158,6 +158,9 @@ def test_adapt_runs_end_to_end_on_a_few_frames_of_the_demo_bag(tmp_path: Path, c
     assert 'adapt: round 1: 6 of 6 frames labelled (measured joints)' in printed
     assert 'px on the last labelled frame (fewer than 7 were labelled)' in printed
     assert f"adapt: your cell without the arm, from bag demo_panda: {out / 'cell_demo_panda.jpg'}" in printed
+    assert (f"calibrate --bag {REPO / 'test' / 'data' / 'demo_panda'} --measured-joints-topic "
+            f"/ground_truth/joint_states --model {(out / 'model.onnx').resolve()} --out my_cell.yaml, then run with "
+            'camera_motion:=static held_calibration:=my_cell.yaml') in printed
     assert cv2.imread(str(out / 'cell_demo_panda.jpg')).shape == (480, 640, 3)
     backend = OnnxRuntimeBackend(out / 'model.onnx', threads=1)
     assert backend.metadata.keypoint_names == tuple(load_config(CONFIG).robot.keypoint_names)

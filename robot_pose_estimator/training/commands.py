@@ -29,7 +29,7 @@ import sys
 from typing import Any
 
 from robot_pose_estimator.core.settings import parameters
-from robot_pose_estimator.rosbag import add_topic_arguments, topics_from_args
+from robot_pose_estimator.rosbag import add_topic_arguments, DEFAULT_MEASURED_JOINTS_TOPIC, topics_from_args
 from robot_pose_estimator.training.settings import (
     AdaptSettings, ENCODERS, HEATMAP_LOSSES, LifterSettings, TrainSettings, WEIGHTS_SUFFIX
 )
@@ -276,9 +276,9 @@ def run_adapt(args: argparse.Namespace) -> int:
         print(f'adapt: {error}', file=sys.stderr)
         return 2
     from robot_pose_estimator.training.adapt import adapt    # the train extra (torch, pybullet), as in run_train
+    topics = topics_from_args(args)
     try:
-        result = adapt(args.bags, args.out, args.config, args.model, topics_from_args(args), settings,
-                       args.backgrounds)
+        result = adapt(args.bags, args.out, args.config, args.model, topics, settings, args.backgrounds)
     except (FileNotFoundError, ValueError) as error:
         print(f'adapt: {error}', file=sys.stderr)
         return 2
@@ -286,4 +286,10 @@ def run_adapt(args: argparse.Namespace) -> int:
     print(f'adapt: wrote {result.model_path} (and its card and weights): held-out self-consistency '
           f"{result.rounds[0]['holdout_px_before']:.2f} -> {last['holdout_px_after']:.2f} px. Use it with "
           f'model_path:={result.model_path.resolve()}')
+    if result.card['adaptation']['with_measured_joints']:
+        topic = topics.measured_joints or DEFAULT_MEASURED_JOINTS_TOPIC
+        print(f'adapt: the same joint states calibrate a fixed camera, which then tells every frame where the camera '
+              f'is (docs/measured_joints.md): robot-pose-estimator calibrate --bag {args.bags[0]} '
+              f'--measured-joints-topic {topic} --model {result.model_path.resolve()} --out my_cell.yaml, then run '
+              'with camera_motion:=static held_calibration:=my_cell.yaml')
     return 0
