@@ -214,6 +214,7 @@ def test_calibrate_command_writes_the_yaml_and_the_plot(tmp_path: Path, capsys, 
     with (tmp_path / 'held' / 'predictions.csv').open() as stream:
         rows = [row for row in csv.DictReader(stream) if row['success'] == '1']
     assert len(rows) == 6 and {row['static_frames'] for row in rows} == {'6'}
+    assert f'- held calibration: `{out}`' in (tmp_path / 'held' / 'report.md').read_text()
     published = np.array([[float(row[axis]) for axis in ('tx', 'ty', 'tz')] for row in rows])
     np.testing.assert_allclose(published, np.repeat(held.T_camera_base[None, :3, 3], 6, axis=0), atol=1e-6)
     assert main(['evaluate', '--bag', str(bag), '--config', str(params), '--model', str(model),

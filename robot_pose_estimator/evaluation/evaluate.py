@@ -93,6 +93,8 @@ def evaluate_bag(bag: str | Path, config_path: str | Path | None = None, mode: s
                 'ground_truth': reader.has_ground_truth, 'joint_source': estimator.settings.joint_source,
                 'measured_joints_topic': reader.measured_joints_topic,
                 'camera_motion': estimator.settings.camera_motion}
+        if estimator.settings.held_calibration:
+            info['held_calibration'] = estimator.settings.held_calibration
         result = scorer.score(records, info=info)
         if reader.has_ground_truth and result.scored.size == 0 and records:
             warnings.warn(f'{bag}: ground truth on {reader.topics.joint_states} and {reader.topics.tf} matches no '

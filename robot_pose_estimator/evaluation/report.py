@@ -164,7 +164,7 @@ def report_markdown(result: EvaluationResult, files: Mapping[str, str], worst_fr
     info = result.info
     lines = ['# Evaluation report', '']
     for key in ('bag', 'config', 'model', 'mode', 'image_topic', 'joint_source', 'measured_joints_topic',
-                'camera_motion'):
+                'camera_motion', 'held_calibration'):
         if key in info:
             lines.append(f'- {key.replace("_", " ")}: `{info[key]}`')
     lines += [f"- frames: {s['frames']} ({s.get('frames_without_ground_truth', 0)} without ground truth)", '']
