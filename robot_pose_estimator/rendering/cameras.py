@@ -96,6 +96,13 @@ def intrinsics_for_crop(K_full: np.ndarray, transform: CropTransform) -> np.ndar
     return K
 
 
+def image_box_in_input(transform: CropTransform, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Return (x0, y0, x1, y1): where the image's pixel area lands in the input (a renderer's valid_box)."""
+    width, height = image_size
+    (x0, y0), (x1, y1) = transform.to_input(np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]]))
+    return float(x0), float(y0), float(x1), float(y1)
+
+
 def frame_sample(rng: np.random.Generator, keypoints_full: np.ndarray, in_frame: np.ndarray, crop: bool,
                  size: int, image_size: tuple[int, int] = FULL_FRAME_SIZE,
                  margin_range: tuple[float, float] = (0.05, 0.30),

@@ -32,18 +32,18 @@ import numpy as np
 from robot_pose_estimator.core.camera import CameraModel
 from robot_pose_estimator.core.heatmaps import apply_crop, box_from_points
 from robot_pose_estimator.core.robot_model import RobotModel
-from robot_pose_estimator.core.transforms import transform_points
-from robot_pose_estimator.rendering.cameras import intrinsics_for_crop
+from robot_pose_estimator.core.transforms import rotation_angle_deg, transform_points
+from robot_pose_estimator.rendering.cameras import image_box_in_input, intrinsics_for_crop
 from robot_pose_estimator.rendering.randomization import Randomization
 from robot_pose_estimator.rendering.tinyrenderer import Renderer
 from robot_pose_estimator.training.data import in_image, jittered_crop
 from tqdm import tqdm
 
 PLATE_FRAMES = 40            # frames per bag the median is taken over (evenly spread)
-# m, rad: label cameras this close to the bag's last count as one. With measured joints a bag's labels share one
+# m, deg: label cameras this close to the bag's last count as one. With measured joints a bag's labels share one
 # fused camera; the self-trained fits of a fixed camera scattered by 1-3 cm and 3-8 degrees (90th percentile) in
 # the development cells (docs/adaptation.md), so some of those give no plate; a camera that moves, by far more.
-STATIC_TOLERANCE = (0.05, np.deg2rad(5.0))
+STATIC_TOLERANCE = (0.05, 5.0)
 STILL_SHARE = 0.9            # ...in this share of a bag's labelled frames, or the bag gives no plate
 MAX_DRAWS = 200              # sampled poses tried for one that the camera sees
 SILHOUETTE_GROWTH = 0.02     # the arm's silhouette grown by this share of the image width (edges, shadows)
@@ -105,14 +105,13 @@ def cell_views(images: Sequence[np.ndarray], cameras: Sequence[CameraModel], pos
             continue
         reference = poses[rows[-1]]
         shift = np.linalg.norm(poses[rows, :3, 3] - reference[:3, 3], axis=1)
-        turn = np.arccos(np.clip((np.einsum('nij,ij->n', poses[rows, :3, :3], reference[:3, :3]) - 1.0) / 2.0,
-                                 -1.0, 1.0))
+        turn = rotation_angle_deg(poses[rows, :3, :3], reference[None, :3, :3])
         still = (shift <= STATIC_TOLERANCE[0]) & (turn <= STATIC_TOLERANCE[1])
         if still.mean() < STILL_SHARE:
             refused[name] = (f'{100 * (1 - still.mean()):.0f} % of its label cameras more than '
-                             f'{100 * STATIC_TOLERANCE[0]:.0f} cm or {np.degrees(STATIC_TOLERANCE[1]):.0f}° from its '
+                             f'{100 * STATIC_TOLERANCE[0]:.0f} cm or {STATIC_TOLERANCE[1]:.0f}° from its '
                              f'last; 90th percentile {100 * np.percentile(shift, 90):.1f} cm, '
-                             f'{np.degrees(np.percentile(turn, 90)):.1f}°')
+                             f'{np.percentile(turn, 90):.1f}°')
             continue
         rows = rows[still]
         rows = rows[np.unique(np.linspace(0, rows.size - 1, min(PLATE_FRAMES, rows.size)).round().astype(int))]
@@ -153,10 +152,9 @@ def render_in_cell(views: Sequence[CellView], renderer: Renderer, robot: RobotMo
                              'is the robot in view?')
         transform = jittered_crop(box_from_points(pixels[inside], (width, height)), size, margin, rng)
         K = intrinsics_for_crop(view.camera.K, transform)
-        (x0, y0), (x1, y1) = transform.to_input(np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]]))
         background = apply_crop(view.plate, transform, (size, size)).astype(np.float32) / 255.0
-        result = renderer.render(q, view.T_camera_base, K, look, rng, valid_box=(x0, y0, x1, y1),
-                                 background=background)
+        result = renderer.render(q, view.T_camera_base, K, look, rng,
+                                 valid_box=image_box_in_input(transform, (width, height)), background=background)
         images.append(result.image)
         keypoints.append(np.where(result.in_image[:, None], result.keypoints_2d, np.nan))
         masks.append(result.in_image)

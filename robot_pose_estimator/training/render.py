@@ -39,7 +39,8 @@ from robot_pose_estimator.core.robot_model import RobotModel
 from robot_pose_estimator.core.settings import EstimatorSettings
 from robot_pose_estimator.rendering.backgrounds import PhotoPool
 from robot_pose_estimator.rendering.cameras import (
-    close_up_camera_kwargs, CROP, frame_sample, FULL_FRAME_SIZE, intrinsics_for_crop, project, sample_camera
+    close_up_camera_kwargs, CROP, frame_sample, FULL_FRAME_SIZE, image_box_in_input, intrinsics_for_crop, project,
+    sample_camera
 )
 from robot_pose_estimator.rendering.meshes import resolve_package_uri
 from robot_pose_estimator.rendering.randomization import Randomization
@@ -86,8 +87,7 @@ def render_sample(renderer: Renderer, rng: np.random.Generator, framing_mix: flo
     crop = bool(rng.random() < framing_mix)
     transform, framing = frame_sample(rng, uv, in_frame, crop, size)
     K = intrinsics_for_crop(K_full, transform)
-    (x0, y0), (x1, y1) = transform.to_input(np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]]))
-    result = renderer.render(q, T, K, randomization, rng, valid_box=(x0, y0, x1, y1))
+    result = renderer.render(q, T, K, randomization, rng, valid_box=image_box_in_input(transform, (w, h)))
     return {
         'images': result.image,
         'keypoints_2d': result.keypoints_2d.astype(np.float32),
